@@ -1,0 +1,90 @@
+"""The root ``esr`` command: joins one module per sub-command and maps errors to exit codes.
+
+Exit codes: 0 success, 1 an :class:`~esrcli.errors.EsrError` (one line on stderr, plus a
+hint line when there is one) or a batch with failures, 2 a usage error, 130 Ctrl-C.
+``--verbose`` (anywhere on the command line) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+
+from esrcli import __version__
+from esrcli.cli import console
+from esrcli.errors import EsrError
+
+app = typer.Typer(
+    name="esr",
+    help="Real-world blind image super-resolution (ESRGAN / Real-ESRGAN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"esr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and debug detail."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """esr: restore and enlarge real photos, synthesise degradations, train and evaluate SR models."""
+    console.state.verbose = verbose
+
+
+def _register() -> None:
+    # One explicit list; each module adds its own commands (no import side effects elsewhere).
+    from esrcli.cli import degrade, evaluate, interp, model, niqe, train, upscale
+
+    for module in (upscale, degrade, niqe, evaluate, train, interp, model):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``esr`` with ``argv`` (default ``sys.argv[1:]``) and return/exit with its exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in args or "-v" in args
+    console.state.verbose = verbose
+    try:
+        rc = app(args=args, prog_name="esr", standalone_mode=False)
+        code = rc if isinstance(rc, int) else 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except TyperException as exc:  # usage errors (exit 2) and other parser errors
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            console.error(exc.format_message())
+        code = exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        console.error("interrupted")
+        code = 130
+    except EsrError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        console.error(str(exc), exc.hint)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback for users
+        if verbose:
+            raise
+        console.error(f"internal error: {type(exc).__name__}: {exc}", "run again with --verbose for the traceback")
+        code = 1
+    if argv is None:
+        sys.exit(code)
+    return code
