@@ -1,9 +1,246 @@
-"""`esr degrade` command (placeholder until implemented)."""
+"""``esr degrade``: synthesise LQ images with Real-ESRGAN's degradation model, or show it.
+
+Three modes:
+
+* ``esr degrade HR_IN... OUT [--per-image K] [--crop N]`` writes ``OUT/lq/*.png`` (and the
+  matching ``OUT/gt/*.png`` crops with ``--crop``) plus ``OUT/params.jsonl``, one line of
+  sampled parameters per output;
+* ``esr degrade --show [IMG] [-o sheet.png] [--n 12]`` draws a contact sheet of the HR crop
+  and ``n`` LQ samples (built-in test chart without IMG);
+* ``esr degrade --print-config`` prints the configuration as TOML.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
 import typer
+
+from esrcli.cli import console
+from esrcli.config import load_toml, to_toml
+from esrcli.config.degrade import DegradeConfig
+from esrcli.data.imageio import Image, atomic_write_bytes, from_tensor, list_images, read_image, to_tensor, write_image
+from esrcli.errors import EsrError, ImageError
+
+HELP = """Synthesise low-quality images with Real-ESRGAN's second-order degradation model.
+
+  esr degrade HR_IN... OUT [--per-image K] [--crop 256]   degrade images into OUT/lq (+ OUT/gt)
+  esr degrade --show [IMG] [-o sheet.png] [--n 12]        contact sheet of what it does
+  esr degrade --print-config                              the default settings as TOML
+"""
+
+
+def _load_config(config: Path | None, scale: int | None) -> DegradeConfig:
+    cfg = load_toml(DegradeConfig, config, table="degrade") if config is not None else DegradeConfig()
+    if scale is not None and scale != cfg.scale:
+        if not 1 <= scale <= 16:
+            raise typer.BadParameter(f"must be in [1, 16], got {scale}", param_hint="--scale")
+        cfg = dataclasses.replace(cfg, scale=scale, gt_size=max(scale, cfg.gt_size // scale * scale))
+    return cfg
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise typer.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise typer.BadParameter(f"unknown device {name!r}", param_hint="--device") from None
+
+
+def _rgb(img: Image) -> np.ndarray:
+    """Colour plane as ``(H, W, 3)``: gray is replicated, alpha is ignored."""
+    return np.repeat(img.color, 3, axis=2) if img.is_gray else img.color
+
+
+def _seed_for(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _out_name(path: Path, roots: list[Path], used: set[str]) -> str:
+    name = path.stem
+    for root in roots:
+        if root.is_dir():
+            try:
+                name = path.relative_to(root).with_suffix("").as_posix().replace("/", "__")
+                break
+            except ValueError:
+                continue
+    base, i = name, 2
+    while name in used:
+        name, i = f"{base}-{i}", i + 1
+    used.add(name)
+    return name
+
+
+def _degrade_file(
+    path: Path, name: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device
+) -> list[dict[str, Any]]:
+    from esrcli.degrade import degrade
+
+    img = read_image(path)
+    x = to_tensor(_rgb(img)).to(device)
+    h, w = x.shape[-2:]
+    gen = torch.Generator().manual_seed(_seed_for(seed, name))
+    positions: list[tuple[int, int] | None]
+    if crop is not None:
+        if h < crop or w < crop:
+            raise ImageError(f"{path}: {w}x{h} pixels is smaller than --crop {crop}")
+        tops = torch.randint(0, h - crop + 1, (per_image,), generator=gen).tolist()
+        lefts = torch.randint(0, w - crop + 1, (per_image,), generator=gen).tolist()
+        positions = list(zip(tops, lefts))
+        gt = torch.cat([x[:, :, t : t + crop, l : l + crop] for t, l in positions])
+    else:
+        hh, ww = h - h % cfg.scale, w - w % cfg.scale
+        if hh < cfg.scale or ww < cfg.scale:
+            raise ImageError(f"{path}: {w}x{h} pixels is too small for scale {cfg.scale}")
+        positions = [None] * per_image
+        gt = x[:, :, :hh, :ww].expand(per_image, -1, -1, -1).contiguous()
+    lq, params = degrade(gt, cfg, gen)
+    lines = []
+    for k in range(per_image):
+        stem = f"{name}_{k}" if per_image > 1 else name
+        lq_rel = f"lq/{stem}.png"
+        write_image(out / lq_rel, Image(from_tensor(lq[k : k + 1]), bit_depth=8))
+        entry: dict[str, Any] = {"lq": lq_rel, "source": str(path)}
+        if crop is not None:
+            gt_rel = f"gt/{stem}.png"
+            write_image(out / gt_rel, Image(from_tensor(gt[k : k + 1]), bit_depth=img.bit_depth))
+            entry["gt"] = gt_rel
+            top, left = positions[k]
+            entry["crop"] = {"top": top, "left": left, "size": crop}
+        else:
+            entry["gt_size"] = [int(gt.shape[-2]), int(gt.shape[-1])]
+        entry.update(params[k])
+        lines.append(entry)
+    return lines
+
+
+def _open_viewer(path: Path) -> bool:
+    """Open ``path`` in the desktop's image viewer without waiting; never in CI or tests."""
+    if os.environ.get("CI") or "PYTEST_CURRENT_TEST" in os.environ or not sys.stdout.isatty():
+        return False
+    if sys.platform == "darwin":
+        exe = shutil.which("open")
+    elif sys.platform.startswith("linux") and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        exe = shutil.which("xdg-open")
+    else:
+        exe = None
+    if exe is None:
+        return False
+    try:
+        subprocess.Popen([exe, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return False
+    return True
+
+
+def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int, n: int, device: torch.device, open_viewer: bool) -> None:
+    from esrcli.data.testchart import draw_test_chart
+    from esrcli.degrade import degrade
+    from esrcli.degrade.sheet import contact_sheet
+
+    side = cfg.gt_size
+    if image is None:
+        hr = draw_test_chart(max(64, side))[:side, :side]
+        title = "built-in test chart"
+    else:
+        hr = _rgb(read_image(image))
+        title = image.name
+    h, w = hr.shape[:2]
+    ch, cw = min(h, side), min(w, side)
+    ch, cw = ch - ch % cfg.scale, cw - cw % cfg.scale
+    if ch < 4 * cfg.scale or cw < 4 * cfg.scale:
+        raise ImageError(f"{image}: {w}x{h} pixels is too small to show degradations at scale {cfg.scale}")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    hr = np.ascontiguousarray(hr[top : top + ch, left : left + cw])
+    gt = to_tensor(hr).to(device).expand(n, -1, -1, -1).contiguous()
+    lq, params = degrade(gt, cfg, torch.Generator().manual_seed(seed))
+    lqs = [from_tensor(lq[i : i + 1]) for i in range(n)]
+    sheet = contact_sheet(hr, lqs, params, cfg.scale, title=f"HR: {title}")
+    path = output if output is not None else Path(tempfile.gettempdir()) / f"esr-degrade-sheet-{seed}.png"
+    write_image(path, Image(sheet, bit_depth=8))
+    console.out.print(str(path), markup=False)
+    if open_viewer and _open_viewer(path):
+        console.info(f"opened {path} in the image viewer")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the root app."""
+    """Add ``esr degrade`` to the root app."""
+
+    @app.command("degrade", help=HELP)
+    def degrade_cmd(
+        paths: Optional[List[Path]] = typer.Argument(None, help="HR images or folders, then the output folder; with --show at most one image.", show_default=False),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with a [degrade] table.", dir_okay=False),
+        scale: Optional[int] = typer.Option(None, "--scale", "-s", help="SR factor (default: the config's, 4)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same outputs."),
+        per_image: int = typer.Option(1, "--per-image", "-k", min=1, help="Degraded samples per input image."),
+        crop: Optional[int] = typer.Option(None, "--crop", min=1, help="Random GT crops of this size (written to OUT/gt)."),
+        recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in sub-folders too."),
+        show: bool = typer.Option(False, "--show", help="Draw a contact sheet of HR crop and LQ samples."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Contact sheet file (with --show).", dir_okay=False),
+        n: int = typer.Option(12, "--n", min=1, max=64, help="LQ samples on the contact sheet."),
+        open_viewer: bool = typer.Option(True, "--open/--no-open", help="Open the sheet in the image viewer when there is one."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the configuration as TOML and exit."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    ) -> None:
+        cfg = _load_config(config, scale)
+        if print_config:
+            console.out.print(to_toml(cfg, table="degrade"), markup=False)
+            return
+        dev = _pick_device(device)
+        paths = list(paths or [])
+        if show:
+            if len(paths) > 1:
+                raise typer.BadParameter("--show takes at most one image", param_hint="IMG")
+            _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer)
+            return
+        if output is not None:
+            raise typer.BadParameter("only used with --show", param_hint="--output")
+        if len(paths) < 2:
+            raise typer.BadParameter("give one or more HR images or folders and then an output folder", param_hint="HR_IN... OUT")
+        if crop is not None and crop % cfg.scale:
+            raise typer.BadParameter(f"must be a multiple of the scale {cfg.scale}, got {crop}", param_hint="--crop")
+        *inputs, out = paths
+        if out.exists() and not out.is_dir():
+            raise ImageError(f"{out}: output exists and is not a folder")
+        files = list_images(inputs, recursive=recursive)
+        if not files:
+            raise ImageError(f"{', '.join(map(str, inputs))}: no images found")
+        (out / "lq").mkdir(parents=True, exist_ok=True)
+        if crop is not None:
+            (out / "gt").mkdir(exist_ok=True)
+        used: set[str] = set()
+        lines: list[dict[str, Any]] = []
+        failed = 0
+        with console.progress("degrade", total=len(files)) as advance:
+            for f in files:
+                name = _out_name(f, inputs, used)
+                try:
+                    lines.extend(_degrade_file(f, name, out, cfg, seed, per_image, crop, dev))
+                except EsrError as exc:
+                    console.error(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
+                    failed += 1
+                advance()
+        if lines:
+            text = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in lines)
+            atomic_write_bytes(out / "params.jsonl", text.encode())
+        gt_note = " and GT crops" if crop is not None else ""
+        console.out.print(f"{len(lines)} LQ images{gt_note} from {len(files) - failed} files in {out} (parameters: {out / 'params.jsonl'})", markup=False)
+        if failed:
+            console.error(f"{failed} of {len(files)} files failed")
+            raise typer.Exit(code=1)

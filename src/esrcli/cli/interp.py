@@ -1,9 +1,28 @@
-"""`esr interp` command (placeholder until implemented)."""
+"""``esr interp A B --alpha 0.5 -o OUT``: ESRGAN network interpolation of two model files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from esrcli.weights import interpolate_files, params_text
+
+
+def interp_cmd(
+    model_a: Path = typer.Argument(..., help="Model at alpha=0 (e.g. the PSNR-oriented net).", show_default=False),
+    model_b: Path = typer.Argument(..., help="Model at alpha=1 (e.g. the GAN net).", show_default=False),
+    alpha: float = typer.Option(0.5, "--alpha", "-a", min=0.0, max=1.0, help="Weight of B: (1-alpha)*A + alpha*B."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .safetensors file.", show_default=False),
+    half: bool = typer.Option(False, "--half", help="Store weights as float16."),
+) -> None:
+    """Blend two models of the same architecture: theta = (1 - alpha) * theta_A + alpha * theta_B."""
+    if output.suffix.lower() != ".safetensors":
+        raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
+    info = interpolate_files(model_a, model_b, alpha, output, half=half)
+    typer.echo(f"{output}: {info.arch} x{info.scale} ({params_text(info.params)}), alpha={alpha:g}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the root app."""
+    """Add ``esr interp`` to the root app."""
+    app.command("interp")(interp_cmd)

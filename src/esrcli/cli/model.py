@@ -1,9 +1,130 @@
-"""`esr model` command (placeholder until implemented)."""
+"""``esr model``: inspect, convert and list model files.
+
+* ``esr model info FILE...``  what was detected: architecture, hyper-parameters, scale,
+  parameter count, metadata (``--json`` for one JSON object per line).
+* ``esr model convert IN OUT.safetensors [--half]``  official ``.pth`` (or any loadable
+  file) to an esr safetensors file with metadata.
+* ``esr model list``  the embedded models.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import List
+
 import typer
+
+from esrcli.cli import console
+from esrcli.errors import EsrError, WeightsError
+from esrcli.weights import ModelInfo, catalogue, default_model_name, params_text, read_model_info, save_model
+
+model_app = typer.Typer(
+    name="model",
+    help="Inspect, convert and list model files (.pth / .safetensors).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _num_params(sd: dict) -> int:
+    return sum(int(t.numel()) for t in sd.values() if t.is_floating_point())
+
+
+def _info_lines(path: Path, sd: dict, info: ModelInfo) -> list[str]:
+    lines = [
+        f"file:       {path}",
+        f"arch:       {info.arch}",
+        f"scale:      x{info.scale}",
+        f"params:     {params_text(info.params)}",
+        f"parameters: {_num_params(sd):,}",
+    ]
+    meta = {k: v for k, v in info.metadata.items() if k not in ("arch", "params", "scale")}
+    if meta:
+        lines.append("metadata:")
+        lines += [f"  {k}: {v}" for k, v in sorted(meta.items())]
+    return lines
+
+
+@model_app.command("info")
+def info_cmd(
+    files: List[Path] = typer.Argument(..., help="Model files (.pth or .safetensors).", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+) -> None:
+    """Show the detected architecture, hyper-parameters, scale and metadata of model files."""
+    failed = 0
+    for i, path in enumerate(files):
+        try:
+            sd, info = read_model_info(path)
+        except EsrError as exc:
+            console.error(str(exc), exc.hint)
+            failed += 1
+            continue
+        if as_json:
+            record = {
+                "file": str(path),
+                "arch": info.arch,
+                "scale": info.scale,
+                "params": info.params,
+                "parameters": _num_params(sd),
+                "metadata": info.metadata,
+            }
+            typer.echo(json.dumps(record))
+        else:
+            if i:
+                typer.echo("")
+            typer.echo("\n".join(_info_lines(path, sd, info)))
+    if failed:
+        if len(files) > 1:
+            console.info(f"{failed} of {len(files)} files failed")
+        raise typer.Exit(1)
+
+
+@model_app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="Input model file (.pth or .safetensors).", show_default=False),
+    dst: Path = typer.Argument(..., help="Output .safetensors file.", show_default=False),
+    half: bool = typer.Option(False, "--half", help="Store weights as float16 (half the size; loads as float32)."),
+) -> None:
+    """Convert a model file (e.g. an official Real-ESRGAN .pth) to an esr .safetensors file."""
+    if dst.suffix.lower() != ".safetensors":
+        raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
+    sd, info = read_model_info(src)
+    notes = [info.metadata.get(k) for k in ("source_key", "layout")]
+    detail = ", ".join(n for n in notes if n)
+    provenance = info.metadata.get("provenance")
+    if not provenance or info.metadata.get("source_format") == "pth":
+        provenance = f"converted from {src.name}" + (f" ({detail})" if detail else "")
+    save_model(dst, sd, info, extra_metadata={"provenance": provenance}, half=half)
+    dtype = "float16" if half else "float32"
+    typer.echo(f"{dst}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(sd):,} parameters, {dtype}")
+
+
+@model_app.command("list")
+def list_cmd() -> None:
+    """List the models embedded in esr."""
+    try:
+        entries = catalogue()
+    except WeightsError as exc:
+        console.error(str(exc))
+        raise typer.Exit(1)
+    if not entries:
+        typer.echo("no embedded models yet")
+        return
+    default = default_model_name()
+    for e in entries:
+        mark = " (default)" if e.name == default else ""
+        typer.echo(f"{e.name}{mark}: {e.arch or '?'} x{e.scale or '?'}  {e.description}".rstrip())
+        if e.training_data:
+            typer.echo(f"  training data: {e.training_data}")
+        if e.iterations is not None:
+            typer.echo(f"  iterations:    {e.iterations:,}")
+        for k, v in e.figures.items():
+            typer.echo(f"  {k}: {v}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the root app."""
+    """Add ``esr model`` (info, convert, list) to the root app."""
+    app.add_typer(model_app, name="model")

@@ -1,9 +1,191 @@
-"""`esr upscale` command (placeholder until implemented)."""
+"""`esr upscale`: restore and enlarge images or folders of images with a generator model.
+
+Parses options, expands inputs, loops over files and reports; the work happens in
+:mod:`esrcli.infer`. One line per written file on stdout; progress, notices, errors
+and the summary on stderr. A batch goes on past bad files and exits 1 if any failed.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from esrcli.cli import console
+from esrcli.data.imageio import IMAGE_EXTENSIONS, Image, list_images, read_image, write_image
+from esrcli.errors import EsrError, ImageError, WeightsError
+
+EXTENSIONS = ("auto", "png", "jpg", "webp")
+_NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
+
+
+def _output_dir_or_file(inputs: list[Path], out: Path) -> tuple[Path, Path | None]:
+    """``(folder, file)``: OUT is a single output file when there is one input file and OUT
+    has an image extension and is not an existing folder; otherwise OUT is a folder."""
+    if len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+        return out.parent if str(out.parent) else Path("."), out
+    return out, None
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create the output folder if needed and check it is writable.
+
+    Raises:
+        ImageError: it cannot be created or written (message names the folder).
+    """
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ImageError(f"{folder}: output path exists and is not a folder") from None
+    except OSError as exc:
+        raise ImageError(f"{folder}: cannot create output folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ImageError(f"{folder}: output folder is not writable")
+
+
+def _target_ext(src: Path, ext: str, image: Image) -> str:
+    if ext != "auto":
+        return "." + ext
+    suffix = src.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        suffix = ".png"
+    if suffix in _NO_ALPHA_OR_16BIT and (image.alpha is not None or image.bit_depth == 16):
+        return ".png"
+    return suffix
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def upscale(
+    paths: List[Path] = typer.Argument(..., help="Input images and/or folders, then the output folder (or file)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth) or embedded model name; default: the embedded default model."),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
+    tile: int = typer.Option(0, "--tile", "-t", min=0, help="Tile size in input pixels (0 = whole image)."),
+    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
+    ext: str = typer.Option("auto", "--ext", help="Output format: auto (as input; alpha/16-bit to jpg -> png), png, jpg, webp."),
+    suffix: str = typer.Option("", "--suffix", help="Appended to output file names, e.g. _out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (output keeps the folder layout)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (auto: fp16 on GPU; bf16 on CPUs with native bf16 when accurate, else fp32)."),
+    alpha: str = typer.Option("network", "--alpha", help="Alpha channel upscaling: network or bicubic."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Tiles per forward pass."),
+    quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
+) -> None:
+    """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
+    from esrcli.infer import UpscaleOptions, prepare_model, select_device, select_precision, upscale_image
+    from esrcli.weights import default_model_name, load_model
+
+    if len(paths) < 2:
+        raise typer.BadParameter("give at least one input and the output folder", param_hint="PATHS")
+    ext = ext.lower().lstrip(".")
+    if ext == "jpeg":
+        ext = "jpg"
+    if ext not in EXTENSIONS:
+        raise typer.BadParameter(f"expected one of {', '.join(EXTENSIONS)}, got {ext!r}", param_hint="--ext")
+    if alpha not in ("network", "bicubic"):
+        raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
+    if scale is not None and not scale > 0:
+        raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
+    if tile and tile_overlap * 2 > tile:
+        raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
+    if "/" in suffix or "\\" in suffix:
+        raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
+    options = UpscaleOptions(outscale=scale, tile=tile, tile_overlap=tile_overlap, alpha=alpha, batch=batch)
+
+    inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
+    out_dir, out_file = _output_dir_or_file(inputs, out)
+    # Inputs are never overwritten: an output folder that is an input's folder needs a suffix.
+    if not suffix and out_file is None:
+        for p in inputs:
+            folder = p if p.is_dir() else p.parent
+            if _same_file(folder, out_dir):
+                raise EsrError(f"{out_dir}: output folder is the input folder", "pass --suffix (e.g. _out) or another output folder")
+    files: list[tuple[Path, Path]] = []  # (input file, output path without extension)
+    for p in inputs:
+        if p.is_dir():
+            for f in list_images([p], recursive=recursive):
+                rel = f.relative_to(p)
+                files.append((f, out_dir / rel.parent / (rel.stem + suffix)))
+        else:
+            found = list_images([p])
+            for f in found:
+                stem = out_file.with_suffix("") if out_file is not None else out_dir / (f.stem + suffix)
+                files.append((f, stem))
+    if not files:
+        raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+    _prepare_folder(out_dir)
+
+    name = model if model is not None else default_model_name()
+    if name is None:
+        raise WeightsError("no default model is embedded yet; pass --model NAME|PATH (a .safetensors or .pth file)")
+    dev = select_device(device)
+    net, info = load_model(name, device="cpu")
+    if info.arch not in ("RRDBNet", "SRVGGNetCompact"):
+        raise WeightsError(f"{name}: {info.arch} is not an image generator")
+    prec = select_precision(precision, dev, net, int(info.params.get("num_in_ch", 3)), key=str(name))
+    if prec.note:
+        console.info(f"esr: {prec.note}")
+    net = prepare_model(net, dev, prec.dtype)
+    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}; {len(files)} image(s)")
+
+    stdout = sys.stdout  # results go to the real stdout even while the progress bar redirects it
+    written = skipped = failed = 0
+    seen: set[Path] = set()
+    input_set = {f.resolve() for f, _ in files}
+    t0 = time.perf_counter()
+    with console.progress("upscale", total=len(files)) as advance:
+        for src, stem in files:
+            try:
+                image = read_image(src)
+                dst = out_file if out_file is not None else stem.with_name(stem.name + _target_ext(src, ext, image))
+                resolved = dst.resolve()
+                if resolved in input_set:
+                    raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")
+                if resolved in seen:
+                    raise ImageError(f"{src}: output {dst} was already written by another input of this run")
+                seen.add(resolved)
+                if dst.exists() and not overwrite:
+                    console.info(f"esr: skip {src}: {dst} exists (use --overwrite)")
+                    skipped += 1
+                    continue
+                if ext == "jpg" and image.alpha is not None:
+                    console.warn(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
+                notes: list[str] = []
+                result = upscale_image(image, net, info, options, notify=notes.append)
+                for note in notes:
+                    console.warn(f"{src}: {note}")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                write_image(dst, result, quality=quality)
+                written += 1
+                target = sys.stdout if stdout.isatty() else stdout
+                print(dst, file=target, flush=True)
+            except EsrError as exc:
+                failed += 1
+                msg = str(exc)
+                console.error(msg if str(src) in msg else f"{src}: {msg}", exc.hint)
+            except (ValueError, RuntimeError, MemoryError, OSError) as exc:
+                failed += 1
+                console.error(f"{src}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            finally:
+                advance()
+    dt = time.perf_counter() - t0
+    rate = written / dt if dt > 0 else 0.0
+    console.info(f"esr: upscale: {written} written, {skipped} skipped, {failed} failed in {dt:.1f} s ({rate:.2f} img/s)")
+    if failed:
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the root app."""
+    """Add the ``upscale`` command to the root app."""
+    app.command("upscale", no_args_is_help=True)(upscale)

@@ -4,12 +4,22 @@ Images are read into float32 arrays in ``[0, 1]``: ``color`` is ``(H, W, 3)`` RG
 ``(H, W, 1)`` gray, ``alpha`` is ``(H, W)`` or ``None``. 8-bit and 16-bit PNG/TIFF keep
 their depth on the way back out. Writes are atomic: a temporary file in the target
 folder, then ``os.replace``; an interrupted write never leaves a half-written image.
+
+Metadata: the EXIF orientation is applied to the pixels on reading (and reset to 1 in
+:attr:`Image.exif`); other EXIF fields are not written back. The ICC profile is kept
+and embedded again in PNG (any depth, written as an ``iCCP`` chunk), JPEG (``APP2``
+segments), WebP and 8-bit or 16-bit gray TIFF; 16-bit RGB(A) TIFF drops it (Pillow
+cannot hold 16-bit colour).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import tempfile
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +31,7 @@ from esrcli.errors import ImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "Image",
     "read_image",
     "write_image",
@@ -32,6 +43,8 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb threshold (2x its warning limit)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class Image:
 
     @property
     def is_gray(self) -> bool:
+        """True for a one-channel (gray) image."""
         return self.color.shape[2] == 1
 
     @property
@@ -63,7 +77,11 @@ class Image:
 
 
 def list_images(paths: list[Path] | tuple[Path, ...], recursive: bool = False) -> list[Path]:
-    """Expand files and folders into a sorted list of image files.
+    """Expand files and folders into a list of image files (each folder's files sorted).
+
+    Files named explicitly are kept whatever their extension (reading them decides);
+    folders contribute the files whose extension is in :data:`IMAGE_EXTENSIONS`
+    (hidden files, e.g. unfinished ``.name.part`` outputs, are skipped).
 
     Raises:
         ImageError: a path that does not exist.
@@ -73,7 +91,13 @@ def list_images(paths: list[Path] | tuple[Path, ...], recursive: bool = False) -
         p = Path(p)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(
+                sorted(
+                    f
+                    for f in it
+                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+                )
+            )
         elif p.exists():
             out.append(p)
         else:
@@ -81,25 +105,58 @@ def list_images(paths: list[Path] | tuple[Path, ...], recursive: bool = False) -
     return out
 
 
-def _read_metadata(path: Path) -> tuple[int, bytes | None, bytes | None]:
-    """EXIF orientation (1..8), ICC profile and EXIF bytes via Pillow (header only)."""
+@dataclass(frozen=True)
+class _Header:
+    size: tuple[int, int] | None = None  # (width, height) from the header, if Pillow knows the format
+    mode: str | None = None
+    orientation: int = 1
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+
+def _read_header(path: Path, data: bytes) -> _Header:
+    """Size, mode, EXIF orientation, ICC profile and EXIF via Pillow (header only).
+
+    Raises:
+        ImageError: the header declares more than :data:`MAX_PIXELS` pixels.
+    """
     from PIL import Image as PILImage
 
     try:
-        with PILImage.open(path) as im:
-            icc = im.info.get("icc_profile")
-            exif = im.getexif()
-            orientation = int(exif.get(0x0112, 1) or 1)
-            exif_bytes = None
-            if len(exif):
-                exif[0x0112] = 1
-                exif_bytes = exif.tobytes()
-            return orientation, icc, exif_bytes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit below
+            with PILImage.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{path}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
+                icc = im.info.get("icc_profile") or None
+                orientation, exif_bytes = 1, None
+                try:
+                    exif = im.getexif()
+                    orientation = int(exif.get(0x0112, 1) or 1)
+                    if len(exif):
+                        exif[0x0112] = 1
+                        exif_bytes = exif.tobytes()
+                except Exception:  # noqa: BLE001 - broken EXIF must not make the image unreadable
+                    pass
+                return _Header((w, h), im.mode, orientation, icc, exif_bytes)
+    except PILImage.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large ({exc})") from None
+    except ImageError:
+        raise
     except Exception:  # noqa: BLE001 - metadata is best-effort; pixel decoding decides validity
-        return 1, None, None
+        return _Header()
+
+
+def _png_color_type(data: bytes) -> int | None:
+    """The IHDR colour type of PNG bytes (0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA)."""
+    if len(data) >= 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":
+        return data[25]
+    return None
 
 
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an ``(H, W[, C])`` array (as Pillow's exif_transpose)."""
     ops = {
         2: lambda x: x[:, ::-1],
         3: lambda x: x[::-1, ::-1],
@@ -113,31 +170,34 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(f(a)) if f else a
 
 
-def _check_size(path: Path, data: bytes) -> None:
-    """Refuse decompression bombs before decoding, from the header's dimensions."""
-    from PIL import Image as PILImage
-
-    import io
-
+def _decode(data: bytes) -> np.ndarray | None:
+    """cv2 decode with OpenCV's own warnings silenced (we raise our own error)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except PILImage.DecompressionBombError as exc:
-        raise ImageError(f"{path}: image too large ({exc})") from None
-    except Exception:  # noqa: BLE001 - let the decoder report the real problem
-        return
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"{path}: image too large ({w}x{h} pixels; limit {MAX_PIXELS})")
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def read_image(path: str | Path) -> Image:
     """Read an image file as float32 in ``[0, 1]`` at its native depth.
 
-    Handles 8/16-bit, gray, gray+alpha, RGB and RGBA; applies EXIF orientation; keeps
-    the ICC profile. Float/32-bit images are scaled into ``[0, 1]`` as well.
+    Handles 8/16-bit, gray, gray+alpha, palette, RGB and RGBA; applies the EXIF
+    orientation; keeps the ICC profile. Float/32-bit images are clipped into ``[0, 1]``
+    and reported as 16-bit.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The decoded :class:`Image`.
 
     Raises:
-        ImageError: missing, empty, corrupt, truncated, non-image or oversized file.
+        ImageError: missing, empty, corrupt, truncated, non-image or oversized
+            (more than :data:`MAX_PIXELS` pixels) file; the message names the file.
     """
     path = Path(path)
     try:
@@ -147,11 +207,11 @@ def read_image(path: str | Path) -> Image:
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not data:
         raise ImageError(f"{path}: empty file (0 bytes)")
-    _check_size(path, data)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    header = _read_header(path, data)
+    arr = _decode(data)
     if arr is None or arr.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     if arr.dtype == np.uint8:
@@ -162,28 +222,42 @@ def read_image(path: str | Path) -> Image:
         depth, scale = 16, 1.0
     else:
         raise ImageError(f"{path}: unsupported sample type {arr.dtype}")
-    a = arr.astype(np.float32) / scale
+    a = arr.astype(np.float32)
+    a *= np.float32(1.0 / scale)
     if a.ndim == 2:
         a = a[:, :, None]
     alpha = None
     c = a.shape[2]
+    # OpenCV expands gray+alpha to BGRA; the source says whether it was gray.
+    gray_alpha = _png_color_type(data) == 4 or header.mode in ("LA", "La")
     if c == 1:
         color = a
     elif c == 2:
         color, alpha = a[:, :, :1], a[:, :, 1]
     elif c == 3:
         color = a[:, :, ::-1]
+    elif c == 4 and gray_alpha:
+        color, alpha = a[:, :, :1], a[:, :, 3]
     elif c == 4:
         color, alpha = a[:, :, 2::-1], a[:, :, 3]
     else:
         raise ImageError(f"{path}: unsupported channel count {c}")
-    if not np.isfinite(color).all():
+    if not np.isfinite(color).all() or (alpha is not None and not np.isfinite(alpha).all()):
         raise ImageError(f"{path}: image contains NaN or infinite samples")
-    orientation, icc, exif = _read_metadata(path)
-    color = _apply_orientation(np.clip(color, 0, 1), orientation)
+    if scale == 1.0:
+        color = np.clip(color, 0, 1)
+        alpha = None if alpha is None else np.clip(alpha, 0, 1)
+    color = _apply_orientation(color, header.orientation)
     if alpha is not None:
-        alpha = _apply_orientation(np.clip(alpha, 0, 1), orientation)
-    return Image(np.ascontiguousarray(color), None if alpha is None else np.ascontiguousarray(alpha), depth, icc, exif)
+        alpha = _apply_orientation(alpha, header.orientation)
+        alpha = np.ascontiguousarray(alpha)
+    return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -198,7 +272,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except FileNotFoundError:
         raise ImageError(f"{path.parent}: output folder does not exist") from None
     except OSError as exc:
-        raise ImageError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+        raise ImageError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    except (AttributeError, OSError):  # pragma: no cover - e.g. Windows
+        pass
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -211,16 +289,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write ({exc.strerror})") from None
+            raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+def _quantize(a: np.ndarray, depth: int) -> np.ndarray:
+    maxv = 65535.0 if depth == 16 else 255.0
+    q = np.rint(np.clip(a, 0.0, 1.0) * np.float32(maxv))
+    return q.astype(np.uint16 if depth == 16 else np.uint8)
 
 
 def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
     """Encode ``image`` by the path's extension and write it atomically.
 
-    PNG and TIFF keep 16-bit depth and alpha; JPEG is 8-bit without alpha (alpha dropped);
-    WebP is 8-bit with alpha. The ICC profile is embedded where the format allows
-    (PNG, JPEG, WebP, TIFF via Pillow).
+    PNG and TIFF keep 16-bit depth, gray and alpha (gray+alpha included); JPEG and BMP
+    are 8-bit without alpha (alpha dropped); WebP is 8-bit with alpha. The ICC profile
+    is embedded where the format allows (see the module docstring).
 
     Args:
         path: output file; the extension picks the format.
@@ -228,62 +312,153 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
         quality: JPEG/WebP quality 1..100.
 
     Raises:
-        ImageError: unknown extension or unwritable destination.
+        ImageError: unknown extension, encoder failure or unwritable destination.
     """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise ImageError(f"{path}: unknown output format '{ext}'")
-    depth = image.bit_depth if ext in (".png", ".tif", ".tiff") else 8
+        raise ImageError(f"{path}: unknown output format '{ext}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    depth = 16 if image.bit_depth == 16 and ext in (".png", ".tif", ".tiff") else 8
     alpha = image.alpha if ext not in (".jpg", ".jpeg", ".bmp") else None
-    maxv = 65535.0 if depth == 16 else 255.0
-    dtype = np.uint16 if depth == 16 else np.uint8
+    gray = image.color.shape[2] == 1
+    icc = image.icc_profile
+    stays_gray = gray and ext != ".webp" and (alpha is None or ext == ".png")
+    if icc and not _icc_fits(icc, gray=stays_gray):
+        icc = None  # e.g. a gray profile on gray stored as RGB(A)
+    if gray and alpha is not None and ext == ".png":
+        planes = np.concatenate([image.color, alpha[:, :, None]], axis=2)
+        data = _encode_png(_quantize(planes, depth), color_type=4, icc=icc)
+        atomic_write_bytes(path, data)
+        return
     color = image.color
-    if color.shape[2] == 3:
-        color = color[:, :, ::-1]
-    planes = [color] if alpha is None else [color, alpha[:, :, None]]
-    a = np.concatenate(planes, axis=2) if len(planes) > 1 else color
-    q = np.clip(np.rint(a * maxv), 0, maxv).astype(dtype)
+    if gray and alpha is not None:  # gray+alpha outside PNG: store as RGBA
+        color = np.repeat(color, 3, axis=2)
+    q = _quantize(color[:, :, ::-1] if color.shape[2] == 3 else color, depth)
+    if alpha is not None:
+        q = np.concatenate([q, _quantize(alpha, depth)[:, :, None]], axis=2)
     if q.shape[2] == 1:
         q = q[:, :, 0]
-    params: list[int] = []
-    if ext in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    elif ext == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
-    elif ext == ".png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    ok, buf = cv2.imencode(ext if ext != ".tiff" else ".tif", q, params)
-    if not ok:
-        raise ImageError(f"{path}: could not encode image as {ext}")
-    data = buf.tobytes()
-    if image.icc_profile and ext in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"):
-        data = _embed_icc(data, image.icc_profile, ext, quality)
+    data = None
+    if icc and ext in (".webp", ".tif", ".tiff"):
+        data = _encode_pillow(q, ext, quality, icc)
+    if data is None:
+        params: list[int] = []
+        if ext in (".jpg", ".jpeg"):
+            params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        elif ext == ".webp":
+            params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+        elif ext == ".png":
+            params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+        try:
+            ok, buf = cv2.imencode(".tif" if ext == ".tiff" else ext, q, params)
+        except cv2.error as exc:
+            raise ImageError(f"{path}: could not encode image as {ext} ({exc.err})") from None
+        if not ok:
+            raise ImageError(f"{path}: could not encode image as {ext}")
+        data = buf.tobytes()
+        if icc and ext == ".png":
+            data = _png_insert_iccp(data, icc)
+        elif icc and ext in (".jpg", ".jpeg"):
+            data = _jpeg_insert_icc(data, icc)
     atomic_write_bytes(path, data)
 
 
-def _embed_icc(data: bytes, icc: bytes, ext: str, quality: int) -> bytes:
-    """Re-save through Pillow to attach an ICC profile (pixels unchanged for lossless formats)."""
-    import io
+def _icc_fits(icc: bytes, gray: bool) -> bool:
+    """Whether the profile's colour space (header bytes 16..20) suits a gray or an RGB image."""
+    space = icc[16:20]
+    if space == b"GRAY":
+        return gray
+    if space == b"RGB ":
+        return not gray
+    return True
 
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def _iccp_chunk(icc: bytes) -> bytes:
+    return _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+
+
+def _png_insert_iccp(data: bytes, icc: bytes) -> bytes:
+    """Insert an ``iCCP`` chunk right after IHDR (PNG spec: before PLTE and IDAT)."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return data
+    end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+    return data[:end] + _iccp_chunk(icc) + data[end:]
+
+
+def _encode_png(q: np.ndarray, color_type: int, icc: bytes | None) -> bytes:
+    """A small PNG encoder for what OpenCV cannot write (gray+alpha), 8 or 16 bit.
+
+    Args:
+        q: ``(H, W, C)`` uint8 or uint16 samples, C matching ``color_type``.
+        color_type: PNG colour type (4 = gray+alpha).
+        icc: ICC profile to embed, or ``None``.
+    """
+    h, w = q.shape[:2]
+    depth = 16 if q.dtype == np.uint16 else 8
+    rows = q.astype(">u2").view(np.uint8) if depth == 16 else q
+    rows = rows.reshape(h, -1)
+    # "Up" filter (type 2) on every row: a cheap predictor that compresses smooth images well.
+    up = rows.copy()
+    up[1:] -= rows[:-1]
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", ihdr)]
+    if icc:
+        parts.append(_iccp_chunk(icc))
+    parts += [_png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
+    return b"".join(parts)
+
+
+def _jpeg_insert_icc(data: bytes, icc: bytes) -> bytes:
+    """Insert ``APP2 ICC_PROFILE`` segments after SOI (and after a JFIF APP0 segment)."""
+    if data[:2] != b"\xff\xd8":
+        return data
+    pos = 2
+    if data[2:4] == b"\xff\xe0":
+        pos = 4 + struct.unpack(">H", data[4:6])[0]
+    chunk = 65519
+    pieces = [icc[i : i + chunk] for i in range(0, len(icc), chunk)]
+    if len(pieces) > 255:
+        return data
+    segs = b"".join(
+        b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(p)) + b"ICC_PROFILE\x00" + bytes((i + 1, len(pieces))) + p
+        for i, p in enumerate(pieces)
+    )
+    return data[:pos] + segs + data[pos:]
+
+
+def _encode_pillow(q: np.ndarray, ext: str, quality: int, icc: bytes) -> bytes | None:
+    """Encode through Pillow to embed an ICC profile; ``None`` where Pillow cannot hold the pixels."""
     from PIL import Image as PILImage
 
+    if q.ndim == 3 and q.shape[2] == 3:
+        q, mode = q[:, :, ::-1], "RGB"
+    elif q.ndim == 3 and q.shape[2] == 4:
+        q, mode = q[:, :, [2, 1, 0, 3]], "RGBA"
+    elif q.ndim == 2:
+        mode = "I;16" if q.dtype == np.uint16 else "L"
+    else:
+        return None
+    if q.dtype == np.uint16 and mode != "I;16":
+        return None  # Pillow has no 16-bit RGB(A): keep the pixels, drop the profile
     try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            im.load()
-            out = io.BytesIO()
-            fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
-            kw: dict = {"icc_profile": icc}
-            if fmt in ("JPEG", "WEBP"):
-                kw["quality"] = quality
-            im.save(out, format=fmt, **kw)
-            return out.getvalue()
-    except Exception:  # noqa: BLE001 - e.g. 16-bit RGB(A) that Pillow cannot hold: keep pixels, drop ICC
-        return data
+        im = PILImage.fromarray(np.ascontiguousarray(q), mode) if mode != "I;16" else PILImage.fromarray(q)
+        out = io.BytesIO()
+        if ext == ".webp":
+            im.save(out, format="WEBP", quality=int(quality), icc_profile=icc)
+        else:
+            im.save(out, format="TIFF", compression="tiff_lzw", icc_profile=icc)
+        return out.getvalue()
+    except Exception:  # noqa: BLE001 - fall back to OpenCV without the profile
+        return None
 
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
-    """``(H, W, C)`` float array -> ``(1, C, H, W)`` float32 tensor (no copy of values' range)."""
+    """``(H, W, C)`` float array -> ``(1, C, H, W)`` float32 tensor (values unchanged)."""
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).unsqueeze(0).float()
 
 
@@ -291,4 +466,4 @@ def from_tensor(t: torch.Tensor) -> np.ndarray:
     """``(1, C, H, W)`` or ``(C, H, W)`` tensor -> ``(H, W, C)`` float32 array, clamped to ``[0, 1]``."""
     if t.dim() == 4:
         t = t[0]
-    return t.detach().float().clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
+    return t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()

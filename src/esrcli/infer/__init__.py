@@ -1,0 +1,16 @@
+"""Inference: tiled forward pass with feathered blending, device/precision choice, the upscale pipeline."""
+
+from esrcli.infer.device import Precision, prepare_model, select_device, select_precision
+from esrcli.infer.tiled import tiled_forward
+from esrcli.infer.upscale import UpscaleOptions, fill_transparent, upscale_image
+
+__all__ = [
+    "Precision",
+    "UpscaleOptions",
+    "fill_transparent",
+    "prepare_model",
+    "select_device",
+    "select_precision",
+    "tiled_forward",
+    "upscale_image",
+]

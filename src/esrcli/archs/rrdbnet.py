@@ -1,0 +1,130 @@
+"""RRDBNet, the ESRGAN generator, with BasicSR / Real-ESRGAN state-dict key names.
+
+Source: Wang et al., "ESRGAN: Enhanced Super-Resolution Generative Adversarial Networks",
+ECCVW 2018, Sec. 3.1 (Residual-in-Residual Dense Block, residual scaling 0.2); the
+pixel-unshuffle front end for x2/x1 follows Real-ESRGAN (Wang et al., ICCVW 2021, Sec. 3.3).
+
+Key layout (so official ``RealESRGAN_x4plus.pth`` / ``RealESRGAN_x2plus.pth`` load strictly)::
+
+    conv_first.{weight,bias}
+    body.N.rdb{1,2,3}.conv{1..5}.{weight,bias}
+    conv_body, conv_up1, conv_up2, conv_hr, conv_last
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
+
+_SLOPE = 0.2  # LeakyReLU negative slope
+_BETA = 0.2  # residual scaling
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five densely connected 3x3 convolutions with a scaled residual (ESRGAN Fig. 4).
+
+    Args:
+        num_feat: channels of the block input/output.
+        num_grow_ch: channels added by each of conv1..conv4 (growth rate).
+
+    Shapes:
+        ``(B, num_feat, H, W)`` -> ``(B, num_feat, H, W)``.
+    """
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.num_feat = num_feat
+        self.num_grow_ch = num_grow_ch
+        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = F.leaky_relu(self.conv1(x), _SLOPE)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), _SLOPE)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), _SLOPE)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), _SLOPE)
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * _BETA + x
+
+
+class RRDB(nn.Module):
+    """Residual in Residual Dense Block: three dense blocks and an outer scaled residual.
+
+    Shapes:
+        ``(B, num_feat, H, W)`` -> ``(B, num_feat, H, W)``.
+    """
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.rdb3(self.rdb2(self.rdb1(x)))
+        return out * _BETA + x
+
+
+class RRDBNet(nn.Module):
+    """The ESRGAN / Real-ESRGAN generator.
+
+    For ``scale`` 2 and 1 the input is first pixel-unshuffled by 2 and 4, so the trunk
+    always runs at 1/4 of the output resolution and always upsamples x4 (two nearest x2
+    steps with a conv each), exactly as Real-ESRGAN's x2plus model does.
+
+    Args:
+        num_in_ch: image channels in (3 for RGB).
+        num_out_ch: image channels out.
+        scale: upscaling factor, 1, 2 or 4.
+        num_feat: trunk channels (64 in ESRGAN).
+        num_block: number of RRDB blocks (23 in ESRGAN, 6 in the anime x4 model).
+        num_grow_ch: dense-block growth channels (32).
+
+    Shapes:
+        ``(B, num_in_ch, H, W)`` float in ``[0, 1]`` -> ``(B, num_out_ch, H*scale, W*scale)``.
+        For scale 2 (1), H and W must be divisible by 2 (4).
+
+    Raises:
+        ValueError: a scale other than 1, 2 or 4, or a non-positive size.
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        scale: int = 4,
+        num_feat: int = 64,
+        num_block: int = 23,
+        num_grow_ch: int = 32,
+    ) -> None:
+        super().__init__()
+        if scale not in (1, 2, 4):
+            raise ValueError(f"scale: RRDBNet supports 1, 2 or 4, got {scale}")
+        if min(num_in_ch, num_out_ch, num_feat, num_grow_ch) < 1 or num_block < 0:
+            raise ValueError("RRDBNet: channel counts must be >= 1 and num_block >= 0")
+        self.scale = scale
+        self.num_in_ch = num_in_ch
+        self.unshuffle = {4: 1, 2: 2, 1: 4}[scale]
+        first_in = num_in_ch * self.unshuffle**2
+        self.conv_first = nn.Conv2d(first_in, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
+        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))

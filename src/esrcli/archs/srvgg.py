@@ -1,0 +1,80 @@
+"""SRVGGNetCompact, the small plain-VGG generator of Real-ESRGAN's compact models.
+
+Source: Real-ESRGAN repository (realesr-animevideov3, realesr-general-x4v3): a stack of
+3x3 convolutions at low resolution, a PixelShuffle, and a nearest-upsampled copy of the
+input added as a global residual.
+
+Key layout (``body`` is a ModuleList): ``body.0`` conv in, ``body.1`` activation
+(PReLU weights ``(num_feat,)`` when ``act_type="prelu"``), then ``num_conv`` pairs of conv
+and activation, then ``body.{2*num_conv+2}`` the conv to ``num_out_ch * scale**2``.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SRVGGNetCompact", "ACT_TYPES"]
+
+ACT_TYPES = ("relu", "prelu", "leakyrelu")
+
+
+def _activation(act_type: str, num_feat: int) -> nn.Module:
+    if act_type == "relu":
+        return nn.ReLU(inplace=True)
+    if act_type == "prelu":
+        return nn.PReLU(num_parameters=num_feat)
+    return nn.LeakyReLU(negative_slope=0.1, inplace=True)
+
+
+class SRVGGNetCompact(nn.Module):
+    """Compact SR network: conv/activation body, PixelShuffle, nearest-upsampled residual.
+
+    Args:
+        num_in_ch: image channels in.
+        num_out_ch: image channels out.
+        num_feat: body channels (64 in the official models).
+        num_conv: hidden conv layers between the first and last conv (16 or 32 officially).
+        scale: upscaling factor (>= 1).
+        act_type: ``"relu"``, ``"prelu"`` (official models) or ``"leakyrelu"`` (slope 0.1).
+
+    Shapes:
+        ``(B, num_in_ch, H, W)`` float in ``[0, 1]`` -> ``(B, num_out_ch, H*scale, W*scale)``.
+
+    Raises:
+        ValueError: unknown ``act_type``, ``scale < 1`` or non-positive sizes.
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_conv: int = 16,
+        scale: int = 4,
+        act_type: str = "prelu",
+    ) -> None:
+        super().__init__()
+        if act_type not in ACT_TYPES:
+            raise ValueError(f"act_type: expected one of {', '.join(ACT_TYPES)}, got {act_type!r}")
+        if scale < 1 or min(num_in_ch, num_out_ch, num_feat) < 1 or num_conv < 0:
+            raise ValueError("SRVGGNetCompact: scale, channels must be >= 1 and num_conv >= 0")
+        if num_out_ch != num_in_ch:
+            # The global residual adds the upsampled input to the output.
+            raise ValueError(f"SRVGGNetCompact: num_out_ch ({num_out_ch}) must equal num_in_ch ({num_in_ch})")
+        self.scale = scale
+        self.num_in_ch = num_in_ch
+        self.act_type = act_type
+        body: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
+        for _ in range(num_conv):
+            body += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
+        body.append(nn.Conv2d(num_feat, num_out_ch * scale * scale, 3, 1, 1))
+        self.body = nn.ModuleList(body)
+        self.upsampler = nn.PixelShuffle(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        out = self.upsampler(out)
+        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")

@@ -1,0 +1,357 @@
+"""Training configuration: the TOML tables of ``esr train-net`` and ``esr train-gan``.
+
+Two top-level frozen dataclasses share their tables: :class:`TrainNetConfig` (Real-ESRNet,
+L1 only) and :class:`TrainGanConfig` (Real-ESRGAN, L1 + perceptual + GAN, with a
+discriminator). Their defaults are Real-ESRGAN's published training options
+(``train_realesrnet_x4plus.yml`` / ``train_realesrgan_x4plus.yml``, Wang et al., ICCVW 2021,
+Sec. 4.1): Adam with betas (0.9, 0.99), lr 2e-4 (ESRNet) or 1e-4 (ESRGAN), EMA 0.999,
+gt_size 256, a training-pair pool of 180, USM-sharpened ground truth for the L1 and
+perceptual terms.
+
+Tables: ``[model]``, ``[data]``, ``[degrade.*]`` (:class:`~esrcli.config.degrade.DegradeConfig`),
+``[train]``, ``[val]``, ``[loss]`` and (GAN only) ``[net_d]``. Paths resolve relative to the
+config file; unknown keys and wrong types are :class:`~esrcli.errors.ConfigError` naming the
+dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from esrcli.config.degrade import DegradeConfig
+from esrcli.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "TrainOptions",
+    "GanTrainOptions",
+    "ValConfig",
+    "LossConfig",
+    "GanLossConfig",
+    "NetDConfig",
+    "TrainNetConfig",
+    "TrainGanConfig",
+    "VGG_LAYERS",
+]
+
+VGG_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the generator and where its weights start from.
+
+    Attributes:
+        arch: ``"SRVGGNetCompact"`` or ``"RRDBNet"``.
+        scale: upscaling factor (1, 2 or 4; RRDBNet uses pixel-unshuffle below 4).
+        num_feat: feature channels.
+        num_block: RRDB blocks (RRDBNet only).
+        num_grow_ch: growth channels (RRDBNet only).
+        num_conv: hidden convolutions (SRVGGNetCompact only).
+        act_type: activation of SRVGGNetCompact (``prelu``, ``relu``, ``leakyrelu``).
+        pretrained: optional starting weights (``.pth`` or ``.safetensors``); for train-gan
+            the train-net export (its EMA weights).
+    """
+
+    arch: Literal["SRVGGNetCompact", "RRDBNet"] = "SRVGGNetCompact"
+    scale: int = 4
+    num_feat: int = 64
+    num_block: int = 23
+    num_grow_ch: int = 32
+    num_conv: int = 32
+    act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"
+    pretrained: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale not in (1, 2, 3, 4, 8):
+            raise ConfigError(f"scale: expected 1, 2, 3, 4 or 8, got {self.scale}")
+        if self.arch == "RRDBNet" and self.scale not in (1, 2, 4, 8):
+            raise ConfigError(f"scale: RRDBNet supports 1, 2, 4 or 8, got {self.scale}")
+        for name in ("num_feat", "num_block", "num_grow_ch"):
+            _positive(name, getattr(self, name))
+        if self.num_conv < 0:
+            raise ConfigError(f"num_conv: must be >= 0, got {self.num_conv}")
+
+    def generator_params(self) -> dict[str, int | str]:
+        """Hyper-parameters for :func:`esrcli.archs.build_generator` (only those of ``arch``)."""
+        if self.arch == "RRDBNet":
+            return {"num_in_ch": 3, "num_out_ch": 3, "scale": self.scale, "num_feat": self.num_feat,
+                    "num_block": self.num_block, "num_grow_ch": self.num_grow_ch}
+        return {"num_in_ch": 3, "num_out_ch": 3, "num_feat": self.num_feat, "num_conv": self.num_conv,
+                "scale": self.scale, "act_type": self.act_type}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: high-resolution training images.
+
+    Attributes:
+        folders: folders searched recursively for images (png, jpg, jpeg, webp, bmp, tif).
+        gt_size: side of the ground-truth patch the networks train on (pixels).
+        crop_size: side of the random crop taken before degradation (Real-ESRGAN's
+            ``crop_pad_size``, 400); images smaller than it are reflect-padded.
+        use_hflip: random horizontal flips.
+        use_rot: random 90-degree rotations and vertical flips.
+        min_size: images whose shorter side is below this are skipped (0 keeps all).
+        num_workers: data-loading worker processes (0 loads in the training process).
+    """
+
+    folders: tuple[Path, ...] = ()
+    gt_size: int = 256
+    crop_size: int = 400
+    use_hflip: bool = True
+    use_rot: bool = False
+    min_size: int = 0
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        _positive("gt_size", self.gt_size)
+        if self.crop_size < self.gt_size:
+            raise ConfigError(f"crop_size: must be >= gt_size ({self.gt_size}), got {self.crop_size}")
+        if self.min_size < 0 or self.num_workers < 0:
+            raise ConfigError("min_size: must be >= 0" if self.min_size < 0 else "num_workers: must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """``[train]``: optimisation, precision and checkpoints (Real-ESRNet defaults).
+
+    Attributes:
+        total_iter: iterations to train.
+        batch_size: patches per iteration and process.
+        lr: Adam learning rate of the generator.
+        betas: Adam betas.
+        weight_decay: Adam weight decay.
+        scheduler: ``"multistep"`` (MultiStepLR) or ``"cosine"`` (cosine annealing to ``eta_min``).
+        milestones: MultiStepLR iterations where the lr is multiplied by ``gamma``.
+        gamma: MultiStepLR factor.
+        eta_min: final lr of the cosine schedule.
+        warmup_iter: linear warm-up iterations (0: none).
+        ema_decay: decay of the exponential moving average of the generator (0 disables it).
+        pool_size: size of the training-pair pool that mixes degradations across batches
+            (Real-ESRGAN's queue, 180); must be a multiple of ``batch_size``; 0 disables it.
+        gt_usm: sharpen the ground truth with USM for the L1 (and perceptual) terms.
+        seed: seed of every random choice (data, degradation, initialisation).
+        precision: ``"auto"`` (bf16 where the device supports it, fp16 + grad scaler on older
+            GPUs, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast.
+        channels_last: NHWC memory format (faster convolutions with mixed precision).
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+        accum_steps: gradient accumulation steps per iteration (each reads a full batch).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        checkpoint_interval: iterations between checkpoints (and EMA exports).
+        keep_checkpoints: how many checkpoints to keep (oldest deleted first).
+        log_interval: iterations between lines in ``metrics.jsonl``.
+        threads: CPU threads for torch (0: leave torch's default).
+    """
+
+    total_iter: int = 1_000_000
+    batch_size: int = 12
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    scheduler: Literal["multistep", "cosine"] = "multistep"
+    milestones: tuple[int, ...] = (1_000_000,)
+    gamma: float = 0.5
+    eta_min: float = 1e-7
+    warmup_iter: int = 0
+    ema_decay: float = 0.999
+    pool_size: int = 180
+    gt_usm: bool = True
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    grad_clip: float = 0.0
+    accum_steps: int = 1
+    device: str = "auto"
+    checkpoint_interval: int = 5000
+    keep_checkpoints: int = 3
+    log_interval: int = 100
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("total_iter", "batch_size", "lr", "accum_steps", "checkpoint_interval", "keep_checkpoints", "log_interval"):
+            _positive(name, getattr(self, name))
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.pool_size < 0 or (self.pool_size and self.pool_size % self.batch_size):
+            raise ConfigError(f"pool_size: must be 0 or a multiple of batch_size ({self.batch_size}), got {self.pool_size}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError("milestones: must be increasing")
+        if self.grad_clip < 0 or self.warmup_iter < 0 or self.weight_decay < 0 or self.threads < 0:
+            raise ConfigError("grad_clip, warmup_iter, weight_decay, threads: must be >= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class GanTrainOptions(TrainOptions):
+    """``[train]`` of train-gan: Real-ESRGAN defaults (lr 1e-4, 400k iterations)."""
+
+    total_iter: int = 400_000
+    lr: float = 1e-4
+    milestones: tuple[int, ...] = (400_000,)
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    """``[val]``: validation on paired-free HR folders (LR made by MATLAB-style bicubic).
+
+    Attributes:
+        folders: HR validation folders (empty: no validation).
+        interval: iterations between validations.
+        metrics: any of ``psnr_y``, ``ssim_y`` (on Y of YCbCr, BasicSR conventions) and ``niqe``.
+        crop_border: pixels cropped at each border before PSNR/SSIM (usually ``scale``).
+        save_images: how many validation SR images to save per validation.
+        tile: tile size for the validation forward pass (0: whole image).
+    """
+
+    folders: tuple[Path, ...] = ()
+    interval: int = 5000
+    metrics: tuple[Literal["psnr_y", "ssim_y", "niqe"], ...] = ("psnr_y", "ssim_y")
+    crop_border: int = 4
+    save_images: int = 5
+    tile: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("interval", self.interval)
+        if self.crop_border < 0 or self.save_images < 0 or self.tile < 0:
+            raise ConfigError("crop_border, save_images, tile: must be >= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``[loss]`` of train-net: the pixel loss.
+
+    Attributes:
+        pixel_weight: weight of the pixel loss.
+        pixel_criterion: ``"l1"``, ``"l2"`` or ``"charbonnier"``.
+    """
+
+    pixel_weight: float = 1.0
+    pixel_criterion: Literal["l1", "l2", "charbonnier"] = "l1"
+
+    def __post_init__(self) -> None:
+        if self.pixel_weight < 0:
+            raise ConfigError(f"pixel_weight: must be >= 0, got {self.pixel_weight}")
+
+
+@dataclass(frozen=True)
+class GanLossConfig(LossConfig):
+    """``[loss]`` of train-gan: pixel + perceptual + adversarial (Real-ESRGAN weights 1, 1, 0.1).
+
+    Attributes:
+        perceptual_weight: weight of the VGG19 perceptual loss.
+        perceptual_layers: VGG19 conv layers (features before activation).
+        perceptual_layer_weights: one weight per layer (0.1, 0.1, 1, 1, 1).
+        vgg_weights: torchvision's ``vgg19-dcbb9e9d.pth``; unset: the torch hub cache.
+        gan_type: ``"vanilla"``, ``"lsgan"``, ``"hinge"`` or ``"ragan"`` (ESRGAN's relativistic average).
+        gan_weight: weight of the adversarial term for the generator.
+    """
+
+    perceptual_weight: float = 1.0
+    perceptual_layers: tuple[str, ...] = VGG_LAYERS
+    perceptual_layer_weights: tuple[float, ...] = (0.1, 0.1, 1.0, 1.0, 1.0)
+    vgg_weights: Path | None = None
+    gan_type: Literal["vanilla", "lsgan", "hinge", "ragan"] = "vanilla"
+    gan_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
+            raise ConfigError("perceptual_layer_weights: needs one weight per perceptual layer")
+        if self.perceptual_weight < 0 or self.gan_weight < 0:
+            raise ConfigError("perceptual_weight, gan_weight: must be >= 0")
+
+
+@dataclass(frozen=True)
+class NetDConfig:
+    """``[net_d]``: the discriminator of train-gan.
+
+    Attributes:
+        type: ``"unet"`` (Real-ESRGAN's UNetDiscriminatorSN, spectral norm) or ``"vgg"``
+            (ESRGAN's VGG-style discriminator; needs gt_size 128 or 256).
+        num_feat: base channels (64).
+        skip_connection: U-Net skip connections.
+        lr: Adam learning rate of the discriminator.
+        betas: Adam betas.
+        d_init_iters: iterations at the start that train only the discriminator.
+    """
+
+    type: Literal["unet", "vgg"] = "unet"
+    num_feat: int = 64
+    skip_connection: bool = True
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    d_init_iters: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("num_feat", self.num_feat)
+        _positive("lr", self.lr)
+        if self.d_init_iters < 0:
+            raise ConfigError("d_init_iters: must be >= 0")
+
+
+def _check_common(cfg: TrainNetConfig | TrainGanConfig) -> None:
+    """Cross-table checks; ``degrade.scale`` / ``degrade.gt_size`` follow ``model.scale`` / ``data.gt_size``.
+
+    A ``[degrade]`` value left at its default is taken from ``[model]`` / ``[data]``; one set
+    to something else is an error (the two tables must agree).
+    """
+    if cfg.data.gt_size % cfg.model.scale:
+        raise ConfigError(f"data.gt_size: must be a multiple of model.scale ({cfg.model.scale}), got {cfg.data.gt_size}")
+    defaults = DegradeConfig()
+    for key, want, source in (("scale", cfg.model.scale, "model.scale"), ("gt_size", cfg.data.gt_size, "data.gt_size")):
+        have = getattr(cfg.degrade, key)
+        if have != want and have != getattr(defaults, key):
+            raise ConfigError(f"degrade.{key}: must equal {source} ({want}), got {have}")
+    if (cfg.degrade.scale, cfg.degrade.gt_size) != (cfg.model.scale, cfg.data.gt_size):
+        synced = replace(cfg.degrade, scale=cfg.model.scale, gt_size=cfg.data.gt_size)
+        object.__setattr__(cfg, "degrade", synced)  # frozen: fill the derived values once, at construction
+
+
+@dataclass(frozen=True)
+class TrainNetConfig:
+    """``esr train-net``: Real-ESRNet, the generator trained with the pixel loss only."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    val: ValConfig = field(default_factory=ValConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass(frozen=True)
+class TrainGanConfig:
+    """``esr train-gan``: Real-ESRGAN, the generator against a discriminator."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    train: GanTrainOptions = field(default_factory=GanTrainOptions)
+    val: ValConfig = field(default_factory=ValConfig)
+    loss: GanLossConfig = field(default_factory=GanLossConfig)
+    net_d: NetDConfig = field(default_factory=NetDConfig)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.net_d.type == "vgg" and self.data.gt_size not in (128, 256):
+            raise ConfigError(f"net_d.type: 'vgg' needs data.gt_size 128 or 256, got {self.data.gt_size}")
+
+
+def is_gan(cfg: TrainNetConfig | TrainGanConfig) -> bool:
+    """True for a train-gan configuration."""
+    return isinstance(cfg, TrainGanConfig)

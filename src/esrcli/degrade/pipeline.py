@@ -1,0 +1,285 @@
+"""Real-ESRGAN's second-order degradation pipeline: ``degrade(gt, cfg, generator) -> (lq, params)``.
+
+The order of operations is that of Real-ESRGAN's ``RealESRNetModel.feed_data`` (Wang et al.,
+ICCVW 2021, Sec. 3 and Fig. 2):
+
+1. first stage: blur (kernel1) -> random resize (up/down/keep, area/bilinear/bicubic, by a
+   scale factor) -> Gaussian or Poisson noise (colour or gray, clipped) -> clamp -> JPEG;
+2. second stage: blur (kernel2, skipped with probability 1 - ``blur_prob``) -> random resize
+   to ``gt / scale * factor`` -> Gaussian or Poisson noise;
+3. final step, in random order (``sinc_first_prob`` = 0.5): [resize to ``gt / scale`` + sinc
+   filter] and [clamp + JPEG];
+4. clamp and round to 8-bit levels.
+
+Unlike Real-ESRGAN, which draws resize factors, interpolation modes, the noise type, the
+second-blur decision and the final order once per batch, every parameter is drawn per
+sample; samples are processed one by one, so a batch may mix sizes freely. The parameters
+are returned as JSON-serialisable dicts (one per sample) that rebuild the exact output with
+:func:`degrade_with_params` (each carries the seed of its noise generator).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from esrcli.config.degrade import DegradeConfig, StageConfig
+from esrcli.degrade.draws import Draws
+from esrcli.degrade.kernels import make_kernel, sample_blur_kernel, sample_final_sinc
+from esrcli.errors import DataError
+from esrcli.ops.filters import filter2d, usm_sharpen
+from esrcli.ops.jpeg import jpeg_compress
+from esrcli.ops.noise import add_gaussian_noise, add_poisson_noise
+from esrcli.ops.resize import resize
+
+__all__ = ["sample_params", "degrade", "degrade_with_params", "synthesize_pairs", "paired_random_crop"]
+
+
+def _sample_resize(stage: StageConfig, draws: Draws) -> dict[str, Any]:
+    direction = draws.choices(("up", "down", "keep"), stage.resize_prob)
+    if direction == "up":
+        factor = draws.uniform(1.0, stage.resize_range[1])
+    elif direction == "down":
+        factor = draws.uniform(stage.resize_range[0], 1.0)
+    else:
+        factor = 1.0
+    return {"direction": direction, "factor": factor, "mode": draws.choice(stage.resize_modes)}
+
+
+def _sample_noise(stage: StageConfig, draws: Draws) -> dict[str, Any]:
+    if draws.random() < stage.gaussian_noise_prob:
+        level = draws.uniform(*stage.noise_range)
+        return {"type": "gaussian", "sigma": level, "gray": draws.random() < stage.gray_noise_prob}
+    level = draws.uniform(*stage.poisson_scale_range)
+    return {"type": "poisson", "scale": level, "gray": draws.random() < stage.gray_noise_prob}
+
+
+def _sample_stage(stage: StageConfig, draws: Draws) -> dict[str, Any]:
+    kernel = sample_blur_kernel(stage, draws)
+    blur = draws.random() < stage.blur_prob
+    return {"blur": kernel if blur else None, "resize": _sample_resize(stage, draws), "noise": _sample_noise(stage, draws)}
+
+
+def _quality(draws: Draws, lo: float, hi: float) -> int:
+    return int(min(100, max(1, round(draws.uniform(lo, hi)))))
+
+
+def sample_params(cfg: DegradeConfig, batch: int, generator: torch.Generator) -> list[dict[str, Any]]:
+    """Draw the degradation parameters of ``batch`` samples.
+
+    Args:
+        cfg: the degradation configuration.
+        batch: number of samples.
+        generator: random generator (any device); the same state gives the same parameters.
+
+    Returns:
+        One JSON-serialisable dict per sample with keys ``scale``, ``seed`` (of the noise
+        generator), ``first``, ``second`` (each ``blur`` (kernel dict or ``None``), ``resize``
+        (``direction``, ``factor``, ``mode``), ``noise`` (``type`` gaussian/poisson, ``sigma``
+        (1/255 units) or ``scale``, ``gray``)), ``first.jpeg_quality`` and ``final``
+        (``order`` ``"sinc_first"``/``"jpeg_first"``, ``resize_mode``, ``sinc`` (dict or
+        ``None``), ``jpeg_quality``).
+    """
+    draws = Draws(generator)
+    out = []
+    for _ in range(batch):
+        first = _sample_stage(cfg.first, draws)
+        first["jpeg_quality"] = _quality(draws, *cfg.first.jpeg_range)
+        second = _sample_stage(cfg.second, draws)
+        final = {
+            "order": "sinc_first" if draws.random() < cfg.final.sinc_first_prob else "jpeg_first",
+            "resize_mode": draws.choice(cfg.final.resize_modes),
+            "sinc": sample_final_sinc(cfg.final, draws),
+            "jpeg_quality": _quality(draws, *cfg.second.jpeg_range),
+        }
+        out.append({"scale": cfg.scale, "seed": draws.seed(), "first": first, "second": second, "final": final})
+    return out
+
+
+def _noise(x: torch.Tensor, p: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
+    if p["type"] == "gaussian":
+        return add_gaussian_noise(x, p["sigma"], p["gray"], gen, clip=True)
+    return add_poisson_noise(x, p["scale"], p["gray"], gen, clip=True)
+
+
+def _blur(x: torch.Tensor, kernel: dict[str, Any] | None) -> torch.Tensor:
+    if kernel is None:
+        return x
+    return filter2d(x, make_kernel(kernel, device=x.device, dtype=x.dtype))
+
+
+def _degrade_one(x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
+    """Degrade one ``(1, 3, H, W)`` image with its parameter dict."""
+    scale = int(p["scale"])
+    ori_h, ori_w = x.shape[-2:]
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(int(p["seed"]))
+
+    # first stage: blur, resize by a factor, noise, JPEG
+    s1 = p["first"]
+    out = _blur(x, s1["blur"])
+    out = resize(out, scale_factor=s1["resize"]["factor"], mode=s1["resize"]["mode"])
+    out = _noise(out, s1["noise"], gen)
+    out = jpeg_compress(out.clamp_(0, 1), s1["jpeg_quality"])
+
+    # second stage: blur (maybe skipped), resize to gt/scale*factor, noise
+    s2 = p["second"]
+    out = _blur(out, s2["blur"])
+    f2 = s2["resize"]["factor"]
+    size = (max(1, int(ori_h / scale * f2)), max(1, int(ori_w / scale * f2)))
+    out = resize(out, size=size, mode=s2["resize"]["mode"])
+    out = _noise(out, s2["noise"], gen)
+
+    # final step: [resize back + sinc] and [JPEG] in random order
+    fin = p["final"]
+    lq_size = (ori_h // scale, ori_w // scale)
+    if fin["order"] == "sinc_first":
+        out = _blur(resize(out, size=lq_size, mode=fin["resize_mode"]), fin["sinc"])
+        out = jpeg_compress(out.clamp_(0, 1), fin["jpeg_quality"])
+    else:
+        out = jpeg_compress(out.clamp_(0, 1), fin["jpeg_quality"])
+        out = _blur(resize(out, size=lq_size, mode=fin["resize_mode"]), fin["sinc"])
+    return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+
+
+def _check_gt(gt: torch.Tensor, scale: int) -> None:
+    if not isinstance(gt, torch.Tensor) or gt.dim() != 4 or gt.shape[1] != 3 or not gt.is_floating_point():
+        shape = tuple(gt.shape) if isinstance(gt, torch.Tensor) else type(gt).__name__
+        raise ValueError(f"expected a float RGB batch (B, 3, H, W), got {shape}")
+    h, w = gt.shape[-2:]
+    if h < scale or w < scale:
+        raise DataError(f"image of {w}x{h} pixels is smaller than the scale factor {scale}")
+
+
+def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
+    """Apply given degradation parameters (from :func:`sample_params`) to a batch.
+
+    Deterministic: the same ``gt`` and ``params`` give the same ``lq`` on the same device.
+
+    Args:
+        gt: ``(B, 3, H, W)`` float32 RGB in ``[0, 1]``, any device.
+        params: ``B`` parameter dicts, all with the same ``scale``.
+
+    Returns:
+        ``lq``: ``(B, 3, H // scale, W // scale)`` float32 in ``[0, 1]`` on 8-bit levels.
+
+    Raises:
+        ValueError: a malformed batch, a parameter count that does not match it or mixed scales.
+        DataError: images smaller than the scale factor.
+    """
+    if len(params) != gt.shape[0]:
+        raise ValueError(f"got {len(params)} parameter sets for a batch of {gt.shape[0]}")
+    scales = {int(p["scale"]) for p in params}
+    if len(scales) != 1:
+        raise ValueError(f"parameter sets mix scales {sorted(scales)}")
+    _check_gt(gt, scales.pop())
+    with torch.no_grad():
+        return torch.cat([_degrade_one(gt[i : i + 1], p) for i, p in enumerate(params)])
+
+
+def degrade(gt: torch.Tensor, cfg: DegradeConfig, generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Synthesise low-quality images with Real-ESRGAN's high-order degradation model.
+
+    Args:
+        gt: ``(B, 3, H, W)`` float32 RGB in ``[0, 1]`` (CPU or CUDA); ``H`` and ``W`` should be
+            multiples of ``cfg.scale`` (otherwise the LQ size is rounded down).
+        cfg: the degradation configuration.
+        generator: random generator; the same seed gives the same output.
+
+    Returns:
+        ``(lq, params)``: ``lq`` is ``(B, 3, H // scale, W // scale)`` float32 in ``[0, 1]``
+        rounded to 8-bit levels; ``params`` one JSON-serialisable dict per sample
+        (see :func:`sample_params`).
+
+    Raises:
+        ValueError: ``gt`` is not a float ``(B, 3, H, W)`` tensor.
+        DataError: images smaller than the scale factor.
+    """
+    _check_gt(gt, cfg.scale)
+    params = sample_params(cfg, gt.shape[0], generator)
+    return degrade_with_params(gt, params), params
+
+
+def paired_random_crop(
+    gts: list[torch.Tensor], lq: torch.Tensor, gt_size: int, scale: int, generator: torch.Generator
+) -> tuple[list[torch.Tensor], torch.Tensor, list[tuple[int, int]]]:
+    """Crop aligned ``gt_size`` GT and ``gt_size // scale`` LQ patches, one position per sample.
+
+    Args:
+        gts: GT-sized tensors ``(B, C, H, W)`` cropped at the same place (e.g. gt and gt_usm).
+        lq: ``(B, C, H // scale, W // scale)``.
+        gt_size: GT patch side (a multiple of ``scale``).
+        scale: SR factor.
+        generator: random generator for the positions.
+
+    Returns:
+        ``(cropped gts, cropped lq, [(top, left)])`` with positions in LQ pixels.
+
+    Raises:
+        DataError: the LQ image is smaller than the patch, or GT and LQ sizes disagree.
+    """
+    b, _, h_lq, w_lq = lq.shape
+    lq_size = gt_size // scale
+    if h_lq < lq_size or w_lq < lq_size:
+        raise DataError(f"LQ images ({w_lq}x{h_lq}) are smaller than the LQ patch size {lq_size} (gt_size {gt_size} / scale {scale})")
+    for g in gts:
+        if g.shape[-2] < h_lq * scale or g.shape[-1] < w_lq * scale:
+            raise DataError(f"GT size {tuple(g.shape[-2:])} does not match LQ size {(h_lq, w_lq)} x scale {scale}")
+    draws = Draws(generator, block=2 * b)
+    pos = [(draws.randint(0, h_lq - lq_size), draws.randint(0, w_lq - lq_size)) for _ in range(b)]
+    lq_out = torch.stack([lq[i, :, t : t + lq_size, l : l + lq_size] for i, (t, l) in enumerate(pos)])
+    gts_out = [
+        torch.stack([g[i, :, t * scale : t * scale + gt_size, l * scale : l * scale + gt_size] for i, (t, l) in enumerate(pos)])
+        for g in gts
+    ]
+    return gts_out, lq_out, pos
+
+
+def synthesize_pairs(
+    gt: torch.Tensor,
+    cfg: DegradeConfig,
+    generator: torch.Generator,
+    gt_usm: bool,
+    *,
+    degrade_usm: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    """Make training pairs the way Real-ESRGAN's ``feed_data`` does: USM, degrade, paired crop.
+
+    Args:
+        gt: ``(B, 3, H, W)`` float32 RGB in ``[0, 1]`` source crops (Real-ESRGAN: 400x400),
+            ``H, W >= cfg.gt_size``.
+        cfg: the degradation configuration (``gt_size``, ``scale``, ``usm_*``).
+        generator: random generator; the same seed gives the same pairs.
+        gt_usm: also return the unsharp-masked GT (Real-ESRGAN+ trains its pixel and perceptual
+            losses against it); when false the returned ``gt_usm`` is the plain GT crop.
+        degrade_usm: degrade the sharpened GT instead of the plain one (RealESRNetModel with
+            ``gt_usm: true`` does this; RealESRGANModel degrades the plain GT, the default).
+
+    Returns:
+        ``(gt, gt_usm, lq, params)``: ``(B, 3, gt_size, gt_size)`` crops of the GT and of its
+        USM version, the ``(B, 3, gt_size/scale, gt_size/scale)`` LQ crop, and the per-sample
+        parameter dicts with ``crop`` (``top``, ``left`` in LQ pixels) added.
+
+    Raises:
+        ValueError: ``gt`` is not a float ``(B, 3, H, W)`` tensor.
+        DataError: ``gt`` smaller than ``cfg.gt_size``.
+    """
+    _check_gt(gt, cfg.scale)
+    h, w = gt.shape[-2:]
+    if h < cfg.gt_size or w < cfg.gt_size:
+        raise DataError(f"GT images ({w}x{h}) are smaller than gt_size {cfg.gt_size}")
+    h, w = h - h % cfg.scale, w - w % cfg.scale
+    gt = gt[:, :, :h, :w]
+    with torch.no_grad():
+        usm = usm_sharpen(gt, cfg.usm_radius, cfg.usm_weight, cfg.usm_threshold) if (gt_usm or degrade_usm) else None
+        src = usm if (degrade_usm and usm is not None) else gt
+        lq, params = degrade(src, cfg, generator)
+        crops = [gt, usm] if gt_usm else [gt]
+        crops, lq, pos = paired_random_crop(crops, lq, cfg.gt_size, cfg.scale, generator)
+    for p, (t, l) in zip(params, pos):
+        p["crop"] = {"top": t, "left": l}
+    gt_out = crops[0]
+    usm_out = crops[1] if gt_usm else gt_out
+    return gt_out, usm_out, lq, params

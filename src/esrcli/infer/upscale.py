@@ -1,0 +1,215 @@
+"""The upscale pipeline for one decoded image: gray, alpha, 16-bit and output size handled.
+
+Steps (:func:`upscale_image`):
+
+1. Gray images run through an RGB network as gray replicated to three channels and
+   come back as gray (BT.601 luma of the output).
+2. With an alpha channel, the colour under fully transparent pixels is replaced by a
+   smooth fill diffused from nearby visible pixels (:func:`fill_transparent`), so the
+   network never mixes hidden (often black) colour into visible edges: no dark or
+   coloured fringes. The alpha is upscaled separately, through the network as a gray
+   image (``alpha="network"``) or bicubically (``alpha="bicubic"``).
+3. The network runs tiled with feathered blending (:func:`esrcli.infer.tiled.tiled_forward`),
+   in float throughout: 16-bit inputs are never reduced to 8 bits.
+4. For an output scale other than the network's, the result is resized with
+   ``cv2.INTER_AREA`` (smaller) or Lanczos (larger), then clipped to ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+from torch import nn
+
+from esrcli.data.imageio import Image, from_tensor, to_tensor
+from esrcli.errors import ConfigError, WeightsError
+from esrcli.infer.tiled import Notify, tiled_forward
+
+__all__ = ["UpscaleOptions", "upscale_image", "fill_transparent", "output_size", "model_multiple"]
+
+ALPHA_MODES = ("network", "bicubic")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as cv2's RGB2GRAY
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """How :func:`upscale_image` runs.
+
+    Attributes:
+        outscale: final size factor relative to the input (any float > 0); ``None`` =
+            the network's native scale.
+        tile: tile size in input pixels, 0 = whole image.
+        tile_overlap: overlap of neighbouring tiles in input pixels (feathering length).
+        alpha: ``"network"`` (alpha upscaled by the network as a gray image) or
+            ``"bicubic"``.
+        batch: tiles per forward call.
+
+    Raises:
+        ConfigError: a value out of range (message names the field).
+    """
+
+    outscale: float | None = None
+    tile: int = 0
+    tile_overlap: int = 32
+    alpha: str = "network"
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.outscale is not None and not (self.outscale > 0 and np.isfinite(self.outscale)):
+            raise ConfigError(f"outscale: must be a positive number, got {self.outscale}")
+        if self.tile < 0:
+            raise ConfigError(f"tile: must be >= 0 (0 = whole image), got {self.tile}")
+        if self.tile_overlap < 0:
+            raise ConfigError(f"tile_overlap: must be >= 0, got {self.tile_overlap}")
+        if self.tile and self.tile_overlap * 2 > self.tile:
+            raise ConfigError(f"tile_overlap: must be at most half the tile ({self.tile}), got {self.tile_overlap}")
+        if self.alpha not in ALPHA_MODES:
+            raise ConfigError(f"alpha: expected one of {', '.join(ALPHA_MODES)}, got {self.alpha!r}")
+        if self.batch < 1:
+            raise ConfigError(f"batch: must be >= 1, got {self.batch}")
+
+
+def model_multiple(info: object) -> int:
+    """Size multiple the network needs: RRDBNet x2 -> 2, x1 -> 4 (pixel-unshuffle), else 1."""
+    if getattr(info, "arch", "") == "RRDBNet":
+        return {1: 4, 2: 2}.get(int(getattr(info, "scale", 4)), 1)
+    return 1
+
+
+def output_size(height: int, width: int, net_scale: int, outscale: float | None) -> tuple[int, int]:
+    """``(height, width)`` of the result: ``round(size * outscale)`` (at least 1 pixel)."""
+    s = float(net_scale if outscale is None else outscale)
+    return max(1, int(round(height * s))), max(1, int(round(width * s)))
+
+
+def fill_transparent(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Replace the colour of fully transparent pixels by a fill diffused from visible ones.
+
+    A push-pull pyramid: colour premultiplied by alpha and alpha itself are averaged
+    down to 1 pixel; going back up, each level keeps its own alpha-weighted mean colour
+    where it has coverage and takes the upsampled coarser level elsewhere. Pixels with
+    ``alpha > 0`` keep their colour exactly.
+
+    Args:
+        color: float32 ``(H, W, C)`` in ``[0, 1]``.
+        alpha: float32 ``(H, W)`` in ``[0, 1]``.
+
+    Returns:
+        A new float32 ``(H, W, C)`` array (a copy of ``color`` when nothing is transparent
+        or nothing is visible).
+    """
+    hidden = alpha <= 0
+    if not hidden.any() or hidden.all():
+        return color.copy()
+    c = color.shape[2]
+    w = alpha.astype(np.float32)
+    p = color * w[:, :, None]
+    levels = [(p, w)]
+    while max(p.shape[:2]) > 1:
+        h2, w2 = max(1, (p.shape[0] + 1) // 2), max(1, (p.shape[1] + 1) // 2)
+        p = cv2.resize(p, (w2, h2), interpolation=cv2.INTER_AREA).reshape(h2, w2, c)
+        w = cv2.resize(w, (w2, h2), interpolation=cv2.INTER_AREA).reshape(h2, w2)
+        levels.append((p, w))
+    p, w = levels[-1]
+    fill = p / np.maximum(w, 1e-12)[:, :, None]
+    for p, w in reversed(levels[:-1]):
+        up = cv2.resize(fill, (p.shape[1], p.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(p.shape)
+        cover = np.clip(w * 4.0, 0.0, 1.0)[:, :, None]  # trust a level's own mean once it has some coverage
+        own = p / np.maximum(w, 1e-12)[:, :, None]
+        fill = cover * own + (1.0 - cover) * up
+    out = color.copy()
+    out[hidden] = np.clip(fill[hidden], 0.0, 1.0)
+    return out
+
+
+def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(H, W[, C])`` float32 to ``size = (height, width)``: area down, Lanczos up."""
+    h, w = a.shape[:2]
+    if (h, w) == size:
+        return a
+    shrink = size[0] * size[1] < h * w
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
+    out = cv2.resize(a, (size[1], size[0]), interpolation=interp)
+    if a.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _net_io_channels(net: nn.Module, info: object) -> tuple[int, int]:
+    params = getattr(info, "params", {}) or {}
+    cin = int(params.get("num_in_ch", getattr(net, "num_in_ch", 3)))
+    cout = int(params.get("num_out_ch", cin))
+    return cin, cout
+
+
+def upscale_image(
+    image: Image,
+    net: nn.Module,
+    info: object,
+    options: UpscaleOptions = UpscaleOptions(),
+    notify: Notify | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Image:
+    """Upscale one image with ``net``, keeping gray, alpha, bit depth and ICC profile.
+
+    Args:
+        image: the decoded input (:func:`esrcli.data.imageio.read_image`).
+        net: the generator, already on its device and compute dtype
+            (:func:`esrcli.infer.device.prepare_model`); ``(B, C, h, w)`` in ``[0, 1]``
+            -> ``(B, C, h*scale, w*scale)``.
+        info: the model's :class:`esrcli.weights.ModelInfo` (uses ``arch``, ``scale``,
+            ``params["num_in_ch"/"num_out_ch"]``).
+        options: :class:`UpscaleOptions`.
+        notify: receives one-line notices (out-of-memory tile halving).
+        progress: ``progress(done, total)`` in tiles, over the colour pass (and the
+            alpha pass when the alpha goes through the network).
+
+    Returns:
+        An :class:`Image` of ``output_size(...)`` with the input's channels layout,
+        ``bit_depth``, ``icc_profile`` and ``exif``.
+
+    Raises:
+        WeightsError: a network whose channels are neither 1 nor 3 in and out.
+    """
+    scale = int(getattr(info, "scale", 4))
+    cin, cout = _net_io_channels(net, info)
+    if cin not in (1, 3) or cout not in (1, 3):
+        raise WeightsError(f"model with {cin} input / {cout} output channels cannot upscale images (need 1 or 3)")
+    mod = model_multiple(info)
+    h, w = image.size
+    size = output_size(h, w, scale, options.outscale)
+
+    def run(a: np.ndarray) -> np.ndarray:
+        """``(H, W, C)`` float -> ``(H*s, W*s, C)`` through the network (channel count adapted)."""
+        c = a.shape[2]
+        if c != cin:
+            a = np.repeat(a, 3, axis=2) if cin == 3 else (a @ _LUMA)[:, :, None]
+        sr = tiled_forward(
+            net, to_tensor(a), scale, options.tile, options.tile_overlap, mod=mod, batch=options.batch, notify=notify, progress=progress
+        )
+        out = from_tensor(sr)
+        del sr
+        if out.shape[2] != c:
+            out = np.ascontiguousarray(out @ _LUMA)[:, :, None] if c == 1 else np.repeat(out, 3, axis=2)
+        return out
+
+    color = image.color
+    alpha = image.alpha
+    if alpha is not None and (alpha < 1).any():
+        color = fill_transparent(color, alpha)
+    out_color = _resize(run(color), size)
+    out_alpha = None
+    if alpha is not None:
+        if (alpha >= 1).all():
+            out_alpha = np.ones(size, np.float32)
+        elif options.alpha == "bicubic":
+            out_alpha = np.clip(cv2.resize(alpha, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC), 0, 1)
+            out_alpha = _resize(out_alpha, size)
+        else:
+            out_alpha = _resize(run(alpha[:, :, None]), size)[:, :, 0]
+        out_alpha = np.ascontiguousarray(out_alpha)
+    return Image(out_color, out_alpha, image.bit_depth, image.icc_profile, image.exif)
+

@@ -1,0 +1,203 @@
+"""Builders for a training run: networks, pretrained weights, optimisers, precision, data.
+
+Each function does one thing from the frozen config; :mod:`esrcli.train.loop` calls them.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from esrcli.archs import UNetDiscriminatorSN, VGGStyleDiscriminator, build_generator
+from esrcli.config.train import ModelConfig, NetDConfig, TrainGanConfig, TrainNetConfig, TrainOptions
+from esrcli.data.dataset import HRCropDataset, InfiniteSampler, ScanResult, mix_seed
+from esrcli.errors import TrainingError, WeightsError
+from esrcli.train.schedule import build_scheduler
+from esrcli.weights import ModelInfo, params_text, read_model_info
+
+__all__ = [
+    "Precision",
+    "select_precision",
+    "generator_info",
+    "build_net_g",
+    "load_pretrained",
+    "build_net_d",
+    "build_optimizers",
+    "build_loader",
+]
+
+EXPORT_NAME = "net_g_ema.safetensors"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Mixed-precision choice: ``dtype`` of autocast (``None``: fp32) and whether fp16 needs a grad scaler."""
+
+    name: str
+    dtype: torch.dtype | None
+    device_type: str
+
+    @property
+    def use_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    def autocast(self) -> ContextManager:
+        """The autocast context for forward passes (a no-op for fp32)."""
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def _cpu_bf16_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(name: str, device: torch.device) -> Precision:
+    """Resolve ``train.precision`` for ``device``.
+
+    ``"auto"``: bf16 on GPUs that support it (Ampere+), fp16 with a grad scaler on older GPUs,
+    bf16 on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32.
+
+    Raises:
+        TrainingError: bf16 asked on a device without bf16 support.
+    """
+    dt = device.type
+    if name == "fp32":
+        return Precision("fp32", None, dt)
+    if name == "fp16":
+        return Precision("fp16", torch.float16, dt)
+    bf16_ok = torch.cuda.is_bf16_supported() if dt == "cuda" else _cpu_bf16_supported()
+    if name == "bf16":
+        if not bf16_ok and dt == "cuda":
+            raise TrainingError("train.precision: this GPU does not support bf16", hint="use precision = \"fp16\" or \"auto\"")
+        return Precision("bf16", torch.bfloat16, dt)
+    if bf16_ok:
+        return Precision("bf16", torch.bfloat16, dt)
+    return Precision("fp16", torch.float16, dt) if dt == "cuda" else Precision("fp32", None, dt)
+
+
+def generator_info(model: ModelConfig) -> ModelInfo:
+    """The :class:`~esrcli.weights.ModelInfo` of the configured generator (for exports)."""
+    return ModelInfo(arch=model.arch, params=model.generator_params(), scale=model.scale, metadata={})
+
+
+def build_net_g(model: ModelConfig, seed: int) -> nn.Module:
+    """The generator, initialised deterministically from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(seed, 0x6E6574))
+        try:
+            return build_generator(model.arch, model.generator_params())
+        except WeightsError as exc:
+            raise TrainingError(f"model: {exc}") from None
+
+
+def _resolve_pretrained(path: Path) -> Path:
+    """A train-net output folder stands for its final export."""
+    if path.is_dir():
+        candidates = [path / EXPORT_NAME] + sorted((path / "exports").glob("*.safetensors"), reverse=True)
+        for c in candidates:
+            if c.is_file():
+                return c
+        raise TrainingError(f"{path}: no exported model ({EXPORT_NAME}) in this training folder")
+    return path
+
+
+def load_pretrained(net_g: nn.Module, model: ModelConfig) -> Path | None:
+    """Load ``model.pretrained`` into ``net_g`` (EMA weights of official/esr files are preferred).
+
+    Returns:
+        The file actually read, or ``None`` when no pretrained file is configured.
+
+    Raises:
+        TrainingError: unreadable file, or weights of another architecture / other
+            hyper-parameters (one line naming both).
+    """
+    if model.pretrained is None:
+        return None
+    path = _resolve_pretrained(Path(model.pretrained))
+    try:
+        sd, info = read_model_info(path)
+    except WeightsError as exc:
+        raise TrainingError(f"model.pretrained: {exc}", exc.hint) from None
+    want = model.generator_params()
+    mismatch = info.arch != model.arch or any(info.params.get(k) != v for k, v in want.items() if k in info.params)
+    if mismatch:
+        raise TrainingError(
+            f"{path}: pretrained weights are {info.arch}({params_text(info.params)}), "
+            f"but [model] asks for {model.arch}({params_text(want)})"
+        )
+    try:
+        net_g.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except RuntimeError as exc:
+        raise TrainingError(f"{path}: weights do not fit the generator ({str(exc).splitlines()[0]})") from None
+    return path
+
+
+def build_net_d(cfg: NetDConfig, gt_size: int, seed: int) -> nn.Module:
+    """The discriminator: UNetDiscriminatorSN (Real-ESRGAN) or VGGStyleDiscriminator (ESRGAN)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(seed, 0x6E6574, 0x64))
+        if cfg.type == "unet":
+            return UNetDiscriminatorSN(num_in_ch=3, num_feat=cfg.num_feat, skip_connection=cfg.skip_connection)
+        return VGGStyleDiscriminator(num_in_ch=3, num_feat=cfg.num_feat, input_size=gt_size)
+
+
+def build_optimizers(
+    net_g: nn.Module, net_d: nn.Module | None, cfg: TrainNetConfig | TrainGanConfig
+) -> dict[str, Any]:
+    """Adam optimisers and schedulers: ``{"opt_g", "sched_g"[, "opt_d", "sched_d"]}``."""
+    t: TrainOptions = cfg.train
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    out: dict[str, Any] = {"opt_g": opt_g, "sched_g": build_scheduler(opt_g, t)}
+    if net_d is not None and isinstance(cfg, TrainGanConfig):
+        d = cfg.net_d
+        opt_d = torch.optim.Adam(net_d.parameters(), lr=d.lr, betas=d.betas, weight_decay=t.weight_decay)
+        # The discriminator follows the same schedule shape with its own base lr.
+        out.update(opt_d=opt_d, sched_d=build_scheduler(opt_d, t))
+    return out
+
+
+def build_loader(
+    scan: ScanResult,
+    cfg: TrainNetConfig | TrainGanConfig,
+    start_iter: int,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[HRCropDataset, DataLoader]:
+    """The endless loader of HR crops, positioned at ``start_iter`` (exact resume).
+
+    Each iteration reads ``train.accum_steps`` batches of ``train.batch_size`` crops.
+    """
+    t = cfg.train
+    dataset = HRCropDataset(scan, cfg.data.crop_size, cfg.data.use_hflip, cfg.data.use_rot, seed=t.seed)
+    start = start_iter * t.batch_size * t.accum_steps
+    sampler = InfiniteSampler(len(dataset), seed=t.seed, start=start, rank=rank, world=world)
+    workers = cfg.data.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=t.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+    return dataset, loader
+
+
+def count_params(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+ProgressFn = Callable[[int, int], None]

@@ -1,0 +1,462 @@
+"""The two-stage Real-ESRGAN training loop (``esr train-net`` and ``esr train-gan``).
+
+Source: Wang et al., "Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure
+Synthetic Data", ICCVW 2021, Sec. 3-4: Real-ESRNet is trained with the L1 loss on pairs made
+on the fly by the second-order degradation; Real-ESRGAN starts from it and adds a VGG19
+perceptual loss and a U-Net discriminator with spectral normalisation (weights 1, 1, 0.1).
+USM-sharpened ground truth feeds the L1 and perceptual terms, the plain ground truth the GAN.
+
+Reading order: :func:`train` (the loop) calls small functions: ``make_pairs`` (data and
+degradation), :func:`train_step_net` / :func:`train_step_gan`, ``ema_update``,
+:func:`~esrcli.train.validate.validate`, :func:`save_checkpoint` / :func:`load_checkpoint`.
+Library code never prints: progress goes to ``on_step``, warnings to ``on_message``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from esrcli.config import to_toml
+from esrcli.config.train import TrainGanConfig, TrainNetConfig
+from esrcli.data.dataset import mix_seed, scan_images
+from esrcli.errors import TrainingError
+from esrcli.losses import discriminator_gan_loss, generator_gan_loss, pixel_loss
+from esrcli.train import build
+from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
+from esrcli.train.distributed import DistInfo, barrier, cleanup_distributed, select_device, setup_distributed
+from esrcli.train.ema import ema_update, make_ema
+from esrcli.train.logger import MetricsLog
+from esrcli.train.pairs import PairMaker
+from esrcli.train.validate import load_validation_set, validate
+
+__all__ = ["Nets", "Optim", "StepInfo", "TrainResult", "train", "train_step_net", "train_step_gan", "save_checkpoint", "load_checkpoint"]
+
+Config = TrainNetConfig | TrainGanConfig
+
+
+@dataclass
+class Nets:
+    """The networks of a run (``net_g`` / ``net_d`` may be wrapped in DistributedDataParallel)."""
+
+    net_g: nn.Module
+    net_g_ema: nn.Module
+    net_d: nn.Module | None = None
+    perceptual: nn.Module | None = None
+
+
+@dataclass
+class Optim:
+    """Optimisers, schedulers and the fp16 grad scaler."""
+
+    opt_g: torch.optim.Optimizer
+    sched_g: Any
+    scaler: torch.amp.GradScaler
+    opt_d: torch.optim.Optimizer | None = None
+    sched_d: Any = None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``on_step`` receives after each iteration."""
+
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    lr: float
+    val: dict[str, float] | None = None
+    checkpoint: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        iteration: the last completed iteration.
+        total: ``train.total_iter``.
+        stopped: ``"done"`` or ``"time-limit"``.
+        export: the final EMA export (safetensors), ``None`` on ranks other than 0.
+        checkpoint: the last checkpoint written.
+        resumed_from: the checkpoint the run started from.
+        losses: losses of the last iteration.
+        val: the last validation metrics (empty when there was none).
+        seconds: wall-clock time of the loop.
+        iters_per_s: mean training speed of this process.
+        precision: the autocast precision used (``fp32``, ``bf16``, ``fp16``).
+    """
+
+    iteration: int
+    total: int
+    stopped: str
+    export: Path | None
+    checkpoint: Path | None
+    resumed_from: Path | None
+    losses: dict[str, float]
+    val: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    iters_per_s: float = 0.0
+    precision: str = "fp32"
+
+
+class _NonFinite(Exception):
+    """A loss became NaN or infinite (converted to TrainingError by :func:`train`)."""
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def _finite(name: str, value: Tensor) -> float:
+    v = float(value.detach())
+    if not math.isfinite(v):
+        raise _NonFinite(f"{name} is {v}")
+    return v
+
+
+def _optimizer_step(loss: Tensor, net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, grad_clip: float, last: bool) -> None:
+    scaler.scale(loss).backward()
+    if not last:
+        return
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+
+
+def _no_sync(net: nn.Module, last: bool):
+    return net.no_sync() if isinstance(net, DistributedDataParallel) and not last else nullcontext()
+
+
+def train_step_net(nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], cfg: Config, prec: build.Precision) -> dict[str, float]:
+    """One Real-ESRNet iteration: L1 (or L2/Charbonnier) between ``net_g(lq)`` and the (USM) GT.
+
+    Args:
+        batches: ``train.accum_steps`` micro-batches ``{"lq", "gt", "gt_usm"}``.
+
+    Returns:
+        ``{"l_pix": mean over micro-batches}``.
+    """
+    optim.opt_g.zero_grad(set_to_none=True)
+    total = 0.0
+    for i, b in enumerate(batches):
+        last = i == len(batches) - 1
+        target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
+        with _no_sync(nets.net_g, last), prec.autocast():
+            sr = nets.net_g(b["lq"])
+        l_pix = cfg.loss.pixel_weight * pixel_loss(sr, target, cfg.loss.pixel_criterion)
+        total += _finite("l_pix", l_pix)
+        with _no_sync(nets.net_g, last):
+            _optimizer_step(l_pix / len(batches), nets.net_g, optim.opt_g, optim.scaler, cfg.train.grad_clip, last)
+    return {"l_pix": total / len(batches)}
+
+
+def _set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+def train_step_gan(
+    nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], cfg: TrainGanConfig, prec: build.Precision, iteration: int
+) -> dict[str, float]:
+    """One Real-ESRGAN iteration: generator (pixel + perceptual + GAN), then discriminator.
+
+    USM GT for the pixel and perceptual terms (when ``train.gt_usm``), plain GT for the GAN
+    term (Real-ESRGAN's ``l1_gt_usm``/``percep_gt_usm`` true, ``gan_gt_usm`` false). During the
+    first ``net_d.d_init_iters`` iterations only the discriminator learns.
+
+    Returns:
+        ``l_g_pix``, ``l_g_percep``, ``l_g_gan``, ``l_d_real``, ``l_d_fake``, ``out_d_real``,
+        ``out_d_fake`` (mean logits), each averaged over micro-batches.
+    """
+    lc, n = cfg.loss, len(batches)
+    net_g, net_d = nets.net_g, nets.net_d
+    logs: dict[str, float] = {}
+    add = lambda k, v: logs.__setitem__(k, logs.get(k, 0.0) + v / n)  # noqa: E731
+    train_g = iteration >= cfg.net_d.d_init_iters
+    outputs = []
+    _set_requires_grad(net_d, False)
+    optim.opt_g.zero_grad(set_to_none=True)
+    for i, b in enumerate(batches):
+        last = i == n - 1
+        target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
+        with _no_sync(net_g, last or not train_g), prec.autocast():
+            sr = net_g(b["lq"])
+        outputs.append(sr.detach())
+        if not train_g:
+            continue
+        with _no_sync(net_g, last), prec.autocast():
+            l_pix = lc.pixel_weight * pixel_loss(sr, target, lc.pixel_criterion)
+            l_percep = lc.perceptual_weight * nets.perceptual(sr, target) if lc.perceptual_weight > 0 else sr.new_zeros(())
+            fake_pred = net_d(sr)
+            real_pred = net_d(b["gt"]).detach() if lc.gan_type == "ragan" else None
+            l_gan = lc.gan_weight * generator_gan_loss(fake_pred, real_pred, lc.gan_type)
+            loss = l_pix + l_percep + l_gan
+            for k, v in (("l_g_pix", l_pix), ("l_g_percep", l_percep), ("l_g_gan", l_gan)):
+                add(k, _finite(k, v))
+            _optimizer_step(loss.float() / n, net_g, optim.opt_g, optim.scaler, cfg.train.grad_clip, last)
+    _set_requires_grad(net_d, True)
+    optim.opt_d.zero_grad(set_to_none=True)
+    for i, (b, sr) in enumerate(zip(batches, outputs)):
+        last = i == n - 1
+        with _no_sync(net_d, last), prec.autocast():
+            real_pred = net_d(b["gt"])
+            fake_pred = net_d(sr.clone())
+            l_real, l_fake = discriminator_gan_loss(real_pred, fake_pred, lc.gan_type)
+            add("l_d_real", _finite("l_d_real", l_real))
+            add("l_d_fake", _finite("l_d_fake", l_fake))
+            add("out_d_real", float(real_pred.detach().float().mean()))
+            add("out_d_fake", float(fake_pred.detach().float().mean()))
+            _optimizer_step((l_real + l_fake).float() / n, net_d, optim.opt_d, optim.scaler, cfg.train.grad_clip, last)
+    return logs
+
+
+def _rng_state(pairs: PairMaker) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _py_state(), "degrade": pairs.generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _py_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def save_checkpoint(out_dir: Path, iteration: int, cfg: Config, nets: Nets, optim: Optim, pairs: PairMaker) -> Path:
+    """Write the full training state of ``iteration`` atomically (rank 0) and rotate old ones.
+
+    Raises:
+        TrainingError: the write failed; earlier checkpoints are intact.
+    """
+    state: dict[str, Any] = {
+        "format": "esr-train/1",
+        "stage": "gan" if isinstance(cfg, TrainGanConfig) else "net",
+        "iteration": iteration,
+        "config": to_toml(cfg),
+        "net_g": _unwrap(nets.net_g).state_dict(),
+        "net_g_ema": nets.net_g_ema.state_dict(),
+        "opt_g": optim.opt_g.state_dict(),
+        "sched_g": optim.sched_g.state_dict(),
+        "scaler": optim.scaler.state_dict(),
+        "rng": _rng_state(pairs),
+        "pool": pairs.state_dict(),
+    }
+    if nets.net_d is not None:
+        state.update(net_d=_unwrap(nets.net_d).state_dict(), opt_d=optim.opt_d.state_dict(), sched_d=optim.sched_d.state_dict())
+    return write_checkpoint(checkpoint_path(out_dir, iteration), state, cfg.train.keep_checkpoints)
+
+
+def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim, pairs: PairMaker, restore_rng: bool = True) -> int:
+    """Restore a checkpoint read by :func:`~esrcli.train.checkpoint.read_checkpoint`; returns its iteration.
+
+    Raises:
+        TrainingError: a checkpoint of the other stage or of a different generator.
+    """
+    stage = "gan" if isinstance(cfg, TrainGanConfig) else "net"
+    if state.get("stage") != stage:
+        raise TrainingError(f"checkpoint is from train-{state.get('stage')}, this is train-{stage} (use another output folder)")
+    try:
+        _unwrap(nets.net_g).load_state_dict(state["net_g"])
+        nets.net_g_ema.load_state_dict(state["net_g_ema"])
+        if nets.net_d is not None:
+            _unwrap(nets.net_d).load_state_dict(state["net_d"])
+    except (RuntimeError, KeyError) as exc:
+        raise TrainingError(f"checkpoint does not fit the configured networks ({str(exc).splitlines()[0]})") from None
+    optim.opt_g.load_state_dict(state["opt_g"])
+    optim.sched_g.load_state_dict(state["sched_g"])
+    optim.scaler.load_state_dict(state["scaler"])
+    if optim.opt_d is not None:
+        optim.opt_d.load_state_dict(state["opt_d"])
+        optim.sched_d.load_state_dict(state["sched_d"])
+    pairs.load_state_dict(state["pool"])
+    if restore_rng:
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        pairs.generator.set_state(rng["degrade"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["iteration"])
+
+
+def _export(out_dir: Path, name: str, nets: Nets, cfg: Config, iteration: int) -> Path:
+    from esrcli.weights import save_model
+
+    path = out_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = "train-gan" if isinstance(cfg, TrainGanConfig) else "train-net"
+    save_model(path, nets.net_g_ema, build.generator_info(cfg.model), extra_metadata={"provenance": f"esr {stage}", "iterations": str(iteration)})
+    return path
+
+
+def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], resuming: bool) -> Nets:
+    t = cfg.train
+    net_g = build.build_net_g(cfg.model, t.seed)
+    if not resuming:
+        src = build.load_pretrained(net_g, cfg.model)
+        if src is not None:
+            say(f"generator initialised from {src}")
+        elif isinstance(cfg, TrainGanConfig):
+            say("warning: train-gan without model.pretrained starts from random weights (Real-ESRGAN starts from a train-net result)")
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    net_g = net_g.to(device, memory_format=fmt).train()
+    nets = Nets(net_g, make_ema(net_g))
+    if isinstance(cfg, TrainGanConfig):
+        from esrcli.losses.perceptual import PerceptualLoss
+
+        nets.net_d = build.build_net_d(cfg.net_d, cfg.data.gt_size, t.seed).to(device, memory_format=fmt).train()
+        if cfg.loss.perceptual_weight > 0:
+            lc = cfg.loss
+            nets.perceptual = PerceptualLoss(lc.vgg_weights, lc.perceptual_layers, lc.perceptual_layer_weights).to(device, memory_format=fmt)
+    return nets
+
+
+def _find_resume(out_dir: Path, resume: bool | None) -> Path | None:
+    latest = latest_checkpoint(out_dir)
+    if resume is False and latest is not None:
+        raise TrainingError(
+            f"{out_dir}: holds a checkpoint ({latest.name}) and --no-resume was given",
+            hint="choose another output folder, or drop --no-resume to continue from it",
+        )
+    if resume is True and latest is None:
+        raise TrainingError(f"{out_dir}: --resume given but there is no checkpoint here")
+    return latest
+
+
+def _should_stop(deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device) -> bool:
+    if deadline is None:
+        return False
+    stop = time.monotonic() + iter_seconds >= deadline
+    if dist_info.enabled:  # all ranks stop at the same iteration (rank 0 decides)
+        flag = torch.tensor([1.0 if stop else 0.0], device=device)
+        dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
+def train(
+    cfg: Config,
+    out_dir: Path,
+    resume: bool | None = None,
+    time_limit: float | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a generator (``TrainNetConfig``: Real-ESRNet; ``TrainGanConfig``: Real-ESRGAN).
+
+    Args:
+        cfg: the frozen configuration.
+        out_dir: run folder: ``checkpoints/``, ``exports/``, ``net_g_ema.safetensors``,
+            ``metrics.jsonl``, ``val/``, ``config.toml``, ``tb/`` (with tensorboard).
+        resume: ``None`` resumes when ``out_dir`` holds a checkpoint, ``True`` requires one,
+            ``False`` refuses a folder that has one.
+        time_limit: wall-clock budget in seconds; the run stops cleanly before it with a
+            checkpoint and an export.
+        on_step: called after every iteration (rank 0 only) with a :class:`StepInfo`.
+        on_message: one-line notices and warnings (rank 0 only).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TrainingError: NaN/inf loss (the last good checkpoint is kept), missing VGG19 weights,
+            incompatible pretrained weights or checkpoint, failed checkpoint write.
+        DataError: empty or missing data folders.
+    """
+    t, gan = cfg.train, isinstance(cfg, TrainGanConfig)
+    start_time = time.monotonic()
+    deadline = start_time + time_limit if time_limit else None
+    dist_info = setup_distributed(t.device)
+    main = dist_info.is_main
+    say = on_message if (on_message and main) else (lambda m: None)
+    device = select_device(t.device, dist_info)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    prec = build.select_precision(t.precision, device)
+    out_dir = Path(out_dir)
+    try:
+        resume_path = _find_resume(out_dir, resume)
+        scan = scan_images(cfg.data.folders, cfg.data.crop_size, cfg.data.min_size)
+        if scan.skipped:
+            say(f"warning: {len(scan.skipped)} training file(s) skipped, e.g. {scan.skipped[0][0]}: {scan.skipped[0][1]}")
+        if scan.padded:
+            say(f"warning: {scan.padded} training image(s) smaller than data.crop_size {cfg.data.crop_size} are reflect-padded")
+        nets = _build_nets(cfg, device, say, resuming=resume_path is not None)
+        opts = build.build_optimizers(nets.net_g, nets.net_d, cfg)
+        optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler(device.type, enabled=prec.use_scaler), opts.get("opt_d"), opts.get("sched_d"))
+        pairs = PairMaker(cfg, device, mix_seed(t.seed, 0xDE9, dist_info.rank))
+        state = read_checkpoint(resume_path) if resume_path else None
+        start_iter = int(state["iteration"]) if state else 0
+        _, loader = build.build_loader(scan, cfg, start_iter, dist_info.rank, dist_info.world)
+        batches = iter(loader)  # before restoring RNG: creating the iterator draws from torch's RNG
+        if state is not None:
+            load_checkpoint(state, cfg, nets, optim, pairs, restore_rng=dist_info.rank == 0)
+            say(f"resumed from {resume_path} (iteration {start_iter})")
+            del state
+        if dist_info.enabled:
+            nets.net_g = DistributedDataParallel(nets.net_g, device_ids=[device.index] if device.type == "cuda" else None)
+            if nets.net_d is not None:
+                nets.net_d = DistributedDataParallel(nets.net_d, device_ids=[device.index] if device.type == "cuda" else None)
+        val_images = load_validation_set(cfg.val, cfg.model.scale)[0] if main else []
+        log = MetricsLog(out_dir, start_iter, enabled=main)
+        if main:
+            (out_dir / "config.toml").write_text(to_toml(cfg) + "\n", encoding="utf-8")
+        it, stopped, ckpt, losses, val = start_iter, "done", resume_path, {}, {}
+        loop_start, iter_seconds = time.monotonic(), 0.0
+        while it < t.total_iter:
+            tick = time.monotonic()
+            micro = [pairs.make(next(batches)) for _ in range(t.accum_steps)]
+            try:
+                losses = train_step_gan(nets, optim, micro, cfg, prec, it) if gan else train_step_net(nets, optim, micro, cfg, prec)
+            except _NonFinite as exc:
+                good = latest_checkpoint(out_dir)
+                kept = f"last good checkpoint kept: {good}" if good else "no checkpoint written yet"
+                raise TrainingError(f"iteration {it + 1}: {exc}; training stopped ({kept})",
+                                    hint="lower train.lr, enable train.grad_clip, or use precision = \"fp32\"") from None
+            ema_update(nets.net_g_ema, _unwrap(nets.net_g), t.ema_decay)
+            optim.sched_g.step()
+            if optim.sched_d is not None:
+                optim.sched_d.step()
+            it += 1
+            iter_seconds = 0.9 * iter_seconds + 0.1 * (time.monotonic() - tick) if iter_seconds else time.monotonic() - tick
+            lr = optim.opt_g.param_groups[0]["lr"]
+            if it % t.log_interval == 0 or it == t.total_iter:
+                log.write({"iter": it, **losses, "lr": lr, "time": round(time.monotonic() - start_time, 3)})
+            step_val = None
+            if main and val_images and (it % cfg.val.interval == 0 or it == t.total_iter):
+                save_dir = out_dir / "val" / f"iter_{it:08d}" if cfg.val.save_images else None
+                val = step_val = validate(nets.net_g_ema, val_images, cfg.val, device, save_dir)
+                log.write({"iter": it, **val})
+            stop = _should_stop(deadline, iter_seconds, dist_info, device)
+            step_ckpt = None
+            if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
+                if main:
+                    ckpt = step_ckpt = save_checkpoint(out_dir, it, cfg, nets, optim, pairs)
+                    _export(out_dir, f"exports/net_g_ema_iter_{it:08d}.safetensors", nets, cfg, it)
+                barrier(dist_info)
+            if on_step is not None and main:
+                on_step(StepInfo(it, t.total_iter, losses, lr, step_val, step_ckpt))
+            if stop:
+                stopped = "time-limit"
+                break
+        export = _export(out_dir, build.EXPORT_NAME, nets, cfg, it) if main else None
+        log.close()
+        seconds = time.monotonic() - loop_start
+        done = it - start_iter
+        return TrainResult(it, t.total_iter, stopped, export, ckpt, resume_path, losses, val, seconds,
+                           done / seconds if seconds > 0 else 0.0, prec.name)
+    finally:
+        cleanup_distributed(dist_info)

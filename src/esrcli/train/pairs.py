@@ -1,0 +1,62 @@
+"""Training pairs on the fly: degradation of HR crops, paired crop, training-pair pool, USM GT.
+
+Real-ESRGAN (``RealESRGANModel.feed_data``): the batch of HR crops is sharpened (USM), degraded
+by the second-order model with per-sample random parameters, paired-cropped to ``gt_size``,
+then swapped through a pool of 180 pairs so that a batch mixes degradations from several
+earlier batches. The pool carries the sharpened GT crop along with the pair (Real-ESRGAN
+sharpens the pooled GT again, which equals this away from the crop borders).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from esrcli.config.train import TrainGanConfig, TrainNetConfig
+from esrcli.degrade import PairPool, synthesize_pairs
+
+__all__ = ["PairMaker"]
+
+
+class PairMaker:
+    """Makes ``{"lq", "gt", "gt_usm"}`` training batches from HR crops (one per call).
+
+    Args:
+        cfg: the training config (``degrade``, ``train.pool_size``, ``train.gt_usm``,
+            ``train.channels_last``).
+        device: where the degradation runs (the training device).
+        seed: seed of :attr:`generator`, the only source of randomness of the degradation.
+
+    Attributes:
+        generator: the ``torch.Generator`` of the degradation (saved in checkpoints).
+    """
+
+    def __init__(self, cfg: TrainNetConfig | TrainGanConfig, device: torch.device, seed: int) -> None:
+        self.cfg = cfg.degrade
+        self.gt_usm = cfg.train.gt_usm
+        self.device = device
+        self.channels_last = cfg.train.channels_last
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.pool = PairPool(cfg.train.pool_size, cfg.train.batch_size) if cfg.train.pool_size else None
+
+    def make(self, crops: Tensor) -> dict[str, Tensor]:
+        """HR crops ``(B, 3, S, S)`` in [0, 1] -> ``lq (B, 3, g/s, g/s)``, ``gt``/``gt_usm (B, 3, g, g)``."""
+        crops = crops.to(self.device, non_blocking=True)
+        with torch.no_grad():
+            # Both Real-ESRGAN stages degrade the USM-sharpened GT when gt_usm is on.
+            gt, gt_usm, lq, _ = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
+            if self.pool is not None:
+                lq, gt, pooled_usm = self.pool.exchange(lq, gt, gt_usm if self.gt_usm else None, generator=self.generator)
+                gt_usm = pooled_usm if self.gt_usm else gt
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return {k: v.contiguous(memory_format=fmt) for k, v in (("lq", lq), ("gt", gt), ("gt_usm", gt_usm))}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pool's contents (the generator state is saved with the other RNG states)."""
+        return {"pool": self.pool.state_dict() if self.pool is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.pool is not None and state.get("pool") is not None:
+            self.pool.load_state_dict(state["pool"])

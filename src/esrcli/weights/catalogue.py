@@ -1,0 +1,121 @@
+"""The embedded model catalogue: ``esrcli/models/catalogue.json`` and its package files.
+
+``catalogue.json`` is a JSON list of objects::
+
+    [{"name": "esr-x4", "file": "esr-x4.safetensors", "arch": "RRDBNet", "scale": 4,
+      "description": "...", "training_data": "...", "iterations": 400000,
+      "figures": {"set5_psnr_y": 30.1}, "default": true}]
+
+Only ``name`` and ``file`` are required. The list is empty until a model ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from esrcli.errors import WeightsError
+
+__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "resolve_model"]
+
+_PACKAGE = "esrcli.models"
+_INDEX = "catalogue.json"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One embedded model.
+
+    Attributes:
+        name: what users type, e.g. ``esr upscale --model NAME``.
+        file: file name inside ``esrcli/models/``.
+        arch: architecture name (informational; the file's metadata decides).
+        scale: upscaling factor (informational).
+        description: one line.
+        training_data: what it was trained on.
+        iterations: training iterations, or ``None``.
+        figures: validation figures, e.g. ``{"set5_psnr_y": 30.12}``.
+        default: whether this is the default model.
+    """
+
+    name: str
+    file: str
+    arch: str = ""
+    scale: int = 0
+    description: str = ""
+    training_data: str = ""
+    iterations: int | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    default: bool = False
+
+
+def _parse(items: Any) -> list[CatalogueEntry]:
+    if not isinstance(items, list):
+        raise WeightsError(f"{_INDEX}: expected a JSON list of models")
+    out = []
+    known = set(CatalogueEntry.__dataclass_fields__)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("file"), str):
+            raise WeightsError(f"{_INDEX}: entry {i} needs string 'name' and 'file'")
+        unknown = sorted(set(item) - known)
+        if unknown:
+            raise WeightsError(f"{_INDEX}: entry {item['name']!r} has unknown key(s) {', '.join(unknown)}")
+        out.append(CatalogueEntry(**item))
+    return out
+
+
+def catalogue() -> list[CatalogueEntry]:
+    """The embedded models, in catalogue order (an empty list when none ship).
+
+    Raises:
+        WeightsError: a malformed ``catalogue.json`` (a packaging bug).
+    """
+    try:
+        text = resources.files(_PACKAGE).joinpath(_INDEX).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        raise WeightsError(f"{_INDEX}: invalid JSON ({exc})") from None
+    return _parse(items)
+
+
+def default_model_name() -> str | None:
+    """Name of the default embedded model (the one marked ``default``, else the first), or ``None``."""
+    entries = catalogue()
+    for e in entries:
+        if e.default:
+            return e.name
+    return entries[0].name if entries else None
+
+
+def find_entry(name: str) -> CatalogueEntry | None:
+    """The catalogue entry called ``name``, or ``None``."""
+    return next((e for e in catalogue() if e.name == name), None)
+
+
+@contextmanager
+def resolve_model(path_or_name: str | os.PathLike) -> Iterator[Path]:
+    """Yield a real file path for a model file path or an embedded model name.
+
+    An existing path wins; otherwise a bare name is looked up in the catalogue.
+
+    Raises:
+        WeightsError: neither an existing file nor a catalogue name.
+    """
+    path = Path(path_or_name)
+    if path.exists() or os.sep in str(path_or_name) or path.suffix in (".pth", ".safetensors", ".pt", ".ckpt"):
+        yield path
+        return
+    entry = find_entry(str(path_or_name))
+    if entry is None:
+        names = ", ".join(e.name for e in catalogue()) or "none embedded"
+        raise WeightsError(f"{path_or_name}: no such model file or embedded model (embedded: {names})")
+    with resources.as_file(resources.files(_PACKAGE).joinpath(entry.file)) as real:
+        yield Path(real)

@@ -1,0 +1,265 @@
+"""Reading and writing model files: esr safetensors with metadata, official ``.pth`` files.
+
+The esr model file is a safetensors file whose header metadata (all strings) holds:
+
+=================  ==========================================================
+``format``         ``"esr-model"``
+``format_version`` ``"1"``
+``arch``           ``"RRDBNet"`` or ``"SRVGGNetCompact"``
+``params``         JSON object of constructor hyper-parameters
+``scale``          upscaling factor, e.g. ``"4"``
+``esr_version``    version of esr that wrote the file
+``provenance``     where the weights come from (free text)
+``dtype``          ``"float32"`` or ``"float16"`` (storage only; loading gives float32)
+(extra keys)       e.g. ``iterations``, ``parents``, ``alpha`` (strings)
+=================  ==========================================================
+
+``.pth`` files are read with ``torch.load(weights_only=True)`` only, so no code in a
+checkpoint ever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from esrcli import __version__
+from esrcli.archs import build_generator
+from esrcli.errors import WeightsError
+from esrcli.weights.canonical import canonicalize
+from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
+
+__all__ = ["FORMAT", "read_model_file", "load_state_dict", "read_model_info", "load_model", "save_model", "atomic_save"]
+
+FORMAT = "esr-model"
+FORMAT_VERSION = "1"
+_CORE_KEYS = ("format", "format_version", "arch", "params", "scale", "esr_version", "dtype")
+
+
+def _sniff(path: Path, head: bytes) -> str:
+    """``"safetensors"``, ``"pth"`` (zip or legacy pickle) or ``"unknown"`` from the first bytes."""
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pth"
+    return "unknown"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            sd = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, JSON errors: all a bad file
+        raise WeightsError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+    if not sd:
+        raise WeightsError(f"{path}: safetensors file holds no tensors")
+    return sd, metadata
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def _read_pth(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError...
+        msg = _first_line(exc)
+        if "weights_only" in msg or "Unsupported global" in msg or "Weights only load failed" in msg:
+            raise WeightsError(
+                f"{path}: refused: the checkpoint contains Python objects other than tensors (not loaded, for safety)"
+            ) from None
+        raise WeightsError(f"{path}: corrupt or truncated .pth file ({type(exc).__name__})") from None
+    sd, notes = canonicalize(obj, str(path))
+    notes = {"source_format": "pth", **notes}
+    return sd, notes
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a model file into a canonical state dict and its string metadata.
+
+    The format is decided by content, not extension: safetensors (esr or other) or a
+    PyTorch ``.pth`` (zip or legacy pickle).
+
+    Returns:
+        ``(state_dict, metadata)``: tensors as stored (dtype unchanged) with BasicSR key
+        names; metadata is the safetensors header, or notes about a ``.pth`` file
+        (``source_format``, ``source_key``, ``layout``).
+
+    Raises:
+        WeightsError: missing, empty, unreadable, corrupt, truncated or non-model file
+            (the message starts with the path).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: is a folder, not a model file") from None
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise WeightsError(f"{path}: empty file (0 bytes)")
+    kind = _sniff(path, head)
+    if kind == "safetensors":
+        sd, metadata = _read_safetensors(path)
+        sd, _ = canonicalize(sd, str(path))
+        return sd, metadata
+    if kind == "pth":
+        return _read_pth(path)
+    raise WeightsError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The canonical state dict of a model file (``.pth`` or ``.safetensors``).
+
+    Unwraps ``params_ema`` (preferred) / ``params`` / ``state_dict``, strips ``module.``,
+    converts old ESRGAN key layouts to BasicSR names. Tensors keep their stored dtype.
+
+    Raises:
+        WeightsError: unreadable or non-model file (message names the file).
+    """
+    return read_model_file(path)[0]
+
+
+def read_model_info(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelInfo]:
+    """Read a model file and detect its architecture.
+
+    Returns:
+        ``(state_dict, info)``; the state dict matches ``build_generator(info.arch, info.params)``.
+
+    Raises:
+        WeightsError: unreadable file or unknown/inconsistent architecture (names the file).
+    """
+    sd, metadata = read_model_file(path)
+    try:
+        info = detect_arch(sd, metadata)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}", exc.hint) from None
+    return sd, info
+
+
+def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Load a generator ready for inference.
+
+    Args:
+        path_or_name: a ``.safetensors`` / ``.pth`` file, or the name of an embedded model
+            (see :func:`esrcli.weights.catalogue`), tried when no such file exists.
+        device: where to put the network.
+
+    Returns:
+        ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
+
+    Raises:
+        WeightsError: no such file or model name, unreadable file, unknown architecture.
+    """
+    from esrcli.weights.catalogue import resolve_model
+
+    with resolve_model(path_or_name) as path:
+        sd, info = read_model_info(path)
+    net = build_generator(info.arch, info.params)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:  # shapes were checked; keep a typed error anyway
+        raise WeightsError(f"{path_or_name}: {_first_line(exc)}") from None
+    net.eval().requires_grad_(False)
+    return net.to(device), info
+
+
+def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike) -> None:
+    """Write a safetensors file atomically (temporary file beside it, then ``os.replace``).
+
+    Raises:
+        WeightsError: the folder does not exist or is not writable.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except FileNotFoundError:
+        raise WeightsError(f"{path.parent}: output folder does not exist") from None
+    except OSError as exc:
+        raise WeightsError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise WeightsError(f"{path}: cannot write ({exc.strerror})") from None
+        raise
+
+
+def save_model(
+    path: str | os.PathLike,
+    net_or_state_dict: nn.Module | dict[str, Tensor],
+    info: ModelInfo,
+    extra_metadata: dict[str, str] | None = None,
+    half: bool = False,
+) -> None:
+    """Save a generator as an esr safetensors model file, atomically.
+
+    Args:
+        path: output ``.safetensors`` file.
+        net_or_state_dict: the generator or its state dict (``module.`` prefixes stripped).
+        info: architecture and hyper-parameters; ``info.metadata`` is carried over
+            (e.g. ``provenance``), then ``extra_metadata`` on top; the core keys
+            (``arch``, ``params``, ``scale``, ``esr_version``, ...) are always set by esr.
+        extra_metadata: more string metadata, e.g. ``{"iterations": "400000"}``.
+        half: store floating tensors as float16 (half the size; loading returns float32).
+
+    Raises:
+        WeightsError: the weights do not match ``info`` (keys/shapes), a non-string
+            metadata value, or an unwritable destination.
+    """
+    sd = net_or_state_dict.state_dict() if isinstance(net_or_state_dict, nn.Module) else dict(net_or_state_dict)
+    sd, _ = canonicalize(sd, str(path))
+    params: dict[str, Any] = dict(info.params)
+    params.setdefault("scale", info.scale)
+    try:
+        check_state_dict(sd, info.arch, params)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    tensors: dict[str, Tensor] = {}
+    for k, v in sd.items():
+        v = v.detach().to("cpu")
+        if v.is_floating_point():
+            v = v.to(torch.float16 if half else torch.float32)
+        tensors[k] = v.contiguous().clone()
+    metadata: dict[str, str] = {**info.metadata, **(extra_metadata or {})}
+    for drop in ("source_format", "source_key", "layout"):
+        metadata.pop(drop, None)
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise WeightsError(f"{path}: metadata values must be strings (bad keys: {', '.join(map(str, bad))})")
+    metadata.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        arch=info.arch,
+        params=json.dumps(params),
+        scale=str(int(params["scale"])),
+        esr_version=__version__,
+        dtype="float16" if half else "float32",
+    )
+    metadata.setdefault("provenance", f"esr {__version__}")
+    atomic_save(tensors, metadata, path)

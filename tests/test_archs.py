@@ -1,0 +1,263 @@
+"""Generators, discriminators and the VGG19 feature extractor: shapes, key layouts, numerics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esrcli.archs import (
+    RRDBNet,
+    SRVGGNetCompact,
+    UNetDiscriminatorSN,
+    VGG19FeatureExtractor,
+    VGGStyleDiscriminator,
+    build_generator,
+    generator_defaults,
+    load_vgg19_weights,
+    vgg19_cache_path,
+)
+from esrcli.errors import WeightsError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest (and steadiest on a loaded 2-core machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL_RRDB = dict(num_feat=8, num_block=2, num_grow_ch=4)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_rrdbnet_shapes(scale):
+    net = RRDBNet(3, 3, scale=scale, **SMALL_RRDB)
+    y = net(torch.rand(2, 3, 8, 12))
+    assert y.shape == (2, 3, 8 * scale, 12 * scale)
+    # Real-ESRGAN front end: conv_first sees the pixel-unshuffled input.
+    assert net.conv_first.in_channels == 3 * {4: 1, 2: 4, 1: 16}[scale]
+
+
+def test_rrdbnet_official_keys():
+    sd = RRDBNet().state_dict()
+    assert len([k for k in sd if k.endswith(".weight")]) == 23 * 15 + 6
+    for key in ("conv_first.weight", "body.22.rdb3.conv5.bias", "conv_body.weight", "conv_up1.bias", "conv_up2.weight", "conv_hr.weight", "conv_last.bias"):
+        assert key in sd
+    assert sd["body.0.rdb1.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
+    assert sum(t.numel() for t in sd.values()) == 16_697_987  # RealESRGAN_x4plus.pth
+
+
+def _reference_rdb(rdb, x):
+    """Dense block written out by hand from the ESRGAN paper."""
+    feats = [x]
+    for i, conv in enumerate([rdb.conv1, rdb.conv2, rdb.conv3, rdb.conv4, rdb.conv5]):
+        out = conv(torch.cat(feats, 1))
+        if i < 4:
+            out = F.leaky_relu(out, 0.2)
+        feats.append(out)
+    return feats[-1] * 0.2 + x
+
+
+def test_rrdbnet_matches_hand_written_forward():
+    torch.manual_seed(0)
+    net = RRDBNet(3, 3, scale=2, **SMALL_RRDB).eval()
+    x = torch.rand(1, 3, 8, 8)
+    feat = net.conv_first(F.pixel_unshuffle(x, 2))
+    body = feat
+    for rrdb in net.body:
+        h = body
+        for rdb in (rrdb.rdb1, rrdb.rdb2, rrdb.rdb3):
+            h = _reference_rdb(rdb, h)
+        body = h * 0.2 + body
+    feat = feat + net.conv_body(body)
+    feat = F.leaky_relu(net.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+    feat = F.leaky_relu(net.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+    ref = net.conv_last(F.leaky_relu(net.conv_hr(feat), 0.2))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_rrdbnet_bad_scale():
+    with pytest.raises(ValueError, match="scale"):
+        RRDBNet(scale=3)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+@pytest.mark.parametrize("act_type", ["relu", "prelu", "leakyrelu"])
+def test_srvgg_shapes(scale, act_type):
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, scale=scale, act_type=act_type)
+    y = net(torch.rand(1, 3, 6, 7))
+    assert y.shape == (1, 3, 6 * scale, 7 * scale)
+
+
+def test_srvgg_official_keys_and_residual():
+    sd = SRVGGNetCompact(num_feat=64, num_conv=32, scale=4, act_type="prelu").state_dict()
+    # realesr-general-x4v3 layout: convs at even indices 0..66, PReLU (64,) at odd indices.
+    assert sd["body.66.weight"].shape == (48, 64, 3, 3)
+    assert sd["body.1.weight"].shape == (64,)
+    assert "body.67.weight" not in sd
+    relu = SRVGGNetCompact(num_feat=8, num_conv=2, scale=2, act_type="relu")
+    assert sorted(relu.state_dict()) == sorted(f"body.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias"))
+    # With a zero body the output is the nearest-upsampled input.
+    for p in relu.parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.rand(1, 3, 5, 5)
+    torch.testing.assert_close(relu(x), F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def test_srvgg_bad_act():
+    with pytest.raises(ValueError, match="act_type"):
+        SRVGGNetCompact(act_type="gelu")
+
+
+def test_unet_discriminator_shapes_and_keys():
+    d = UNetDiscriminatorSN(3, num_feat=8)
+    assert d(torch.rand(2, 3, 32, 24)).shape == (2, 1, 32, 24)
+    sd = d.state_dict()
+    for i in range(1, 9):
+        assert {f"conv{i}.weight_orig", f"conv{i}.weight_u", f"conv{i}.weight_v"} <= set(sd)
+        assert f"conv{i}.bias" not in sd
+    assert {"conv0.weight", "conv0.bias", "conv9.weight", "conv9.bias"} <= set(sd)
+    # Strict round trip, as an official net_d file would load.
+    d2 = UNetDiscriminatorSN(3, num_feat=8)
+    d2.load_state_dict(sd, strict=True)
+    nos = UNetDiscriminatorSN(3, num_feat=8, skip_connection=False)
+    assert nos(torch.rand(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_vgg_style_discriminator(size):
+    d = VGGStyleDiscriminator(3, num_feat=4, input_size=size)
+    assert d(torch.rand(2, 3, size, size)).shape == (2, 1)
+    sd = d.state_dict()
+    assert {"conv0_0.bias", "bn0_1.running_mean", "conv4_1.weight", "linear1.weight", "linear2.bias"} <= set(sd)
+    assert ("conv5_0.weight" in sd) == (size == 256)
+    assert "conv0_1.bias" not in sd
+    with pytest.raises(ValueError, match="expected"):
+        d(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="input_size"):
+        VGGStyleDiscriminator(input_size=64)
+
+
+def test_build_generator():
+    net = build_generator("RRDBNet", {"scale": 2, **SMALL_RRDB})
+    assert isinstance(net, RRDBNet) and net.scale == 2
+    net = build_generator("SRVGGNetCompact", {"num_feat": 4, "num_conv": 1, "scale": 3})
+    assert isinstance(net, SRVGGNetCompact) and net.scale == 3
+    assert generator_defaults("RRDBNet")["num_block"] == 23
+    with pytest.raises(WeightsError, match="unknown generator architecture"):
+        build_generator("EDSR", {})
+    with pytest.raises(WeightsError, match="num_blocks"):
+        build_generator("RRDBNet", {"num_blocks": 3})
+    with pytest.raises(WeightsError, match="scale"):
+        build_generator("RRDBNet", {"scale": 8})
+
+
+# --------------------------------------------------------------------------- VGG19
+
+_VGG_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+_VGG_CH = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+
+
+def _torchvision_vgg19_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A state dict with torchvision vgg19's keys and feature shapes (small classifier)."""
+    sd, cin = {}, 3
+    for idx, cout in zip(_VGG_CONVS, _VGG_CH):
+        sd[f"features.{idx}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) * (2 / (9 * cin)) ** 0.5
+        sd[f"features.{idx}.bias"] = torch.randn(cout, generator=gen) * 0.1
+        cin = cout
+    # The real classifier is 4096-wide; only its presence matters (it must be ignored).
+    for i, (o, n) in {0: (8, 16), 3: (8, 8), 6: (4, 8)}.items():
+        sd[f"classifier.{i}.weight"] = torch.randn(o, n, generator=gen)
+        sd[f"classifier.{i}.bias"] = torch.randn(o, generator=gen)
+    return sd
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-dcbb9e9d.pth"
+    sd = _torchvision_vgg19_state(torch.Generator().manual_seed(0))
+    torch.save(sd, path)
+    return path, sd
+
+
+def test_vgg19_layout_and_pre_activation_features(vgg_file):
+    path, sd = vgg_file
+    vgg = VGG19FeatureExtractor()
+    assert len(vgg.features) == 35  # truncated after conv5_4 (index 34)
+    assert not any(p.requires_grad for p in vgg.parameters())
+    assert set(vgg.state_dict()) == {k for k in sd if k.startswith("features.")}  # mean/std not persistent
+    load_vgg19_weights(vgg, path)
+    torch.testing.assert_close(vgg.features[34].weight, sd["features.34.weight"])
+
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    feats = vgg(x)
+    assert list(feats) == ["conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4"]
+    assert feats["conv5_4"].shape == (1, 512, 2, 2)
+    # By hand: normalise, conv1_1, ReLU, conv1_2 (no ReLU after it).
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    h = F.relu(F.conv2d((x - mean) / std, sd["features.0.weight"], sd["features.0.bias"], padding=1))
+    ref = F.conv2d(h, sd["features.2.weight"], sd["features.2.bias"], padding=1)
+    torch.testing.assert_close(feats["conv1_2"], ref, rtol=1e-4, atol=1e-4)
+    assert (feats["conv1_2"] < 0).any()  # pre-activation, not clobbered by an in-place ReLU
+    # Gradients reach the input although the network is frozen.
+    feats["conv5_4"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_vgg19_truncation_range_norm(vgg_file):
+    path, sd = vgg_file
+    vgg = VGG19FeatureExtractor(layer_names=("conv2_2",), use_input_norm=False, range_norm=True)
+    assert len(vgg.features) == 8
+    load_vgg19_weights(vgg, path)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    out = vgg(x)["conv2_2"]
+    h = (x + 1) / 2
+    for i in (0, 2):
+        h = F.conv2d(h, sd[f"features.{i}.weight"], sd[f"features.{i}.bias"], padding=1)
+        h = F.relu(h) if i == 0 else F.max_pool2d(F.relu(h), 2)
+    for i in (5, 7):
+        h = F.conv2d(h, sd[f"features.{i}.weight"], sd[f"features.{i}.bias"], padding=1)
+        if i == 5:
+            h = F.relu(h)
+    torch.testing.assert_close(out, h, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="conv9_9"):
+        VGG19FeatureExtractor(layer_names=("conv9_9",))
+
+
+def test_vgg19_weight_errors(tmp_path, vgg_file):
+    path, sd = vgg_file
+    vgg = VGG19FeatureExtractor(layer_names=("conv1_2",))
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsError, match="nope.pth: VGG19 weights not found") as info:
+        load_vgg19_weights(vgg, missing)
+    assert "vgg19-dcbb9e9d.pth" in (info.value.hint or "")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(WeightsError, match="corrupt.pth: not a readable"):
+        load_vgg19_weights(vgg, corrupt)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty.pth"):
+        load_vgg19_weights(vgg, empty)
+    bad = dict(sd)
+    bad["features.2.weight"] = torch.zeros(64, 64, 5, 5)
+    wrong = tmp_path / "wrong.pth"
+    torch.save(bad, wrong)
+    with pytest.raises(WeightsError, match=r"wrong.pth: features.2.weight has shape \(64, 64, 5, 5\)"):
+        load_vgg19_weights(vgg, wrong)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(WeightsError, match="other.pth: not a VGG19 weights file"):
+        load_vgg19_weights(vgg, other)
+
+
+def test_vgg19_cache_path():
+    p = vgg19_cache_path()
+    assert p.name == "vgg19-dcbb9e9d.pth"
+    assert p.parent.name == "checkpoints"
+    assert str(p.parent.parent) == torch.hub.get_dir()

@@ -1,0 +1,107 @@
+"""Pixel, GAN and perceptual losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esrcli.archs import VGG19FeatureExtractor
+from esrcli.errors import TrainingError
+from esrcli.losses import discriminator_gan_loss, gan_target_loss, generator_gan_loss, pixel_loss
+from esrcli.losses.perceptual import PerceptualLoss
+
+LAYERS = ("conv1_2", "conv2_2")
+
+
+def test_pixel_losses():
+    sr, gt = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    assert pixel_loss(sr, gt, "l1").item() == pytest.approx(0.5)
+    assert pixel_loss(sr, gt, "l2").item() == pytest.approx(0.25)
+    assert pixel_loss(sr, gt, "charbonnier").item() == pytest.approx(0.5, abs=1e-5)
+    assert pixel_loss(sr.bfloat16(), gt.bfloat16()).dtype == torch.float32
+    with pytest.raises(ValueError, match="differ in shape"):
+        pixel_loss(sr, gt[..., :1])
+    with pytest.raises(ValueError, match="criterion"):
+        pixel_loss(sr, gt, "l3")
+
+
+def test_gan_target_losses():
+    x = torch.tensor([[0.3], [-1.2]])
+    assert gan_target_loss(x, True, "vanilla").item() == pytest.approx(F.softplus(-x).mean().item())
+    assert gan_target_loss(x, False, "vanilla").item() == pytest.approx(F.softplus(x).mean().item())
+    assert gan_target_loss(x, True, "lsgan").item() == pytest.approx(((x - 1) ** 2).mean().item())
+    assert gan_target_loss(x, False, "lsgan").item() == pytest.approx((x**2).mean().item())
+    assert gan_target_loss(x, True, "hinge").item() == pytest.approx(torch.relu(1 - x).mean().item())
+    assert gan_target_loss(x, False, "hinge").item() == pytest.approx(torch.relu(1 + x).mean().item())
+    assert gan_target_loss(x, True, "hinge", is_disc=False).item() == pytest.approx(-x.mean().item())
+    with pytest.raises(ValueError, match="gan_type"):
+        gan_target_loss(x, True, "wgan")
+
+
+def test_ragan_is_relative():
+    real, fake = torch.tensor([2.0, 1.0]), torch.tensor([0.0, -1.0])
+    bce = lambda z, t: F.binary_cross_entropy_with_logits(z, torch.full_like(z, t)).item()  # noqa: E731
+    g = generator_gan_loss(fake, real, "ragan").item()
+    assert g == pytest.approx((bce(real - fake.mean(), 0.0) + bce(fake - real.mean(), 1.0)) / 2)
+    d_real, d_fake = discriminator_gan_loss(real, fake, "ragan")
+    assert d_real.item() == pytest.approx(bce(real - fake.mean(), 1.0) / 2)
+    assert d_fake.item() == pytest.approx(bce(fake - real.mean(), 0.0) / 2)
+    # Shifting both logits by a constant changes nothing: only differences matter.
+    assert generator_gan_loss(fake + 5, real + 5, "ragan").item() == pytest.approx(g)
+    with pytest.raises(ValueError, match="needs real_pred"):
+        generator_gan_loss(fake, None, "ragan")
+
+
+def test_gan_gradients_push_the_right_way():
+    fake = torch.zeros(4, 1, requires_grad=True)
+    generator_gan_loss(fake, None, "vanilla").backward()
+    assert (fake.grad < 0).all()  # descending raises the "real" logit of fakes
+
+
+@pytest.fixture
+def vgg_file(tmp_path):
+    """A VGG19 file holding only features.0..7 (enough for conv1_2 and conv2_2)."""
+    torch.manual_seed(0)
+    net = VGG19FeatureExtractor(LAYERS)
+    sd = net.state_dict()
+    assert sorted(sd) == sorted(f"features.{i}.{k}" for i in (0, 2, 5, 7) for k in ("weight", "bias"))
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(sd, path)
+    return path
+
+
+def test_perceptual_loss(vgg_file):
+    loss = PerceptualLoss(vgg_file, LAYERS, (0.1, 1.0))
+    torch.manual_seed(1)
+    gt = torch.rand(2, 3, 16, 16)
+    sr = gt.clone().requires_grad_(True)
+    assert loss(sr, gt).item() == 0.0
+    noisy = (gt + 0.1 * torch.randn_like(gt)).requires_grad_(True)
+    value = loss(noisy, gt)
+    assert value.item() > 0 and math.isfinite(value.item())
+    value.backward()
+    assert noisy.grad is not None and noisy.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in loss.parameters())
+    # The weighting is linear in the layer weights.
+    double = PerceptualLoss(vgg_file, LAYERS, (0.2, 2.0))
+    assert double(noisy.detach(), gt).item() == pytest.approx(2 * value.item(), rel=1e-5)
+
+
+def test_perceptual_loss_without_weights_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(TrainingError) as exc:
+        PerceptualLoss(None, LAYERS, (0.1, 1.0))
+    assert "VGG19 weights for the perceptual loss not found" in str(exc.value)
+    assert "vgg19-dcbb9e9d.pth" in exc.value.hint and "loss.vgg_weights" in exc.value.hint
+    with pytest.raises(TrainingError, match="loss.vgg_weights"):
+        PerceptualLoss(tmp_path / "nope.pth", LAYERS, (0.1, 1.0))
+
+
+def test_perceptual_loss_rejects_a_foreign_file(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(TrainingError, match="features.0"):
+        PerceptualLoss(path, LAYERS, (0.1, 1.0))

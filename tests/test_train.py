@@ -1,0 +1,232 @@
+"""esr train-net / train-gan: tiny end-to-end runs, exact resume, failure handling, exports."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from esrcli.archs import VGG19FeatureExtractor
+from esrcli.config import from_dict, to_toml
+from esrcli.config.train import TrainGanConfig, TrainNetConfig
+from esrcli.errors import DataError, TrainingError
+from esrcli.train import checkpoint as ckpt_mod
+from esrcli.train import loop as loop_mod
+from esrcli.train.checkpoint import list_checkpoints, read_checkpoint
+from esrcli.train.loop import train
+from esrcli.weights import ModelInfo, load_model, save_model
+
+LAYERS = ["conv1_2", "conv2_2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Four small HR training images, two validation images, a truncated VGG19 file."""
+    root = tmp_path_factory.mktemp("train_data")
+    rng = np.random.default_rng(0)
+    (root / "hr").mkdir()
+    (root / "val").mkdir()
+    yy, xx = np.mgrid[0:64, 0:64]
+    for i in range(4):
+        smooth = 0.5 + 0.4 * np.sin(xx / (3 + i) + yy / 5.0)[..., None] * np.array([1.0, 0.8, 0.6])
+        img = np.clip(smooth + 0.05 * rng.standard_normal((64, 64, 3)), 0, 1)
+        cv2.imwrite(str(root / "hr" / f"im{i}.png"), (img[: 48 + 4 * i] * 255).astype(np.uint8))
+    for i in range(2):
+        cv2.imwrite(str(root / "val" / f"v{i}.png"), (rng.random((100 + 8 * i, 104, 3)) * 255).astype(np.uint8))
+    torch.manual_seed(0)
+    torch.save(VGG19FeatureExtractor(tuple(LAYERS)).state_dict(), root / "vgg19.pth")
+    return root
+
+
+def _cfg(root: Path, gan: bool = False, **tables) -> TrainNetConfig | TrainGanConfig:
+    d = {
+        "model": {"arch": "SRVGGNetCompact", "num_feat": 8, "num_conv": 2},
+        "data": {"folders": [str(root / "hr")], "gt_size": 32, "crop_size": 40, "num_workers": 0},
+        "train": {"total_iter": 4, "batch_size": 2, "pool_size": 4, "checkpoint_interval": 2, "log_interval": 1,
+                  "precision": "fp32", "keep_checkpoints": 2, "seed": 1},
+    }
+    if gan:
+        d["loss"] = {"perceptual_layers": LAYERS, "perceptual_layer_weights": [0.1, 1.0], "vgg_weights": str(root / "vgg19.pth")}
+        d["net_d"] = {"num_feat": 8}
+    for k, v in tables.items():
+        d[k] = {**d.get(k, {}), **v}
+    return from_dict(TrainGanConfig if gan else TrainNetConfig, d)
+
+
+def _log(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_net_runs_logs_validates_and_exports(data, tmp_path):
+    cfg = _cfg(data, val={"folders": [str(data / "val")], "interval": 2, "save_images": 1, "metrics": ["psnr_y", "ssim_y", "niqe"]})
+    steps, messages = [], []
+    res = train(cfg, tmp_path / "run", on_step=steps.append, on_message=messages.append)
+    assert (res.iteration, res.stopped, res.precision) == (4, "done", "fp32")
+    assert [s.iteration for s in steps] == [1, 2, 3, 4]
+    assert all(np.isfinite(s.losses["l_pix"]) for s in steps)
+    log = _log(tmp_path / "run")
+    assert [r["iter"] for r in log if "l_pix" in r] == [1, 2, 3, 4]
+    val = [r for r in log if "val/psnr_y" in r]
+    assert [r["iter"] for r in val] == [2, 4] and all(5 < r["val/psnr_y"] < 60 and "val/niqe" in r for r in val)
+    assert sorted(p.name for p in (tmp_path / "run" / "val" / "iter_00000004").iterdir()) == ["v0.png"]
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter_00000002.pt", "iter_00000004.pt"]
+    net, info = load_model(res.export)
+    assert (info.arch, info.params["num_feat"], info.params["num_conv"], info.scale) == ("SRVGGNetCompact", 8, 2, 4)
+    assert net(torch.rand(1, 3, 5, 6)).shape == (1, 3, 20, 24)
+    ema = read_checkpoint(res.checkpoint)["net_g_ema"]
+    assert all(torch.equal(v, ema[k]) for k, v in net.state_dict().items())
+    assert load_model(tmp_path / "run" / "exports" / "net_g_ema_iter_00000002.safetensors")[1].arch == "SRVGGNetCompact"
+
+
+@pytest.mark.parametrize("gan", [False, True], ids=["net", "gan"])
+def test_resume_after_kill_is_exact(data, tmp_path, gan):
+    """N iterations in one go == k iterations, a kill right after the checkpoint at k, resume to N."""
+    cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3})
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step):
+        if step.iteration == 3:
+            raise Killed  # the process dies: nothing after the checkpoint of iteration 3 is written
+
+    train(cfg, tmp_path / "a")
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "b", on_step=kill_at_3)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["iter_00000003.pt"]
+    res = train(cfg, tmp_path / "b")
+    assert res.resumed_from.name == "iter_00000003.pt" and res.iteration == 6
+    a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert len(a) == 6 and a == b  # every loss of every iteration, bit for bit
+    sa, sb = read_checkpoint(tmp_path / "a" / "checkpoints" / "iter_00000006.pt"), read_checkpoint(res.checkpoint)
+    assert all(torch.equal(v, sb["net_g_ema"][k]) for k, v in sa["net_g_ema"].items())
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
+    real = loop_mod.pixel_loss
+    calls = []
+
+    def poisoned(sr, gt, criterion="l1"):
+        calls.append(1)
+        value = real(sr, gt, criterion)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setattr(loop_mod, "pixel_loss", poisoned)
+    with pytest.raises(TrainingError) as exc:
+        train(_cfg(data), tmp_path / "run")
+    msg = str(exc.value)
+    assert "iteration 3: l_pix is nan" in msg and "iter_00000002.pt" in msg
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter_00000002.pt"]
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "iter_00000002.pt")["iteration"] == 2
+
+
+def test_full_disk_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    real = ckpt_mod._save_bytes
+    calls = []
+
+    def fill_disk(obj, fh):
+        calls.append(1)
+        if len(calls) == 2:
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(obj, fh)
+
+    monkeypatch.setattr(ckpt_mod, "_save_bytes", fill_disk)
+    with pytest.raises(TrainingError) as exc:
+        train(_cfg(data), tmp_path / "run")
+    assert "No space left on device" in str(exc.value) and "iter_00000002.pt kept" in str(exc.value)
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["iter_00000002.pt"]  # no temporary left
+    assert read_checkpoint(folder / "iter_00000002.pt")["iteration"] == 2
+
+
+def test_resume_flags_and_time_limit(data, tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint here"):
+        train(_cfg(data), tmp_path / "run", resume=True)
+    res = train(_cfg(data, train={"total_iter": 50}), tmp_path / "run", time_limit=1e-3)
+    assert (res.stopped, res.iteration) == ("time-limit", 1)
+    assert res.checkpoint.name == "iter_00000001.pt" and res.export.is_file()
+    with pytest.raises(TrainingError, match="--no-resume"):
+        train(_cfg(data), tmp_path / "run", resume=False)
+
+
+def test_bad_inputs(data, tmp_path):
+    with pytest.raises(DataError, match="folder empty"):
+        (tmp_path / "empty").mkdir()
+        train(_cfg(data, data={"folders": [str(tmp_path / "empty")]}), tmp_path / "r1")
+    other = tmp_path / "rrdb.safetensors"
+    info = ModelInfo("RRDBNet", {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}, 4)
+    from esrcli.archs import build_generator
+
+    save_model(other, build_generator("RRDBNet", info.params), info)
+    with pytest.raises(TrainingError) as exc:
+        train(_cfg(data, model={"pretrained": str(other)}), tmp_path / "r2")
+    assert "pretrained weights are RRDBNet(" in str(exc.value) and "asks for SRVGGNetCompact(" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_train_gan_from_train_net(data, tmp_path):
+    net = train(_cfg(data, train={"total_iter": 2}), tmp_path / "net")
+    cfg = _cfg(data, gan=True, model={"pretrained": str(tmp_path / "net")}, loss={"gan_type": "ragan"}, train={"total_iter": 2})
+    messages = []
+    res = train(cfg, tmp_path / "gan", on_message=messages.append)
+    assert any(str(net.export) in m for m in messages)
+    assert set(res.losses) >= {"l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake"}
+    assert all(np.isfinite(v) for v in res.losses.values())
+    state = read_checkpoint(res.checkpoint)
+    assert state["stage"] == "gan" and "net_d" in state and "opt_d" in state
+    assert load_model(res.export)[1].arch == "SRVGGNetCompact"
+    with pytest.raises(TrainingError, match="checkpoint is from train-gan"):
+        train(_cfg(data, train={"total_iter": 3}), tmp_path / "gan")
+
+
+def _write_cfg(path: Path, cfg) -> Path:
+    path.write_text(to_toml(cfg) + "\n")
+    return path
+
+
+def test_cli_train_net_and_missing_vgg(data, tmp_path, esr, monkeypatch):
+    (data / "hr_plus").mkdir(exist_ok=True)
+    for f in (data / "hr").iterdir():
+        (data / "hr_plus" / f.name).write_bytes(f.read_bytes())
+    (data / "hr_plus" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cfg = _write_cfg(tmp_path / "net.toml", _cfg(data, data={"folders": [str(data / "hr_plus")]}, train={"total_iter": 2}))
+    rc, out, err = esr("train-net", cfg, "-o", tmp_path / "out")
+    assert rc == 0, err
+    assert "1 training file(s) skipped" in err and "broken.jpg" in err
+    assert "stopped: done at iteration 2/2" in out and "net_g_ema.safetensors" in out
+    rc, _, err = esr("train-net", cfg, "-o", tmp_path / "out", "--time-limit", "soon")
+    assert rc == 2 and "not a duration" in err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    gan = _cfg(data, gan=True, loss={"vgg_weights": None}, train={"total_iter": 1})
+    rc, _, err = esr("train-gan", _write_cfg(tmp_path / "gan.toml", gan), "-o", tmp_path / "gan")
+    assert rc == 1 and "VGG19 weights for the perceptual loss not found" in err and "hint:" in err
+
+
+def test_parse_duration():
+    from esrcli.cli.train import parse_duration
+
+    assert parse_duration("2h30m") == 9000 and parse_duration("90") == 90 and parse_duration("1.5h") == 5400
+
+
+@pytest.mark.slow
+def test_distributed_two_cpu_processes(data, tmp_path):
+    """torchrun with 2 gloo processes: sharded data, files written by rank 0 only."""
+    cfg = _write_cfg(tmp_path / "ddp.toml", _cfg(data, train={"total_iter": 3, "checkpoint_interval": 3, "threads": 1}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "esrcli", "train-net", str(cfg), "-o", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("stopped: done at iteration 3/3") == 1  # one summary: rank 0
+    assert [r["iter"] for r in _log(tmp_path / "out")] == [1, 2, 3]
+    assert [p.name for p in list_checkpoints(tmp_path / "out")] == ["iter_00000003.pt"]
+    assert load_model(tmp_path / "out" / "net_g_ema.safetensors")[1].params["num_feat"] == 8

@@ -1,0 +1,294 @@
+"""Model files: .pth wrappers and old ESRGAN layouts, safetensors with metadata, detection,
+error paths, the catalogue, and the ``esr model`` commands."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from esrcli.archs import RRDBNet, SRVGGNetCompact, build_generator
+from esrcli.errors import WeightsError
+from esrcli.weights import (
+    ModelInfo,
+    catalogue,
+    default_model_name,
+    detect_arch,
+    load_model,
+    load_state_dict,
+    read_model_file,
+    save_model,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest (and steadiest on a loaded 2-core machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+CONFIGS = [
+    ("RRDBNet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=2, num_grow_ch=4)),
+    ("RRDBNet", dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=12, num_block=1, num_grow_ch=6)),
+    ("RRDBNet", dict(num_in_ch=3, num_out_ch=3, scale=1, num_feat=8, num_block=3, num_grow_ch=4)),
+    ("RRDBNet", dict(num_in_ch=1, num_out_ch=1, scale=2, num_feat=8, num_block=1, num_grow_ch=4)),
+    ("SRVGGNetCompact", dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3, scale=4, act_type="prelu")),
+    ("SRVGGNetCompact", dict(num_in_ch=3, num_out_ch=3, num_feat=6, num_conv=0, scale=2, act_type="prelu")),
+    ("SRVGGNetCompact", dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, scale=3, act_type="relu")),
+]
+
+
+def _net(arch, params, seed=0):
+    torch.manual_seed(seed)
+    net = build_generator(arch, params).eval()
+    if arch == "SRVGGNetCompact" and params["act_type"] == "prelu":
+        for m in net.modules():  # make PReLU weights distinct from the default 0.25
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.data.uniform_(0.0, 0.5)
+    return net
+
+
+def _x(params):
+    return torch.rand(1, params["num_in_ch"], 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def _old_sequential(sd, num_block):
+    """Rename BasicSR RRDBNet keys to the original ESRGAN sequential layout (RRDB_ESRGAN_x4.pth)."""
+    tail = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_up1": "model.3",
+            "conv_up2": "model.6", "conv_hr": "model.8", "conv_last": "model.10"}
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"body\.(\d+)\.rdb(\d)\.(conv\d)\.(weight|bias)", k)
+        if m:
+            out[f"model.1.sub.{m[1]}.RDB{m[2]}.{m[3]}.0.{m[4]}"] = v
+        else:
+            head, leaf = k.rsplit(".", 1)
+            out[f"{tail[head]}.{leaf}"] = v
+    return out
+
+
+def _old_named(sd):
+    """Rename to the ESRGAN repository's later named layout (RRDB_trunk, trunk_conv, HRconv)."""
+    names = {"conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2", "conv_hr": "HRconv"}
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"body\.(\d+)\.rdb(\d)\.(.*)", k)
+        if m:
+            out[f"RRDB_trunk.{m[1]}.RDB{m[2]}.{m[3]}"] = v
+        else:
+            head, leaf = k.rsplit(".", 1)
+            out[f"{names.get(head, head)}.{leaf}"] = v
+    return out
+
+
+@pytest.mark.parametrize("arch,params", CONFIGS, ids=lambda c: str(c) if isinstance(c, str) else "-".join(map(str, c.values())))
+def test_detect_and_round_trip(tmp_path, arch, params):
+    net = _net(arch, params)
+    x = _x(params)
+    with torch.no_grad():
+        ref = net(x)
+    sd = net.state_dict()
+    info = detect_arch(sd)
+    if arch == "RRDBNet" or params["act_type"] == "prelu":
+        assert info.arch == arch and info.params == params and info.scale == params["scale"]
+
+    wrappers = {
+        "ema.pth": {"params_ema": sd, "params": {k: torch.zeros_like(v) for k, v in sd.items()}},
+        "params.pth": {"params": sd},
+        "bare.pth": sd,
+        "module.pth": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    }
+    if arch == "RRDBNet" and params["scale"] == 4 and params["num_in_ch"] == 3:
+        wrappers["old_seq.pth"] = _old_sequential(sd, params["num_block"])
+        wrappers["old_named.pth"] = _old_named(sd)
+    for name, obj in wrappers.items():
+        path = tmp_path / name
+        torch.save(obj, path)
+        loaded, info = load_model(path)
+        if arch == "SRVGGNetCompact" and params["act_type"] == "relu":
+            assert info.params["act_type"] == "relu"
+        assert info.arch == arch and info.params == params, name
+        assert not loaded.training and all(not p.requires_grad for p in loaded.parameters())
+        with torch.no_grad():
+            assert torch.equal(loaded(x), ref), name
+    assert load_model(tmp_path / "ema.pth")[1].metadata["source_key"] == "params_ema"
+
+    st = tmp_path / "m.safetensors"
+    save_model(st, net, ModelInfo(arch, params, params["scale"]), extra_metadata={"iterations": "1000"})
+    loaded, info = load_model(st)
+    assert info.params == params and info.metadata["iterations"] == "1000"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ref)
+
+
+def test_safetensors_metadata_and_half(tmp_path):
+    arch, params = CONFIGS[4]
+    net = _net(arch, params)
+    full, half = tmp_path / "f.safetensors", tmp_path / "h.safetensors"
+    info = ModelInfo(arch, params, 4, metadata={"provenance": "unit test"})
+    save_model(full, net, info)
+    save_model(half, net.state_dict(), info, half=True)
+    with safe_open(str(half), framework="pt") as fh:
+        meta = fh.metadata()
+        assert fh.get_tensor("body.0.weight").dtype == torch.float16
+    assert meta["format"] == "esr-model" and meta["arch"] == arch and meta["scale"] == "4"
+    assert json.loads(meta["params"]) == params
+    assert meta["provenance"] == "unit test" and meta["dtype"] == "float16" and meta["esr_version"]
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_model(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = _x(params)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=1e-2, atol=1e-2)
+    assert not list(tmp_path.glob(".*.part"))  # atomic write left no temporary file
+
+
+def test_leakyrelu_from_metadata(tmp_path):
+    params = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=2, act_type="leakyrelu")
+    net = _net("SRVGGNetCompact", params)
+    path = tmp_path / "l.safetensors"
+    save_model(path, net, ModelInfo("SRVGGNetCompact", params, 2))
+    assert load_model(path)[1].params["act_type"] == "leakyrelu"
+    # Without metadata the shapes cannot tell relu from leakyrelu: relu is assumed.
+    assert detect_arch(net.state_dict()).params["act_type"] == "relu"
+
+
+def test_official_realesrgan_layouts_detected():
+    with torch.device("meta"):
+        x4 = RRDBNet(3, 3, scale=4).state_dict()
+        x2 = RRDBNet(3, 3, scale=2).state_dict()
+        anime = RRDBNet(3, 3, scale=4, num_block=6).state_dict()
+        general = SRVGGNetCompact(num_feat=64, num_conv=32, scale=4).state_dict()
+        video = SRVGGNetCompact(num_feat=64, num_conv=16, scale=4).state_dict()
+    assert detect_arch(x4).params == dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)
+    assert detect_arch(x2).params["scale"] == 2 and x2["conv_first.weight"].shape[1] == 12
+    assert detect_arch(anime).params["num_block"] == 6
+    assert detect_arch(general).params == dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=32, scale=4, act_type="prelu")
+    assert detect_arch(video).params["num_conv"] == 16
+
+
+def test_save_model_rejects_mismatch(tmp_path):
+    net = _net(*CONFIGS[0])
+    wrong = ModelInfo("RRDBNet", dict(CONFIGS[0][1], num_block=3), 4)
+    with pytest.raises(WeightsError, match=r"bad.safetensors: weights do not match RRDBNet .*missing: body\.2\."):
+        save_model(tmp_path / "bad.safetensors", net, wrong)
+    assert not (tmp_path / "bad.safetensors").exists()
+    with pytest.raises(WeightsError, match="output folder does not exist"):
+        save_model(tmp_path / "nope" / "m.safetensors", net, ModelInfo("RRDBNet", CONFIGS[0][1], 4))
+
+
+@pytest.fixture
+def good_pth(tmp_path):
+    path = tmp_path / "good.pth"
+    torch.save({"params_ema": _net(*CONFIGS[0]).state_dict()}, path)
+    return path
+
+
+def test_bad_files_raise_weights_error_naming_the_file(tmp_path, good_pth):
+    data = good_pth.read_bytes()
+    cases = {
+        "zero.pth": (b"", "empty file"),
+        "trunc.pth": (data[: len(data) // 2], "corrupt or truncated .pth"),
+        "text.pth": (b"hello, I am not a model\n", "not a model file"),
+        "image.png": (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "not a model file"),
+    }
+    st = tmp_path / "ok.safetensors"
+    save_file({"body.0.weight": torch.zeros(4, 3, 3, 3)}, str(st))
+    cases["trunc.safetensors"] = (st.read_bytes()[:-40], "corrupt or truncated safetensors")
+    for name, (content, msg) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(WeightsError) as info:
+            load_model(path)
+        text = str(info.value)
+        assert text.startswith(f"{path}: ") and msg in text and "\n" not in text, text
+    with pytest.raises(WeightsError, match="missing.pth: no such file"):
+        load_state_dict(tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match="is a folder"):
+        load_state_dict(tmp_path)
+
+
+def test_non_model_contents(tmp_path):
+    cases = {
+        "dict.pth": ({"iter": 5, "name": "x"}, "no tensors found"),
+        "unknown.pth": ({"fc.weight": torch.zeros(2, 2)}, "unknown architecture"),
+        "list.pth": ([torch.zeros(1)], "no tensors found"),
+    }
+    for name, (obj, msg) in cases.items():
+        path = tmp_path / name
+        torch.save(obj, path)
+        with pytest.raises(WeightsError, match=rf"{re.escape(str(path))}: .*{msg}"):
+            load_model(path)
+    # A pickled object that is not plain tensors/containers is refused by weights_only.
+    evil = tmp_path / "evil.pth"
+    torch.save({"params": torch.nn.Linear(2, 2)}, evil)
+    with pytest.raises(WeightsError, match="evil.pth: refused"):
+        load_model(evil)
+    # Truncated body: a valid-looking file missing blocks is reported, not half-loaded.
+    sd = _net(*CONFIGS[0]).state_dict()
+    del sd["body.1.rdb3.conv5.weight"]
+    partial = tmp_path / "partial.pth"
+    torch.save(sd, partial)
+    with pytest.raises(WeightsError, match="partial.pth: weights do not match RRDBNet.*missing: body.1.rdb3.conv5.weight"):
+        load_model(partial)
+
+
+def test_read_model_file_keeps_dtype(tmp_path):
+    sd = {k: v.half() for k, v in _net(*CONFIGS[0]).state_dict().items()}
+    path = tmp_path / "h.pth"
+    torch.save(sd, path)
+    got, notes = read_model_file(path)
+    assert got["conv_first.weight"].dtype == torch.float16 and notes["source_format"] == "pth"
+    net, _ = load_model(path)
+    assert net.conv_first.weight.dtype == torch.float32
+
+
+def test_catalogue_empty():
+    assert catalogue() == []
+    assert default_model_name() is None
+    with pytest.raises(WeightsError, match="no such model file or embedded model"):
+        load_model("realesrgan-x4")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_model_info_convert_list(esr, tmp_path, good_pth):
+    rc, out, err = esr("model", "info", good_pth)
+    assert rc == 0, err
+    assert "arch:       RRDBNet" in out and "scale:      x4" in out and "num_block=2" in out
+    assert "parameters: 25,387" in out and "source_key: params_ema" in out
+
+    dst = tmp_path / "out.safetensors"
+    rc, out, err = esr("model", "convert", good_pth, dst, "--half")
+    assert rc == 0, err
+    assert str(dst) in out and "float16" in out
+    rc, out, _ = esr("model", "info", dst, "--json")
+    record = json.loads(out)
+    assert record["arch"] == "RRDBNet" and record["params"]["num_grow_ch"] == 4
+    assert record["metadata"]["provenance"] == "converted from good.pth (params_ema)"
+    assert record["metadata"]["dtype"] == "float16"
+
+    rc, out, err = esr("model", "convert", good_pth, tmp_path / "out.pth")
+    assert rc == 2 and "safetensors" in err
+
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and out.strip() == "no embedded models yet"
+
+
+def test_cli_model_info_batch_goes_on(esr, tmp_path, good_pth):
+    bad = tmp_path / "zero.pth"
+    bad.write_bytes(b"")
+    rc, out, err = esr("model", "info", bad, good_pth)
+    assert rc == 1
+    assert f"esr: error: {bad}: empty file (0 bytes)" in err
+    assert "arch:       RRDBNet" in out and "1 of 2 files failed" in err
+    rc, out, err = esr("model", "convert", bad, tmp_path / "x.safetensors")
+    assert rc == 1 and err.count("\n") == 1 and "zero.pth: empty file" in err
