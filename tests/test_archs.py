@@ -41,10 +41,20 @@ def test_rrdbnet_shapes(scale):
     assert net.conv_first.in_channels == 3 * {4: 1, 2: 4, 1: 16}[scale]
 
 
+def test_pixel_unshuffle_matches_basicsr_layout():
+    # BasicSR's pixel_unshuffle: view (b, c, h, s, w, s), permute to (b, c, s, s, h, w).
+    x = torch.rand(2, 3, 8, 12)
+    for s in (2, 4):
+        ref = x.view(2, 3, 8 // s, s, 12 // s, s).permute(0, 1, 3, 5, 2, 4).reshape(2, 3 * s * s, 8 // s, 12 // s)
+        assert torch.equal(F.pixel_unshuffle(x, s), ref)
+
+
 def test_rrdbnet_official_keys():
     sd = RRDBNet().state_dict()
     assert len([k for k in sd if k.endswith(".weight")]) == 23 * 15 + 6
-    for key in ("conv_first.weight", "body.22.rdb3.conv5.bias", "conv_body.weight", "conv_up1.bias", "conv_up2.weight", "conv_hr.weight", "conv_last.bias"):
+    keys = ("conv_first.weight", "body.22.rdb3.conv5.bias", "conv_body.weight", "conv_up1.bias",
+            "conv_up2.weight", "conv_hr.weight", "conv_last.bias")
+    for key in keys:
         assert key in sd
     assert sd["body.0.rdb1.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
     assert sum(t.numel() for t in sd.values()) == 16_697_987  # RealESRGAN_x4plus.pth
@@ -76,8 +86,15 @@ def test_rrdbnet_matches_hand_written_forward():
     feat = F.leaky_relu(net.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
     feat = F.leaky_relu(net.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
     ref = net.conv_last(F.leaky_relu(net.conv_hr(feat), 0.2))
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-6)
+    out = net(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # The in-place activations/scaling must not break autograd: same gradients as the reference.
+    ref.square().mean().backward()
+    ref_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    out.square().mean().backward()
+    for g, p in zip(ref_grads, net.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-7)
 
 
 def test_rrdbnet_bad_scale():

@@ -16,6 +16,7 @@ from esrcli.degrade import PairPool, degrade, degrade_with_params, sample_params
 from esrcli.degrade.kernels import make_kernel
 from esrcli.degrade.sheet import contact_sheet, describe
 from esrcli.errors import DataError
+from esrcli.ops.filters import usm_sharpen
 
 
 def _gen(seed=0):
@@ -161,20 +162,29 @@ def test_tiny_images_do_not_fail():
 
 def test_synthesize_pairs_crops_aligned_patches():
     cfg = from_dict(DegradeConfig, {"gt_size": 64})
-    src = torch.from_numpy(draw_test_chart(100)).permute(2, 0, 1).unsqueeze(0).repeat(2, 1, 1, 1)
-    gt, gt_usm, lq, params = synthesize_pairs(src, cfg, _gen(10), gt_usm=True)
+    src = torch.from_numpy(draw_test_chart(160)).permute(2, 0, 1).unsqueeze(0).repeat(2, 1, 1, 1)[:, :, :, :100]
+    gt, gt_usm, lq, params = synthesize_pairs(src, cfg, _gen(10), gt_usm=True, degrade_usm=False)
     assert gt.shape == gt_usm.shape == (2, 3, 64, 64) and lq.shape == (2, 3, 16, 16)
     assert not torch.equal(gt, gt_usm)
     for i, p in enumerate(params):
         t, l = p["crop"]["top"], p["crop"]["left"]
         assert torch.equal(gt[i], src[i, :, t * 4 : t * 4 + 64, l * 4 : l * 4 + 64])
+        # USM computed on the crop's neighbourhood only == crop of the USM of the whole image
+        full = usm_sharpen(src[i : i + 1], cfg.usm_radius, cfg.usm_weight, cfg.usm_threshold)[0]
+        torch.testing.assert_close(gt_usm[i], full[:, t * 4 : t * 4 + 64, l * 4 : l * 4 + 64], atol=1e-6, rtol=0)
     # same seed -> same pairs; without USM the second output is the plain GT
     gt2, same, lq2, _ = synthesize_pairs(src, cfg, _gen(10), gt_usm=False)
     assert torch.equal(gt2, gt) and torch.equal(lq2, lq) and same is gt2
-    _, usm3, lq3, _ = synthesize_pairs(src, cfg, _gen(10), gt_usm=True, degrade_usm=True)
-    assert torch.equal(usm3, gt_usm) and not torch.equal(lq3, lq)
+    # Real-ESRGAN's default: with gt_usm the sharpened GT is degraded
+    gt3, usm3, lq3, p3 = synthesize_pairs(src, cfg, _gen(10), gt_usm=True)
+    assert torch.equal(usm3, gt_usm) and torch.equal(gt3, gt) and not torch.equal(lq3, lq)
+    full_usm = usm_sharpen(src, cfg.usm_radius, cfg.usm_weight, cfg.usm_threshold)
+    lq_ref = degrade_with_params(full_usm, [{k: v for k, v in p.items() if k != "crop"} for p in p3])
+    for i, p in enumerate(p3):
+        t, l = p["crop"]["top"], p["crop"]["left"]
+        assert torch.equal(lq3[i], lq_ref[i, :, t : t + 16, l : l + 16])
     with pytest.raises(DataError):
-        synthesize_pairs(src[:, :, :60, :60], cfg, _gen(), gt_usm=False)
+        synthesize_pairs(src[:, :, :60, :], cfg, _gen(), gt_usm=False)
 
 
 def test_pair_pool_fills_then_exchanges_and_restores():

@@ -83,6 +83,16 @@ def test_uniform_fast_path_matches_generic(shape, scale):
     np.testing.assert_allclose(fast, ref, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [0.5, 0.25, 0.7, 3.0])
+def test_uint8_in_uint8_out_for_every_path(scale):
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    out = imresize(a, scale)
+    assert out.dtype == np.uint8
+    ref = _generic(a, scale)
+    np.testing.assert_array_equal(out, np.clip(np.floor(ref + 0.5), 0, 255))
+
+
 def test_fast_path_is_taken_for_halving():
     assert R._uniform_step(96, 48, 0.5, True) is not None
     assert R._uniform_step(100, 70, 0.7, True) is None

@@ -104,6 +104,7 @@ def test_detect_and_round_trip(tmp_path, arch, params):
         "params.pth": {"params": sd},
         "bare.pth": sd,
         "module.pth": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        "compiled.pth": {"params": {f"_orig_mod.{k}": v for k, v in sd.items()}, "iter": 3},
     }
     if arch == "RRDBNet" and params["scale"] == 4 and params["num_in_ch"] == 3:
         wrappers["old_seq.pth"] = _old_sequential(sd, params["num_block"])
@@ -111,6 +112,9 @@ def test_detect_and_round_trip(tmp_path, arch, params):
     for name, obj in wrappers.items():
         path = tmp_path / name
         torch.save(obj, path)
+        if name == "bare.pth":  # also the legacy (pre-1.6, non-zip) serialisation
+            torch.save(obj, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+            assert torch.equal(load_model(tmp_path / "legacy.pth")[0](x), ref)
         loaded, info = load_model(path)
         if arch == "SRVGGNetCompact" and params["act_type"] == "relu":
             assert info.params["act_type"] == "relu"
@@ -119,6 +123,10 @@ def test_detect_and_round_trip(tmp_path, arch, params):
         with torch.no_grad():
             assert torch.equal(loaded(x), ref), name
     assert load_model(tmp_path / "ema.pth")[1].metadata["source_key"] == "params_ema"
+    if "old_seq.pth" in wrappers:
+        assert load_model(tmp_path / "old_seq.pth")[1].metadata["layout"] == "esrgan-sequential"
+        assert load_model(tmp_path / "old_named.pth")[1].metadata["layout"] == "esrgan-named"
+        assert "model.1.sub.2.weight" in wrappers["old_seq.pth"]  # trunk conv after num_block blocks
 
     st = tmp_path / "m.safetensors"
     save_model(st, net, ModelInfo(arch, params, params["scale"]), extra_metadata={"iterations": "1000"})
@@ -172,6 +180,22 @@ def test_official_realesrgan_layouts_detected():
     assert detect_arch(anime).params["num_block"] == 6
     assert detect_arch(general).params == dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=32, scale=4, act_type="prelu")
     assert detect_arch(video).params["num_conv"] == 16
+
+
+def test_unsupported_rrdbnet_variants(tmp_path):
+    sd = _net(*CONFIGS[0]).state_dict()
+    one_up = {k: v for k, v in sd.items() if not k.startswith("conv_up2.")}
+    with pytest.raises(WeightsError, match="other than two upsampling convs"):
+        detect_arch(one_up)
+    odd = dict(sd, **{"conv_first.weight": torch.zeros(8, 5, 3, 3)})
+    with pytest.raises(WeightsError, match="5 input channels"):
+        detect_arch(odd)
+    old = _old_sequential(sd, 2)
+    old["model.12.weight"] = torch.zeros(3, 8, 3, 3)
+    path = tmp_path / "x8.pth"
+    torch.save(old, path)
+    with pytest.raises(WeightsError, match="x8.pth: old ESRGAN layout with an unsupported layer 'model.12.weight'"):
+        load_model(path)
 
 
 def test_save_model_rejects_mismatch(tmp_path):
@@ -255,6 +279,47 @@ def test_catalogue_empty():
     assert default_model_name() is None
     with pytest.raises(WeightsError, match="no such model file or embedded model"):
         load_model("realesrgan-x4")
+
+
+@pytest.fixture
+def fake_catalogue(tmp_path, monkeypatch):
+    """A models folder with one embedded model, in place of the package's."""
+    import esrcli.weights.embedded as cat
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    arch, params = CONFIGS[4]
+    save_model(folder / "tiny.safetensors", _net(arch, params), ModelInfo(arch, params, 4))
+    entries = [
+        {"name": "tiny-x4", "file": "tiny.safetensors", "arch": arch, "scale": 4, "description": "unit-test model",
+         "training_data": "none", "iterations": 1200, "figures": {"set5_psnr_y": 12.5}},
+    ]
+    (folder / "catalogue.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(cat, "_models_dir", lambda: folder)
+    return folder
+
+
+def test_catalogue_with_a_model(fake_catalogue, esr):
+    import esrcli.weights.embedded as cat
+
+    [entry] = catalogue()
+    assert entry.name == "tiny-x4" and entry.iterations == 1200 and entry.figures == {"set5_psnr_y": 12.5}
+    assert default_model_name() == "tiny-x4"  # the first entry when none is marked default
+    net, info = load_model("tiny-x4")
+    assert info.arch == "SRVGGNetCompact" and net(torch.rand(1, 3, 4, 4)).shape == (1, 3, 16, 16)
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and "tiny-x4 (default): SRVGGNetCompact x4  unit-test model" in out and "1,200" in out
+    assert "set5_psnr_y: 12.5" in out
+    rc, out, _ = esr("model", "info", "tiny-x4")
+    assert rc == 0 and "arch:       SRVGGNetCompact" in out
+    with pytest.raises(WeightsError, match="embedded models: tiny-x4"):
+        load_model("other")
+    (fake_catalogue / "catalogue.json").write_text('[{"name": "x", "file": "x", "colour": 1}]')
+    with pytest.raises(WeightsError, match="unknown key.*colour"):
+        cat.catalogue()
+    (fake_catalogue / "catalogue.json").write_text("{not json")
+    rc, _, err = esr("model", "list")
+    assert rc == 1 and "catalogue.json: invalid JSON" in err
 
 
 # --------------------------------------------------------------------------- CLI

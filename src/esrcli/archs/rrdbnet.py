@@ -45,12 +45,14 @@ class ResidualDenseBlock(nn.Module):
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x1 = F.leaky_relu(self.conv1(x), _SLOPE)
-        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), _SLOPE)
-        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), _SLOPE)
-        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), _SLOPE)
+        # In-place activations and scaling act on fresh conv outputs only: same numerics
+        # as ``x5 * 0.2 + x``, fewer temporaries; autograd-safe (convs do not save outputs).
+        x1 = F.leaky_relu(self.conv1(x), _SLOPE, inplace=True)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), _SLOPE, inplace=True)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), _SLOPE, inplace=True)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), _SLOPE, inplace=True)
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * _BETA + x
+        return x5.mul_(_BETA).add_(x)
 
 
 class RRDB(nn.Module):
@@ -68,7 +70,7 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.rdb3(self.rdb2(self.rdb1(x)))
-        return out * _BETA + x
+        return out.mul_(_BETA).add_(x)
 
 
 class RRDBNet(nn.Module):

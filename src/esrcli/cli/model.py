@@ -17,7 +17,7 @@ import typer
 
 from esrcli.cli import console
 from esrcli.errors import EsrError, WeightsError
-from esrcli.weights import ModelInfo, catalogue, default_model_name, params_text, read_model_info, save_model
+from esrcli.weights import ModelInfo, catalogue, default_model_name, params_text, read_model_info, resolve_model, save_model
 
 model_app = typer.Typer(
     name="model",
@@ -48,14 +48,17 @@ def _info_lines(path: Path, sd: dict, info: ModelInfo) -> list[str]:
 
 @model_app.command("info")
 def info_cmd(
-    files: List[Path] = typer.Argument(..., help="Model files (.pth or .safetensors).", show_default=False),
+    files: List[Path] = typer.Argument(
+        ..., help="Model files (.pth or .safetensors) or embedded model names.", show_default=False
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
     """Show the detected architecture, hyper-parameters, scale and metadata of model files."""
     failed = 0
     for i, path in enumerate(files):
         try:
-            sd, info = read_model_info(path)
+            with resolve_model(path) as real:
+                sd, info = read_model_info(real)
         except EsrError as exc:
             console.error(str(exc), exc.hint)
             failed += 1
@@ -91,7 +94,8 @@ def convert_cmd(
         raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
-    sd, info = read_model_info(src)
+    with resolve_model(src) as real:
+        sd, info = read_model_info(real)
     notes = [info.metadata.get(k) for k in ("source_key", "layout")]
     detail = ", ".join(n for n in notes if n)
     provenance = info.metadata.get("provenance")

@@ -13,9 +13,10 @@ import json
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Sequence
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from esrcli.cli import console
@@ -107,12 +108,14 @@ def emit(
         typer.echo(buf.getvalue(), nl=False)
         return
     table = Table(show_footer=bool(rows), box=None, pad_edge=False, header_style="bold")
-    table.add_column("image", footer="mean", overflow="fold")
+    table.add_column("image", footer="mean", no_wrap=True)
     for k, title, digits in columns:
         table.add_column(title, justify="right", footer=fmt_score(means[k], digits), no_wrap=True)
     for label, r in rows:
         table.add_row(label, *[fmt_score(r[k], d) for k, _, d in columns])
-    console.out.print(table)
+    # Never cut file names: widen past the terminal when needed (lines then wrap in the terminal).
+    needed = max([5] + [len(label) for label, _ in rows]) + sum(max(len(t), 8) + 2 for _, t, _ in columns) + 2
+    Console(highlight=False, width=max(console.out.width, needed)).print(table)
 
 
 def _output_format(as_json: bool, as_csv: bool) -> str:

@@ -21,6 +21,7 @@ are returned as JSON-serialisable dicts (one per sample) that rebuild the exact 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -157,6 +158,7 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
     """Apply given degradation parameters (from :func:`sample_params`) to a batch.
 
     Deterministic: the same ``gt`` and ``params`` give the same ``lq`` on the same device.
+    On CPU the samples are processed on ``torch.get_num_threads()`` threads.
 
     Args:
         gt: ``(B, 3, H, W)`` float32 RGB in ``[0, 1]``, any device.
@@ -175,8 +177,18 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
     if len(scales) != 1:
         raise ValueError(f"parameter sets mix scales {sorted(scales)}")
     _check_gt(gt, scales.pop())
-    with torch.no_grad():
-        return torch.cat([_degrade_one(gt[i : i + 1], p) for i, p in enumerate(params)])
+    workers = min(torch.get_num_threads(), len(params)) if gt.device.type == "cpu" else 1
+
+    def one(i: int) -> torch.Tensor:
+        with torch.no_grad():
+            return _degrade_one(gt[i : i + 1], params[i])
+
+    if workers <= 1:
+        return torch.cat([one(i) for i in range(len(params))])
+    # Samples are independent (each has its own noise generator), so on CPU they run on a few
+    # threads: OpenCV, libjpeg and most torch kernels release the GIL. Same result as serial.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return torch.cat(list(pool.map(one, range(len(params)))))
 
 
 def degrade(gt: torch.Tensor, cfg: DegradeConfig, generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, Any]]]:
@@ -237,13 +249,37 @@ def paired_random_crop(
     return gts_out, lq_out, pos
 
 
+def _usm(gt: torch.Tensor, cfg: DegradeConfig) -> torch.Tensor:
+    return usm_sharpen(gt, cfg.usm_radius, cfg.usm_weight, cfg.usm_threshold)
+
+
+def _usm_crops(gt: torch.Tensor, pos: list[tuple[int, int]], cfg: DegradeConfig) -> torch.Tensor:
+    """USM of the GT crops only, each computed on its crop plus a margin of two blur radii.
+
+    USM at a pixel depends on the image within two Gaussian radii (the blur, then the blur
+    of the mask), so with that margin (clipped at the image border, where the reflection is
+    then the same) the result equals cropping the USM of the whole image, at less cost.
+    """
+    ksize = cfg.usm_radius + 1 if cfg.usm_radius % 2 == 0 else cfg.usm_radius
+    margin = 2 * (ksize // 2)
+    h, w = gt.shape[-2:]
+    out = []
+    for i, (t, l) in enumerate(pos):
+        top, left = t * cfg.scale, l * cfg.scale
+        y0, x0 = max(0, top - margin), max(0, left - margin)
+        y1, x1 = min(h, top + cfg.gt_size + margin), min(w, left + cfg.gt_size + margin)
+        region = _usm(gt[i : i + 1, :, y0:y1, x0:x1], cfg)
+        out.append(region[0, :, top - y0 : top - y0 + cfg.gt_size, left - x0 : left - x0 + cfg.gt_size])
+    return torch.stack(out)
+
+
 def synthesize_pairs(
     gt: torch.Tensor,
     cfg: DegradeConfig,
     generator: torch.Generator,
     gt_usm: bool,
     *,
-    degrade_usm: bool = False,
+    degrade_usm: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
     """Make training pairs the way Real-ESRGAN's ``feed_data`` does: USM, degrade, paired crop.
 
@@ -254,8 +290,10 @@ def synthesize_pairs(
         generator: random generator; the same seed gives the same pairs.
         gt_usm: also return the unsharp-masked GT (Real-ESRGAN+ trains its pixel and perceptual
             losses against it); when false the returned ``gt_usm`` is the plain GT crop.
-        degrade_usm: degrade the sharpened GT instead of the plain one (RealESRNetModel with
-            ``gt_usm: true`` does this; RealESRGANModel degrades the plain GT, the default).
+        degrade_usm: degrade the sharpened GT instead of the plain one; ``None`` (default)
+            follows ``gt_usm``, as Real-ESRGAN does (both ``RealESRNetModel`` with ``gt_usm`` and
+            ``RealESRGANModel`` blur the USM GT in the first stage). With ``False`` the USM is
+            computed only around the crops.
 
     Returns:
         ``(gt, gt_usm, lq, params)``: ``(B, 3, gt_size, gt_size)`` crops of the GT and of its
@@ -272,12 +310,18 @@ def synthesize_pairs(
         raise DataError(f"GT images ({w}x{h}) are smaller than gt_size {cfg.gt_size}")
     h, w = h - h % cfg.scale, w - w % cfg.scale
     gt = gt[:, :, :h, :w]
+    if degrade_usm is None:
+        degrade_usm = gt_usm
     with torch.no_grad():
-        usm = usm_sharpen(gt, cfg.usm_radius, cfg.usm_weight, cfg.usm_threshold) if (gt_usm or degrade_usm) else None
-        src = usm if (degrade_usm and usm is not None) else gt
-        lq, params = degrade(src, cfg, generator)
-        crops = [gt, usm] if gt_usm else [gt]
-        crops, lq, pos = paired_random_crop(crops, lq, cfg.gt_size, cfg.scale, generator)
+        if degrade_usm:
+            usm = _usm(gt, cfg)
+            lq, params = degrade(usm, cfg, generator)
+            crops = [gt, usm] if gt_usm else [gt]
+            crops, lq, pos = paired_random_crop(crops, lq, cfg.gt_size, cfg.scale, generator)
+        else:
+            lq, params = degrade(gt, cfg, generator)
+            (gt_crop,), lq, pos = paired_random_crop([gt], lq, cfg.gt_size, cfg.scale, generator)
+            crops = [gt_crop, _usm_crops(gt, pos, cfg)] if gt_usm else [gt_crop]
     for p, (t, l) in zip(params, pos):
         p["crop"] = {"top": t, "left": l}
     gt_out = crops[0]

@@ -90,8 +90,9 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+    """A device out-of-memory error (``torch.OutOfMemoryError``, raised by CUDA and others)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "CUDA out of memory" in str(exc)
 
 
 def _run(net: nn.Module, x: Tensor, dtype: torch.dtype, mod: int, scale: int) -> Tensor:
@@ -119,7 +120,7 @@ def tiled_forward(
 ) -> Tensor:
     """Run ``net`` over ``lq`` whole or in overlapping, feather-blended tiles.
 
-    On a CUDA out-of-memory error the tile is halved (whole image: tiles of half its
+    On an out-of-memory error (CUDA) the tile is halved (whole image: tiles of half its
     longer side) and the pass restarts; ``notify`` is told each time. The pass gives up
     below 32-pixel tiles.
 
@@ -165,12 +166,13 @@ def tiled_forward(
                     return out
                 return _tiled(net, lq, scale, tile, tile_overlap, mod, batch, dtype, progress)
         except RuntimeError as exc:
-            if not _is_oom(exc) or device.type != "cuda":
+            if not _is_oom(exc):
                 raise
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             new_tile = (tile if tile > 0 else max(h, w)) // 2
             if new_tile < 32:
-                raise EsrError(f"out of memory on {device} even with 32-pixel tiles", "use --device cpu") from None
+                raise EsrError(f"out of memory on {device} even with 32-pixel tiles", "try --device cpu") from None
             if notify is not None:
                 notify(f"out of memory on {device}: tile {tile or 'whole image'} -> {new_tile}")
             tile = new_tile

@@ -3,7 +3,7 @@
 * :func:`psnr`, :func:`ssim` (BasicSR ``calculate_psnr``/``calculate_ssim``, MATLAB ``ssim_index``),
   on numpy ``(H, W[, C])`` images on ``[0, 255]``; :func:`psnr_pt`, :func:`ssim_pt` on
   ``(B, C, H, W)`` tensors in ``[0, 1]``.
-* :func:`niqe` (no-reference; the MATLAB release of Mittal et al. 2013, reproduced to 1e-8).
+* :func:`niqe` (no-reference; the MATLAB release of Mittal et al. 2013, reproduced to 1e-6 or better).
 * :func:`read_uint8`: an image file as the metrics see it (8-bit levels, alpha ignored).
 """
 

@@ -22,6 +22,8 @@ device and return one value per image (float64), with the Y channel in float64 (
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -109,28 +111,46 @@ def _gauss_1d(dtype: type = np.float64) -> np.ndarray:
     return cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA, ktype=cv2.CV_64F).reshape(-1).astype(dtype)
 
 
-def _ssim_channel(x: np.ndarray, y: np.ndarray, g: np.ndarray, strip: int = 64) -> float:
-    """Sum-then-mean of the SSIM map of one channel, in cache-sized strips of output rows."""
+def _ssim_strip_sum(x: np.ndarray, y: np.ndarray, g: np.ndarray, top: int, rows: int) -> float:
+    """Sum of the SSIM map over output rows ``top .. top + rows - 1`` of one channel."""
     r = SSIM_WINDOW // 2
     c1 = (_K1 * _L) ** 2
     c2 = (_K2 * _L) ** 2
-    h, w = x.shape
-    out_h = h - 2 * r
-    total = 0.0
-    for top in range(0, out_h, strip):
-        rows = min(strip, out_h - top)
-        xs = x[top : top + rows + 2 * r]
-        ys = y[top : top + rows + 2 * r]
-        f = [cv2.sepFilter2D(v, cv2.CV_64F, g, g)[r:-r, r:-r] for v in (xs, ys, xs * xs, ys * ys, xs * ys)]
-        mu1, mu2 = f[0], f[1]
-        mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-        num = (2 * mu12 + c1) * (2 * (f[4] - mu12) + c2)
-        den = (mu1_sq + mu2_sq + c1) * ((f[2] - mu1_sq) + (f[3] - mu2_sq) + c2)
-        total += float(np.sum(num / den))
-    return total / (out_h * (w - 2 * r))
+    xs = x[top : top + rows + 2 * r]
+    ys = y[top : top + rows + 2 * r]
+    f = [cv2.sepFilter2D(v, cv2.CV_64F, g, g)[r:-r, r:-r] for v in (xs, ys, xs * xs, ys * ys, xs * ys)]
+    mu1, mu2 = f[0], f[1]
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    num = (2 * mu12 + c1) * (2 * (f[4] - mu12) + c2)
+    den = (mu1_sq + mu2_sq + c1) * ((f[2] - mu1_sq) + (f[3] - mu2_sq) + c2)
+    return float(np.sum(num / den))
 
 
-def ssim(sr: np.ndarray, gt: np.ndarray, crop_border: int = 0, test_y_channel: bool = False) -> float:
+def _ssim_channels(a: np.ndarray, b: np.ndarray, workers: int, strip: int = 48) -> list[float]:
+    """Mean SSIM of each channel of ``(C, H, W)`` arrays, in cache-sized strips (threads)."""
+    g = _gauss_1d()
+    c, h, w = a.shape
+    out_h, out_w = h - SSIM_WINDOW + 1, w - SSIM_WINDOW + 1
+    tasks = [(k, top, min(strip, out_h - top)) for k in range(c) for top in range(0, out_h, strip)]
+
+    def run(task: tuple[int, int, int]) -> float:
+        k, top, rows = task
+        return _ssim_strip_sum(a[k], b[k], g, top, rows)
+
+    if workers > 1 and len(tasks) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            sums = list(pool.map(run, tasks))
+    else:
+        sums = [run(t) for t in tasks]
+    totals = [0.0] * c
+    for (k, _, _), v in zip(tasks, sums):  # fixed order: the result does not depend on threads
+        totals[k] += v
+    return [t / (out_h * out_w) for t in totals]
+
+
+def ssim(
+    sr: np.ndarray, gt: np.ndarray, crop_border: int = 0, test_y_channel: bool = False, workers: int | None = None
+) -> float:
     """Structural similarity (Wang et al. 2004), BasicSR ``calculate_ssim`` / MATLAB ``ssim_index``.
 
     Args:
@@ -138,6 +158,7 @@ def ssim(sr: np.ndarray, gt: np.ndarray, crop_border: int = 0, test_y_channel: b
         gt: ground truth, same shape.
         crop_border: pixels removed on each side first.
         test_y_channel: compute on Y of YCbCr.
+        workers: threads (default: up to 4); the result does not depend on it.
 
     Returns:
         Mean SSIM in ``[-1, 1]`` (1 for identical images), averaged over channels.
@@ -148,11 +169,10 @@ def ssim(sr: np.ndarray, gt: np.ndarray, crop_border: int = 0, test_y_channel: b
     a, b = _prepare(sr, gt, crop_border, test_y_channel, "ssim")
     if a.shape[0] < SSIM_WINDOW or a.shape[1] < SSIM_WINDOW:
         raise MetricError(f"ssim: image too small ({a.shape[1]}x{a.shape[0]} after cropping), needs at least {SSIM_WINDOW}x{SSIM_WINDOW}")
-    g = _gauss_1d()
     a = np.ascontiguousarray(a.transpose(2, 0, 1))
     b = np.ascontiguousarray(b.transpose(2, 0, 1))
-    vals = [_ssim_channel(a[c], b[c], g) for c in range(a.shape[0])]
-    return float(np.mean(vals))
+    workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else max(1, int(workers))
+    return float(np.mean(_ssim_channels(a, b, workers)))
 
 
 def _prepare_pt(sr: torch.Tensor, gt: torch.Tensor, crop_border: int, test_y_channel: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,8 +79,17 @@ def _check_rgb(img: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: expected an array with 3 channels last (..., 3), got shape {tuple(img.shape)}")
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(matlab_round(x), 0, 255).astype(np.uint8)
+def _to_uint8(x: np.ndarray, in_range: bool = False) -> np.ndarray:
+    """MATLAB's conversion of doubles to uint8: saturate, then round half away from zero.
+
+    ``in_range=True`` promises ``0 <= x <= 255`` and lets ``x`` be overwritten.
+    """
+    if not in_range:
+        x = np.clip(x, 0.0, 255.0)  # clipping first gives the same result and leaves x >= 0
+    f = np.floor(x)
+    np.subtract(x, f, out=x)
+    f += x >= 0.5
+    return f.astype(np.uint8)
 
 
 def rgb2ycbcr(img: np.ndarray, y_only: bool = False) -> np.ndarray:
@@ -116,7 +125,7 @@ def rgb2ycbcr(img: np.ndarray, y_only: bool = False) -> np.ndarray:
             acc += luts[k, 1][img[..., 1]]
             acc += luts[k, 2][img[..., 2]]
             acc += YCBCR_OFFSET[k]
-            planes.append(_to_uint8(acc))
+            planes.append(_to_uint8(acc, in_range=True))  # Y in [16, 235], Cb/Cr in [16, 240]
         return planes[0] if y_only else np.stack(planes, axis=-1)
     x = img.astype(np.float64)
     t = YCBCR_MATRIX / 255.0

@@ -198,13 +198,14 @@ def imresize(img: np.ndarray, scale: float | tuple[float, float], antialiasing: 
     out = img.astype(np.float64)
     fast = _resize_uniform(out, (h, w), (out_h, out_w), (sh, sw), antialiasing)
     if fast is not None:
-        return fast
-    for axis in order:
-        n_in, n_out, s = (h, out_h, sh) if axis == 0 else (w, out_w, sw)
-        if n_in == n_out and s == 1:
-            continue
-        wt, ix = contributions(n_in, n_out, s, antialiasing)
-        out = _resize_axis(out, axis, wt, ix)
+        out = fast
+    else:
+        for axis in order:
+            n_in, n_out, s = (h, out_h, sh) if axis == 0 else (w, out_w, sw)
+            if n_in == n_out and s == 1:
+                continue
+            wt, ix = contributions(n_in, n_out, s, antialiasing)
+            out = _resize_axis(out, axis, wt, ix)
     if img.dtype == np.uint8:
         return np.clip(matlab_round(out), 0, 255).astype(np.uint8)
     return out

@@ -84,7 +84,8 @@ def interpolate_files(
     if info_a.arch != info_b.arch:
         raise WeightsError(f"{path_a} and {path_b}: different architectures ({info_a.arch} vs {info_b.arch})")
     if info_a.params != info_b.params:
-        diff = [f"{k} {info_a.params.get(k)} vs {info_b.params.get(k)}" for k in info_a.params if info_a.params.get(k) != info_b.params.get(k)]
+        pa, pb = info_a.params, info_b.params
+        diff = [f"{k} {pa.get(k)} vs {pb.get(k)}" for k in pa if pa.get(k) != pb.get(k)]
         raise WeightsError(f"{path_a} and {path_b}: different {info_a.arch} hyper-parameters ({', '.join(diff)})")
     try:
         sd = interpolate(sd_a, sd_b, alpha)

@@ -165,7 +165,7 @@ def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cp
     Raises:
         WeightsError: no such file or model name, unreadable file, unknown architecture.
     """
-    from esrcli.weights.catalogue import resolve_model
+    from esrcli.weights.embedded import resolve_model
 
     with resolve_model(path_or_name) as path:
         sd, info = read_model_info(path)

@@ -69,6 +69,11 @@ def _parse(items: Any) -> list[CatalogueEntry]:
     return out
 
 
+def _models_dir() -> Any:
+    """The package folder holding the catalogue and model files (a Traversable)."""
+    return resources.files(_PACKAGE)
+
+
 def catalogue() -> list[CatalogueEntry]:
     """The embedded models, in catalogue order (an empty list when none ship).
 
@@ -76,7 +81,7 @@ def catalogue() -> list[CatalogueEntry]:
         WeightsError: a malformed ``catalogue.json`` (a packaging bug).
     """
     try:
-        text = resources.files(_PACKAGE).joinpath(_INDEX).read_text(encoding="utf-8")
+        text = _models_dir().joinpath(_INDEX).read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     try:
@@ -115,7 +120,8 @@ def resolve_model(path_or_name: str | os.PathLike) -> Iterator[Path]:
         return
     entry = find_entry(str(path_or_name))
     if entry is None:
-        names = ", ".join(e.name for e in catalogue()) or "none embedded"
-        raise WeightsError(f"{path_or_name}: no such model file or embedded model (embedded: {names})")
-    with resources.as_file(resources.files(_PACKAGE).joinpath(entry.file)) as real:
+        names = ", ".join(e.name for e in catalogue())
+        known = f"embedded models: {names}" if names else "no embedded models yet"
+        raise WeightsError(f"{path_or_name}: no such model file or embedded model ({known})")
+    with resources.as_file(_models_dir().joinpath(entry.file)) as real:
         yield Path(real)
