@@ -136,15 +136,16 @@ def reference_pairs(gt: torch.Tensor, cfg: DegradeConfig, gen: torch.Generator, 
 
 
 # ---------------------------------------------------------------- timing
-def time_fast(batches: list[torch.Tensor], cfg: DegradeConfig, gt_usm: bool) -> float:
+def time_fast(batches: list[torch.Tensor], cfg: DegradeConfig, gt_usm: bool) -> tuple[float, float]:
+    """Pairs per second (wall clock) and CPU seconds per pair (all threads of this process)."""
     gen = torch.Generator().manual_seed(0)
     synthesize_pairs(batches[0], cfg, gen, gt_usm)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     n = 0
     for b in batches:
         synthesize_pairs(b, cfg, gen, gt_usm)
         n += b.shape[0]
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
 
 
 def main() -> int:
@@ -165,9 +166,10 @@ def main() -> int:
     print(f"shape: batch {bs}, source 400x400 -> GT {cfg.gt_size} / LQ {cfg.gt_size // cfg.scale} (x{cfg.scale}); source: {source}")
     results = {}
     for usm in (True, False):
-        rate = time_fast(batches, cfg, usm)
+        rate, cpu = time_fast(batches, cfg, usm)
         results[usm] = rate
-        print(f"  esr synthesize_pairs, USM {'on ' if usm else 'off'}: {rate:7.2f} pairs/s  ({1000 * bs / rate:7.1f} ms/batch)")
+        print(f"  esr synthesize_pairs, USM {'on ' if usm else 'off'}: {rate:7.2f} pairs/s  ({1000 * bs / rate:7.1f} ms/batch, "
+              f"CPU time {1000 * bs * cpu:7.1f} ms/batch)")
     if args.no_reference:
         return 0
     for usm in (True, False):

@@ -64,9 +64,14 @@ def test_bad_file_is_reported_and_batch_goes_on(esr, hr_dir, tmp_path):
     out = tmp_path / "out"
     rc, stdout, err = esr("degrade", hr_dir, out, "--crop", "32")
     assert rc == 1
-    assert "esr: error:" in err and "broken.png" in err and "small.png" in err and "smaller than --crop 32" in err
-    assert "2 of 5 files failed" in err
+    assert "esr: error:" in err and "broken.png" in err
+    # too small for the crop: a warning, not a failure
+    assert "esr: warning:" in err and "small.png" in err and "smaller than --crop 32, skipped" in err
+    assert "1 of 5 files failed" in err and "1 smaller than --crop skipped" in stdout
     assert len((out / "params.jsonl").read_text().splitlines()) == 3
+    (hr_dir / "broken.png").unlink()
+    rc, stdout, err = esr("degrade", hr_dir, tmp_path / "out2", "--crop", "32")
+    assert rc == 0 and "small.png" in err
 
 
 def test_show_writes_a_sheet(esr, tmp_path, hr_dir):

@@ -59,21 +59,6 @@ def _input(h: int, w: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def _pasted(net, x, scale, tile, pad):
-    """The official Real-ESRGAN tiling: padded tiles, outputs cropped and pasted side by side."""
-    _, _, h, w = x.shape
-    out = torch.zeros(1, 3, h * scale, w * scale)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, px0, py1, px1 = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, h), min(x1 + pad, w)
-            o = net(x[:, :, py0:py1, px0:px1])
-            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = o[
-                :, :, (y0 - py0) * scale : (y0 - py0 + y1 - y0) * scale, (x0 - px0) * scale : (x0 - px0 + x1 - x0) * scale
-            ]
-    return out
-
-
 @pytest.mark.parametrize("tile,overlap", [(48, 16), (64, 16), (64, 32), (50, 20)])
 def test_tiled_equals_whole_with_large_receptive_field(tile, overlap):
     net = BlurNet().eval()
@@ -82,34 +67,24 @@ def test_tiled_equals_whole_with_large_receptive_field(tile, overlap):
         whole = net(x)
     tiled = tiled_forward(net, x, 4, tile, overlap)
     assert tiled.shape == whole.shape
-    assert psnr(tiled, whole) >= 50
-
-
-def test_feathering_beats_pasting_tiles():
-    net = BlurNet().eval()
-    x = _input(100, 130)
-    with torch.inference_mode():
-        whole = net(x)
-        pasted = _pasted(net, x, 4, 48, 10)
-    ours = tiled_forward(net, x, 4, 64, 16)  # same tile pixels per pass as 48 + 2 * 8 context
-    assert psnr(ours, whole) >= 50 > psnr(pasted, whole) + 3
+    assert psnr(tiled, whole) >= 60
 
 
 def test_tiled_small_rrdbnet_is_seam_free():
     torch.manual_seed(0)
     net = Residual(RRDBNet(num_feat=8, num_block=1, num_grow_ch=4), 4).eval()
-    x = _input(70, 90)
+    x = _input(56, 72)
     with torch.inference_mode():
         whole = net(x)
     assert psnr(tiled_forward(net, x, 4, 32, 8), whole) >= 50
-    assert psnr(tiled_forward(net, x, 4, 48, 16, batch=3), whole) >= 60
+    assert psnr(tiled_forward(net, x, 4, 48, 16, batch=3), whole) >= 70
 
 
 def test_batching_tiles_gives_the_same_result():
-    net = BlurNet().eval()
-    x = _input(70, 75)
-    a = tiled_forward(net, x, 4, 32, 8, batch=1)
-    b = tiled_forward(net, x, 4, 32, 8, batch=4)
+    net = BlurNet(scale=2).eval()
+    x = _input(60, 65)
+    a = tiled_forward(net, x, 2, 32, 8, batch=1)
+    b = tiled_forward(net, x, 2, 32, 8, batch=4)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
@@ -127,13 +102,13 @@ def test_batch_of_images_and_image_smaller_than_tile():
 def test_tile_zero_is_whole_image_and_mod_padding_crops_back():
     torch.manual_seed(0)
     net = RRDBNet(scale=1, num_feat=8, num_block=1, num_grow_ch=4).eval()  # pixel-unshuffle by 4
-    x = _input(37, 41)
+    x = _input(29, 41)
     out = tiled_forward(net, x, 1, 0, 0, mod=4)
-    assert out.shape == (1, 3, 37, 41)
+    assert out.shape == (1, 3, 29, 41)
     tiled = tiled_forward(net, x, 1, 24, 8, mod=4)
-    assert tiled.shape == (1, 3, 37, 41)
+    assert tiled.shape == (1, 3, 29, 41)
     with pytest.raises(RuntimeError):
-        tiled_forward(net, x, 1, 0, 0, mod=1)  # 37 is not divisible by 4: the net itself fails
+        tiled_forward(net, x, 1, 0, 0, mod=1)  # 29 is not divisible by 4: the net itself fails
 
 
 def test_tile_starts_cover_with_overlap():
@@ -154,6 +129,19 @@ def test_ramp_window():
     w2 = ramp_window(10, 4, 4)
     torch.testing.assert_close(w2, w2.flip(0))
     assert w2.min() > 0
+    w3 = ramp_window(12, 2, 2, margin=2)
+    torch.testing.assert_close(w3[:5], torch.tensor([0.0, 0.0, 0.25, 0.75, 1.0]))
+    torch.testing.assert_close(w3, w3.flip(0))
+
+
+def test_overlapping_windows_always_sum_to_a_positive_weight():
+    # Two tiles of 40 overlapping by 16 (x4 -> 64 output px): margin 16, ramp 32 on each side.
+    a = ramp_window(160, 0, 32, 16)
+    b = ramp_window(160, 32, 0, 16)
+    total = torch.zeros(256)
+    total[:160] += a
+    total[96:] += b
+    assert total.min() > 0.9 and total.max() <= 1.0 + 1e-6
 
 
 def test_pad_to_multiple_reflects_or_replicates():
@@ -182,11 +170,11 @@ class _OOMNet(nn.Module):
 
 
 def test_out_of_memory_halves_the_tile_and_says_so():
-    x = _input(100, 100)
+    x = _input(200, 150)
     notes: list[str] = []
-    out = tiled_forward(_OOMNet(40), x, 2, 0, 8, notify=notes.append)
+    out = tiled_forward(_OOMNet(60), x, 2, 0, 8, notify=notes.append)
     torch.testing.assert_close(out, F.interpolate(x, scale_factor=2, mode="nearest"))
-    assert len(notes) == 2 and "out of memory" in notes[0] and "-> 50" in notes[0] and "-> 25" in notes[1]
+    assert len(notes) == 2 and "out of memory" in notes[0] and "-> 100" in notes[0] and "-> 50" in notes[1]
     with pytest.raises(EsrError, match="out of memory"):
         tiled_forward(_OOMNet(10), x, 2, 0, 8)
 

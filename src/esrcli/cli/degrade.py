@@ -41,6 +41,10 @@ HELP = """Synthesise low-quality images with Real-ESRGAN's second-order degradat
 """
 
 
+class _TooSmall(Exception):
+    """An image smaller than ``--crop``: skipped with a warning, not a failure."""
+
+
 def _load_config(config: Path | None, scale: int | None) -> DegradeConfig:
     cfg = load_toml(DegradeConfig, config, table="degrade") if config is not None else DegradeConfig()
     if scale is not None and scale != cfg.scale:
@@ -99,7 +103,7 @@ def _degrade_file(
     positions: list[tuple[int, int] | None]
     if crop is not None:
         if h < crop or w < crop:
-            raise ImageError(f"{path}: {w}x{h} pixels is smaller than --crop {crop}")
+            raise _TooSmall(f"{path}: {w}x{h} pixels is smaller than --crop {crop}, skipped")
         tops = torch.randint(0, h - crop + 1, (per_image,), generator=gen).tolist()
         lefts = torch.randint(0, w - crop + 1, (per_image,), generator=gen).tolist()
         positions = list(zip(tops, lefts))
@@ -226,12 +230,15 @@ def register(app: typer.Typer) -> None:
             (out / "gt").mkdir(exist_ok=True)
         used: set[str] = set()
         lines: list[dict[str, Any]] = []
-        failed = 0
+        failed = skipped = 0
         with console.progress("degrade", total=len(files)) as advance:
             for f in files:
                 name = _out_name(f, inputs, used)
                 try:
                     lines.extend(_degrade_file(f, name, out, cfg, seed, per_image, crop, dev))
+                except _TooSmall as exc:
+                    console.warn(str(exc))
+                    skipped += 1
                 except EsrError as exc:
                     console.error(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
                     failed += 1
@@ -240,7 +247,11 @@ def register(app: typer.Typer) -> None:
             text = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in lines)
             atomic_write_bytes(out / "params.jsonl", text.encode())
         gt_note = " and GT crops" if crop is not None else ""
-        console.out.print(f"{len(lines)} LQ images{gt_note} from {len(files) - failed} files in {out} (parameters: {out / 'params.jsonl'})", markup=False)
+        skip_note = f", {skipped} smaller than --crop skipped" if skipped else ""
+        console.out.print(
+            f"{len(lines)} LQ images{gt_note} from {len(files) - failed - skipped} files in {out}{skip_note} (parameters: {out / 'params.jsonl'})",
+            markup=False,
+        )
         if failed:
             console.error(f"{failed} of {len(files)} files failed")
             raise typer.Exit(code=1)

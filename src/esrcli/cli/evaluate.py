@@ -9,11 +9,12 @@ the others are printed (table, ``--json`` or ``--csv``) and the command exits 1 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from esrcli.cli import console
-from esrcli.cli.niqe import emit, error_text
+from esrcli.cli.niqe import emit, error_text, output_format
 from esrcli.data.imageio import list_images
 from esrcli.errors import DataError, EsrError
 
@@ -83,7 +84,7 @@ def eval_cmd(
     sr: Path = typer.Argument(..., help="SR image, or folder of SR images.", show_default=False),
     gt: Path = typer.Argument(..., help="Ground-truth image, or folder (paired by file name).", show_default=False),
     scale: int = typer.Option(4, "--scale", "-s", min=1, help="SR factor (default crop border; GT mod-crop)."),
-    crop_border: int = typer.Option(None, "--crop-border", min=0, help="Pixels removed on each side [default: the scale]."),
+    crop_border: Optional[int] = typer.Option(None, "--crop-border", min=0, help="Pixels removed on each side (default: the scale)."),
     sr_suffix: str = typer.Option("", "--sr-suffix", help="Suffix of SR file stems to ignore when pairing (e.g. _out)."),
     no_niqe: bool = typer.Option(False, "--no-niqe", help="Skip NIQE (faster)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -93,9 +94,7 @@ def eval_cmd(
     from esrcli.metrics.evaluate import evaluate_pair
     from esrcli.metrics.image import read_uint8
 
-    if as_json and as_csv:
-        raise typer.BadParameter("use either --json or --csv, not both", param_hint="--json/--csv")
-    fmt = "json" if as_json else "csv" if as_csv else "table"
+    fmt = output_format(as_json, as_csv)
     border = scale if crop_border is None else crop_border
     pairs, skipped = pair_images(sr, gt, sr_suffix)
     for _, msg in skipped:

@@ -23,7 +23,7 @@ from esrcli.cli import console
 from esrcli.data.imageio import list_images
 from esrcli.errors import EsrError, ImageError
 
-__all__ = ["register", "fmt_score", "json_score", "expand_paths", "error_text", "emit"]
+__all__ = ["register", "fmt_score", "json_score", "expand_paths", "error_text", "emit", "output_format"]
 
 
 class Convert(str, Enum):
@@ -118,7 +118,8 @@ def emit(
     Console(highlight=False, width=max(console.out.width, needed)).print(table)
 
 
-def _output_format(as_json: bool, as_csv: bool) -> str:
+def output_format(as_json: bool, as_csv: bool) -> str:
+    """``"json"``, ``"csv"`` or ``"table"`` from the two flags (both: a usage error)."""
     if as_json and as_csv:
         raise typer.BadParameter("use either --json or --csv, not both", param_hint="--json/--csv")
     return "json" if as_json else "csv" if as_csv else "table"
@@ -136,7 +137,7 @@ def niqe_cmd(
     from esrcli.metrics.image import read_uint8
     from esrcli.metrics.niqe import niqe
 
-    fmt = _output_format(as_json, as_csv)
+    fmt = output_format(as_json, as_csv)
     files, skipped = expand_paths(paths, recursive)
     for _, msg in skipped:
         console.error(msg)

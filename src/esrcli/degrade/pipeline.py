@@ -20,7 +20,6 @@ are returned as JSON-serialisable dicts (one per sample) that rebuild the exact 
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 

@@ -1,14 +1,17 @@
 """Tiled forward pass with feathered blending, so large images fit in memory without seams.
 
 The low-resolution input is cut into equal ``tile x tile`` tiles that overlap by at least
-``tile_overlap`` pixels. Each tile's output is multiplied by a weight window that ramps
-linearly from ~0 at an inner tile edge to 1 over the overlap (edges on the image border
-keep weight 1) and accumulated with its weight; the sum is divided by the summed weights.
-Near a tile's cut edge the network sees padding instead of the real neighbourhood; the
-ramp gives those outputs a weight close to zero, so the result matches the whole-image
-pass to within a few grey levels' fraction (>= 50 dB PSNR at tile 128, overlap 32 with
-RRDBNet), where pasting tiles side by side (the official Real-ESRGAN script, ``tile_pad``
-10) leaves visible seams (about 44 dB).
+``tile_overlap`` pixels. Near a tile's cut edge the network sees padding instead of the
+real neighbourhood, so its output there is wrong. Each tile's output is therefore
+multiplied by a weight window before accumulation: along an edge that faces another
+tile, the outer quarter of the overlap gets weight 0 (context only), the middle half a
+linear ramp up to 1, where the neighbour's ramp goes down; edges on the image border
+keep weight 1. The accumulated outputs are divided by the accumulated weights.
+
+With a network whose influence decays with distance (RRDBNet, SRVGGNetCompact) the result
+matches the whole-image pass to well above 50 dB PSNR (test: tile 48, overlap 16 on a
+33-pixel receptive field: ~95 dB), where pasting cropped tiles side by side (the official
+Real-ESRGAN script, ``tile_pad`` 10) leaves visible seams (about 44 dB at tile 128).
 
 All tiles have the same size, so several can run as one batch.
 """
@@ -57,22 +60,30 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-def ramp_window(size: int, ramp_lo: int, ramp_hi: int, device: torch.device | None = None) -> Tensor:
-    """1-D feathering weights: linear ramps of ``ramp_lo`` / ``ramp_hi`` samples at the two ends.
+def ramp_window(size: int, ramp_lo: int, ramp_hi: int, margin: int = 0, device: torch.device | None = None) -> Tensor:
+    """1-D feathering weights: at each end ``margin`` zeros, then a linear ramp of ``ramp_*`` samples.
 
-    Ramp values are ``(i + 0.5) / ramp`` so no weight is exactly zero; the middle is 1.
+    Ramp values are ``(i + 0.5) / ramp``; the middle is 1. An end with ramp 0 gets neither
+    margin nor ramp (an image border).
 
     Returns:
-        float32 tensor of shape ``(size,)``, values in ``(0, 1]``.
+        float32 tensor of shape ``(size,)``, values in ``[0, 1]``.
     """
     w = torch.ones(size, dtype=torch.float32, device=device)
-    if ramp_lo > 0:
-        n = min(ramp_lo, size)
-        w[:n] = (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / ramp_lo
-    if ramp_hi > 0:
-        n = min(ramp_hi, size)
-        up = (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / ramp_hi
-        w[size - n :] = torch.minimum(w[size - n :], up.flip(0))
+    for ramp, flip in ((ramp_lo, False), (ramp_hi, True)):
+        if ramp <= 0:
+            continue
+        head = torch.cat(
+            [
+                torch.zeros(margin, dtype=torch.float32, device=device),
+                (torch.arange(ramp, dtype=torch.float32, device=device) + 0.5) / ramp,
+            ]
+        )[:size]
+        n = head.numel()
+        if flip:
+            w[size - n :] = torch.minimum(w[size - n :], head.flip(0))
+        else:
+            w[:n] = torch.minimum(w[:n], head)
     return w
 
 
@@ -192,6 +203,10 @@ def _tiled(
     b, _, h, w = lq.shape
     th, tw = min(tile, h), min(tile, w)
     overlap = min(overlap, tile // 2)
+    # The outer quarter of the overlap is context only (weight 0: the network saw padding
+    # there); the weight then ramps up over the middle half, where the neighbour ramps down.
+    margin = (overlap * scale) // 4
+    ramp = overlap * scale - 2 * margin
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     out: Tensor | None = None
     wsum: Tensor | None = None
@@ -205,9 +220,9 @@ def _tiled(
             out = torch.zeros((b, y_out.shape[1], h * scale, w * scale), dtype=torch.float32, device=lq.device)
             wsum = torch.zeros((1, 1, h * scale, w * scale), dtype=torch.float32, device=lq.device)
         for k, (y, x) in enumerate(group):
-            # Ramps only on edges that face another tile; image borders keep full weight.
-            wy = ramp_window(th * scale, overlap * scale if y > 0 else 0, overlap * scale if y + th < h else 0, lq.device)
-            wx = ramp_window(tw * scale, overlap * scale if x > 0 else 0, overlap * scale if x + tw < w else 0, lq.device)
+            # Only edges that face another tile fade out; image borders keep full weight.
+            wy = ramp_window(th * scale, ramp if y > 0 else 0, ramp if y + th < h else 0, margin, lq.device)
+            wx = ramp_window(tw * scale, ramp if x > 0 else 0, ramp if x + tw < w else 0, margin, lq.device)
             win = wy[:, None] * wx[None, :]
             sl = (slice(None), slice(None), slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale))
             out[sl] += y_out[k * b : (k + 1) * b] * win

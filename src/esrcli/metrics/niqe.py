@@ -161,8 +161,10 @@ def _moments(x: np.ndarray) -> np.ndarray:
     """Per-row sufficient statistics of an AGGD fit: ``(N, 5)`` = count<0, count>0, sum x^2 over
     x<0, sum x^2 over x>0, sum |x|, for ``x`` of shape ``(N, n)`` (float64, C-contiguous).
 
-    Four passes over the data: ``sign``, ``|x|``, then batched dot products (BLAS); the counts
-    are exact, the sums agree with direct summation to rounding (1e-16 relative).
+    Two elementwise passes (``sign``, ``|x|``), two sums and three batched dot products (BLAS):
+    ``P - N = sum(sign)``, ``P + N = sign . sign``, ``sum x^2 = x . x``,
+    ``sum_{x>0} x^2 - sum_{x<0} x^2 = |x| . x``. The counts are exact; the sums agree with direct
+    summation to rounding.
     """
     n = x.shape[0]
     s = np.sign(x)
@@ -183,8 +185,8 @@ def _moments(x: np.ndarray) -> np.ndarray:
 
 
 def _aggd_from_moments(m: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(alpha, beta_l, beta_r)`` from :func:`_moments` rows (``n`` samples per row)."""
-    gam, r_gam, scale, _ = _aggd_table()
+    """``(grid index of alpha, left std, right std)`` from :func:`_moments` rows (``n`` samples each)."""
+    _, r_gam, _, _ = _aggd_table()
     with np.errstate(invalid="ignore", divide="ignore"):
         left_std = np.sqrt(m[:, 2] / m[:, 0])
         right_std = np.sqrt(m[:, 3] / m[:, 1])
@@ -192,8 +194,7 @@ def _aggd_from_moments(m: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, n
         mean_abs = m[:, 4] / n
         rhat = mean_abs * mean_abs / ((m[:, 2] + m[:, 3]) / n)
         rhatnorm = (rhat * (gammahat**3 + 1) * (gammahat + 1)) / ((gammahat**2 + 1) ** 2)
-    idx = _nearest_index(r_gam, rhatnorm)
-    return gam[idx], left_std * scale[idx], right_std * scale[idx]
+    return _nearest_index(r_gam, rhatnorm), left_std, right_std
 
 
 def aggd_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,8 +213,10 @@ def aggd_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ``(alpha, beta_left, beta_right)``, each float64 ``(N,)``. A row with no negative or
         no positive value gives NaN betas and ``alpha = 0.2`` (MATLAB's ``min`` over NaN).
     """
+    gam, _, scale, _ = _aggd_table()
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    return _aggd_from_moments(_moments(x), x.shape[1])
+    idx, left_std, right_std = _aggd_from_moments(_moments(x), x.shape[1])
+    return gam[idx], left_std * scale[idx], right_std * scale[idx]
 
 
 def _block_moments(blocks: np.ndarray) -> np.ndarray:
@@ -231,16 +234,17 @@ def _block_moments(blocks: np.ndarray) -> np.ndarray:
 
 
 def _features_from_moments(m: np.ndarray, n: int) -> np.ndarray:
-    _, _, _, mean_ratio = _aggd_table()
+    """The 18 features per block from :func:`_block_moments` (``n`` values per block)."""
+    gam, _, scale, mean_ratio = _aggd_table()
     nb = m.shape[0]
     feats = np.empty((nb, 18), dtype=np.float64)
-    alpha, bl, br = _aggd_from_moments(m[:, 0], n)
-    feats[:, 0] = alpha
-    feats[:, 1] = (bl + br) / 2
+    idx, left_std, right_std = _aggd_from_moments(m[:, 0], n)
+    feats[:, 0] = gam[idx]
+    feats[:, 1] = (left_std * scale[idx] + right_std * scale[idx]) / 2
     for i in range(4):
-        alpha, bl, br = _aggd_from_moments(m[:, 1 + i], n)
-        idx = np.clip(np.rint((alpha - 0.2) / 0.001).astype(np.int64), 0, mean_ratio.shape[0] - 1)
-        feats[:, 2 + 4 * i] = alpha
+        idx, left_std, right_std = _aggd_from_moments(m[:, 1 + i], n)
+        bl, br = left_std * scale[idx], right_std * scale[idx]
+        feats[:, 2 + 4 * i] = gam[idx]
         feats[:, 3 + 4 * i] = (br - bl) * mean_ratio[idx]  # (beta_r - beta_l) G(2/a)/G(1/a)
         feats[:, 4 + 4 * i] = bl
         feats[:, 5 + 4 * i] = br
