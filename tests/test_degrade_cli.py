@@ -126,3 +126,19 @@ def test_usage_errors_exit_2(esr, args):
 def test_missing_input_is_an_error(esr, tmp_path):
     rc, _, err = esr("degrade", tmp_path / "nope", tmp_path / "out")
     assert rc == 1 and "nope" in err
+
+
+def test_recursive_folders_get_distinct_names(esr, hr_dir, tmp_path):
+    sub = hr_dir / "sub"
+    sub.mkdir()
+    (sub / "a.png").write_bytes((hr_dir / "a.png").read_bytes())
+    out = tmp_path / "out"
+    assert esr("degrade", hr_dir, out, "--crop", "32")[0] == 0
+    assert not (out / "lq" / "sub__a.png").exists()  # not recursive: sub-folder ignored
+    out2 = tmp_path / "out2"
+    rc, _, err = esr("degrade", hr_dir, out2, "--crop", "32", "--recursive")
+    assert rc == 0, err
+    names = sorted(p.name for p in (out2 / "lq").iterdir())
+    assert names == ["a.png", "b_gray.png", "c16.png", "sub__a.png"]
+    # each image's randomness depends on its name, not on the other files
+    assert (out / "lq" / "a.png").read_bytes() == (out2 / "lq" / "a.png").read_bytes()

@@ -135,9 +135,9 @@ def test_ramp_window():
 
 
 def test_overlapping_windows_always_sum_to_a_positive_weight():
-    # Two tiles of 40 overlapping by 16 (x4 -> 64 output px): margin 16, ramp 32 on each side.
-    a = ramp_window(160, 0, 32, 16)
-    b = ramp_window(160, 32, 0, 16)
+    # Two tiles of 40 overlapping by 16 (x4 -> 64 output px): margin 24, ramp 16 on each side.
+    a = ramp_window(160, 0, 16, 24)
+    b = ramp_window(160, 16, 0, 24)
     total = torch.zeros(256)
     total[:160] += a
     total[96:] += b

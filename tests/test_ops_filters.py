@@ -144,6 +144,12 @@ def test_filter2d_matches_opencv_and_torch_path():
         conv = F_.filter2d(img.clone().requires_grad_(True), kern).detach()
     torch.testing.assert_close(conv, out, atol=1e-5, rtol=0)
     shared = F_.filter2d(img, kern[0])
+    with torch.enable_grad():
+        x = img.clone().requires_grad_(True)
+        shared_conv = F_.filter2d(x, kern[0])
+        shared_conv.sum().backward()  # differentiable on the conv2d path
+    assert x.grad is not None and x.grad.shape == img.shape
+    torch.testing.assert_close(shared_conv.detach(), shared, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared[1:2], F_.filter2d(img[1:2], kern[0:1]))
 
 
@@ -188,3 +194,16 @@ def test_usm_matches_basicsr_recipe_and_sharpens():
     torch.testing.assert_close(out2, out, atol=1e-5, rtol=0)
     with pytest.raises(ValueError):
         F_.usm_sharpen(img, radius=0)
+
+
+def test_separable_filter_equals_2d_isotropic_gaussian():
+    img = torch.rand(2, 3, 37, 41, generator=torch.Generator().manual_seed(3))
+    for size, sigma in [(7, 0.4), (13, 1.7), (21, 3.0)]:
+        k1 = F_.gaussian_kernel1d(size, sigma)
+        ref = F_.filter2d(img, F_.bivariate_gaussian(size, sigma, sigma))
+        torch.testing.assert_close(F_.filter_separable(img, k1, k1), ref, atol=2e-6, rtol=0)
+        with torch.enable_grad():
+            conv = F_.filter_separable(img.clone().requires_grad_(True), k1, k1).detach()
+        torch.testing.assert_close(conv, ref, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError):
+        F_.filter_separable(img, torch.ones(3), torch.ones(5))

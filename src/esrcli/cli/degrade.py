@@ -35,9 +35,11 @@ from esrcli.errors import EsrError, ImageError
 
 HELP = """Synthesise low-quality images with Real-ESRGAN's second-order degradation model.
 
-  esr degrade HR_IN... OUT [--per-image K] [--crop 256]   degrade images into OUT/lq (+ OUT/gt)
-  esr degrade --show [IMG] [-o sheet.png] [--n 12]        contact sheet of what it does
-  esr degrade --print-config                              the default settings as TOML
+esr degrade HR_IN... OUT [--per-image K] [--crop 256]: degrade images into OUT/lq (and OUT/gt), with OUT/params.jsonl.
+
+esr degrade --show [IMG] [-o sheet.png] [--n 12]: a contact sheet of what the model does (built-in test chart without IMG).
+
+esr degrade --print-config: the settings as TOML (a \\[degrade] table).
 """
 
 
@@ -188,8 +190,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("degrade", help=HELP)
     def degrade_cmd(
-        paths: Optional[List[Path]] = typer.Argument(None, help="HR images or folders, then the output folder; with --show at most one image.", show_default=False),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with a [degrade] table.", dir_okay=False),
+        paths: Optional[List[Path]] = typer.Argument(None, help="HR images or folders, then the output folder; with --show at most one image.", show_default=False, metavar="HR_IN... OUT"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with a \\[degrade] table.", dir_okay=False),
         scale: Optional[int] = typer.Option(None, "--scale", "-s", help="SR factor (default: the config's, 4)."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same outputs."),
         per_image: int = typer.Option(1, "--per-image", "-k", min=1, help="Degraded samples per input image."),

@@ -7,11 +7,13 @@ and the summary on stderr. A batch goes on past bad files and exits 1 if any fai
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
 
 from esrcli.cli import console
@@ -77,7 +79,7 @@ def upscale(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders (output keeps the folder layout)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (auto: fp16 on GPU; bf16 on CPUs with native bf16 when accurate, else fp32)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (auto: fp16 on GPU, bf16 on CPUs with native bf16 when accurate, else fp32; 16-bit images fp32)."),
     alpha: str = typer.Option("network", "--alpha", help="Alpha channel upscaling: network or bicubic."),
     batch: int = typer.Option(1, "--batch", min=1, help="Tiles per forward pass."),
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
@@ -89,6 +91,7 @@ def upscale(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one input and the output folder", param_hint="PATHS")
     ext = ext.lower().lstrip(".")
+    precision = precision.strip().lower()
     if ext == "jpeg":
         ext = "jpg"
     if ext not in EXTENSIONS:
@@ -136,7 +139,15 @@ def upscale(
     prec = select_precision(precision, dev, net, int(info.params.get("num_in_ch", 3)), key=str(name))
     if prec.note:
         console.info(f"esr: {prec.note}")
-    net = prepare_model(net, dev, prec.dtype)
+    # Automatic half precision would round 16-bit samples to ~8-11 bits: such images run in fp32.
+    nets = {prec.dtype: prepare_model(copy.deepcopy(net) if prec.dtype != torch.float32 else net, dev, prec.dtype)}
+
+    def net_for(image: Image) -> torch.nn.Module:
+        dtype = torch.float32 if precision == "auto" and image.bit_depth == 16 else prec.dtype
+        if dtype not in nets:
+            nets[dtype] = prepare_model(net, dev, dtype)
+        return nets[dtype]
+
     console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}; {len(files)} image(s)")
 
     stdout = sys.stdout  # results go to the real stdout even while the progress bar redirects it
@@ -162,7 +173,7 @@ def upscale(
                 if ext == "jpg" and image.alpha is not None:
                     console.warn(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
                 notes: list[str] = []
-                result = upscale_image(image, net, info, options, notify=notes.append)
+                result = upscale_image(image, net_for(image), info, options, notify=notes.append)
                 for note in notes:
                     console.warn(f"{src}: {note}")
                 dst.parent.mkdir(parents=True, exist_ok=True)

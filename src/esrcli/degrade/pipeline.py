@@ -29,7 +29,7 @@ from esrcli.config.degrade import DegradeConfig, StageConfig
 from esrcli.degrade.draws import Draws
 from esrcli.degrade.kernels import make_kernel, sample_blur_kernel, sample_final_sinc
 from esrcli.errors import DataError
-from esrcli.ops.filters import filter2d, usm_sharpen
+from esrcli.ops.filters import filter2d, filter_separable, gaussian_kernel1d, usm_sharpen
 from esrcli.ops.jpeg import jpeg_compress
 from esrcli.ops.noise import add_gaussian_noise, add_poisson_noise
 from esrcli.ops.resize import resize
@@ -107,6 +107,9 @@ def _noise(x: torch.Tensor, p: dict[str, Any], gen: torch.Generator) -> torch.Te
 def _blur(x: torch.Tensor, kernel: dict[str, Any] | None) -> torch.Tensor:
     if kernel is None:
         return x
+    if kernel["type"] == "iso":  # the isotropic Gaussian is separable: 2k instead of k^2 per pixel
+        k1 = gaussian_kernel1d(int(kernel["size"]), float(kernel["sigma_x"]), dtype=torch.float64)
+        return filter_separable(x, k1, k1)
     return filter2d(x, make_kernel(kernel, device=x.device, dtype=x.dtype))
 
 

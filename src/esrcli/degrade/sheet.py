@@ -78,7 +78,7 @@ def contact_sheet(
     params: list[dict[str, Any]],
     scale: int,
     title: str = "",
-    columns: int = 4,
+    columns: int | None = None,
 ) -> np.ndarray:
     """Lay out the HR crop and the LQ samples (enlarged ``scale`` x, nearest) with captions.
 
@@ -88,7 +88,7 @@ def contact_sheet(
         params: the parameter dict of each sample (same order as ``lqs``).
         scale: the enlargement factor of the LQ tiles.
         title: caption of the HR tile (e.g. the source file name).
-        columns: tiles per row.
+        columns: tiles per row (default: a landscape-ish grid, 5 for 12 samples).
 
     Returns:
         ``(rows, cols, 3)`` float32 RGB sheet in ``[0, 1]``.
@@ -104,6 +104,8 @@ def contact_sheet(
     font = _font(11)
     line_h, pad = 13, 6
     cap_h = 5 * line_h + 4
+    if columns is None:
+        columns = math.ceil(math.sqrt(1.3 * (len(lqs) + 1)))
     cols = max(1, min(columns, len(lqs) + 1))
     rows = math.ceil((len(lqs) + 1) / cols)
     cell_w, cell_h = w + pad, h + cap_h + pad

@@ -151,16 +151,25 @@ def build_net_d(cfg: NetDConfig, gt_size: int, seed: int) -> nn.Module:
         return VGGStyleDiscriminator(num_in_ch=3, num_feat=cfg.num_feat, input_size=gt_size)
 
 
+def _fused_ok(net: nn.Module) -> bool | None:
+    """Fused Adam (one kernel for all parameters) where torch has it: float32 on CPU or CUDA."""
+    params = list(net.parameters())
+    if params and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params):
+        return True
+    return None
+
+
 def build_optimizers(
     net_g: nn.Module, net_d: nn.Module | None, cfg: TrainNetConfig | TrainGanConfig
 ) -> dict[str, Any]:
     """Adam optimisers and schedulers: ``{"opt_g", "sched_g"[, "opt_d", "sched_d"]}``."""
     t: TrainOptions = cfg.train
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    fused = _fused_ok(net_g)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
     out: dict[str, Any] = {"opt_g": opt_g, "sched_g": build_scheduler(opt_g, t)}
     if net_d is not None and isinstance(cfg, TrainGanConfig):
         d = cfg.net_d
-        opt_d = torch.optim.Adam(net_d.parameters(), lr=d.lr, betas=d.betas, weight_decay=t.weight_decay)
+        opt_d = torch.optim.Adam(net_d.parameters(), lr=d.lr, betas=d.betas, weight_decay=t.weight_decay, fused=_fused_ok(net_d))
         # The discriminator follows the same schedule shape with its own base lr.
         out.update(opt_d=opt_d, sched_d=build_scheduler(opt_d, t))
     return out

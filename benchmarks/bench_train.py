@@ -1,0 +1,131 @@
+"""Training speed of esr on CPU: the optimised step against a plain PyTorch step, then the full loop.
+
+Figures (one run, ratios measured side by side, interleaved to share the machine's load):
+
+1. Training step of SRVGGNetCompact (num_feat 64, num_conv 32, x4) on a batch of 4 LR patches
+   of 64x64 (GT 256x256) with the L1 loss and Adam:
+   - baseline: a plain fp32 NCHW PyTorch step (forward, L1, backward, Adam with defaults);
+   - esr: :func:`esrcli.train.loop.train_step_net` with the config's precision (bf16 autocast
+     where the CPU has native bf16), channels_last, fused Adam, plus the EMA update.
+2. The whole ``esr train-net`` loop (data loading, second-order degradation at Real-ESRGAN's
+   400 -> 256 crops, pool, step, EMA) through :func:`esrcli.train.loop.train`.
+
+Usage::
+
+    python benchmarks/bench_train.py                 # 2 threads, ../shared/data/train
+    python benchmarks/bench_train.py --rounds 5 --loop-iters 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from esrcli.archs import SRVGGNetCompact
+from esrcli.config import from_dict
+from esrcli.config.train import TrainNetConfig
+from esrcli.train import build
+from esrcli.train.ema import ema_update, make_ema
+from esrcli.train.loop import Nets, Optim, train, train_step_net
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plain_step_fn(batch: int, lq_size: int):
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=64, num_conv=32, scale=4)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.9, 0.99))
+    lq, gt = torch.rand(batch, 3, lq_size, lq_size), torch.rand(batch, 3, 4 * lq_size, 4 * lq_size)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss = F.l1_loss(net(lq), gt)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def esr_step_fn(batch: int, lq_size: int, precision: str):
+    cfg = from_dict(TrainNetConfig, {"train": {"precision": precision, "channels_last": True, "batch_size": batch, "pool_size": 0}})
+    prec = build.select_precision(cfg.train.precision, torch.device("cpu"))
+    net = build.build_net_g(cfg.model, 0).to(memory_format=torch.channels_last)
+    nets = Nets(net, make_ema(net))
+    opts = build.build_optimizers(net, None, cfg)
+    optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler("cpu", enabled=prec.use_scaler))
+    cl = torch.channels_last
+    b = {"lq": torch.rand(batch, 3, lq_size, lq_size).contiguous(memory_format=cl)}
+    b["gt"] = b["gt_usm"] = torch.rand(batch, 3, 4 * lq_size, 4 * lq_size).contiguous(memory_format=cl)
+
+    def step() -> None:
+        train_step_net(nets, optim, [b], cfg, prec)
+        ema_update(nets.net_g_ema, nets.net_g, cfg.train.ema_decay)
+
+    return step, prec.name
+
+
+def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str) -> None:
+    plain = plain_step_fn(batch, lq_size)
+    esr, prec_name = esr_step_fn(batch, lq_size, precision)
+    for f in (plain, esr):  # warm-up (allocator, oneDNN primitive caches)
+        f()
+        f()
+    times: dict[str, list[float]] = {"plain": [], "esr": []}
+    for _ in range(rounds):
+        for name, f in (("plain", plain), ("esr", esr)):
+            t = time.perf_counter()
+            for _ in range(reps):
+                f()
+            times[name].append((time.perf_counter() - t) / reps)
+    tp, te = statistics.median(times["plain"]), statistics.median(times["esr"])
+    print(f"step, SRVGGNetCompact 64/32 x4, batch {batch} x {lq_size}x{lq_size} LR, L1, {torch.get_num_threads()} threads:")
+    print(f"  plain fp32 NCHW : {1 / tp:6.3f} it/s  {batch / tp:6.2f} patches/s")
+    print(f"  esr ({prec_name}, channels_last, fused Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
+    print(f"  speed-up        : {tp / te:.2f}x  (median of {rounds} interleaved rounds of {reps})")
+
+
+def bench_loop(data: Path, iters: int, batch: int, workers: int, precision: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = from_dict(TrainNetConfig, {
+            "model": {"num_feat": 64, "num_conv": 32},
+            "data": {"folders": [str(data)], "gt_size": 256, "crop_size": 400, "num_workers": workers},
+            "train": {"total_iter": iters + 2, "batch_size": batch, "pool_size": 4 * batch, "precision": precision,
+                      "checkpoint_interval": 10**6, "log_interval": 10**6},
+        })
+        stamps: list[float] = []
+        res = train(cfg, Path(tmp) / "run", on_step=lambda s: stamps.append(time.perf_counter()))
+    dt = (stamps[-1] - stamps[1]) / (len(stamps) - 2)  # skip the first two iterations (warm-up)
+    print(f"full loop (data + degradation 400->256 + pool + {res.precision} step + EMA), batch {batch}, {workers} workers:")
+    print(f"  {1 / dt:6.3f} it/s  {batch / dt:6.2f} patches/s  (over {len(stamps) - 2} iterations)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lq-size", type=int, default=64)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--loop-iters", type=int, default=6, help="0 skips the full-loop figure")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads; figures under the machine's current load")
+    bench_steps(args.rounds, args.reps, args.batch, args.lq_size, args.precision)
+    if args.loop_iters > 0:
+        if not args.data.is_dir():
+            print(f"full loop skipped: {args.data} not found")
+        else:
+            bench_loop(args.data, args.loop_iters, args.batch, args.workers, args.precision)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""`esr upscale`: formats kept, tiling, skip/overwrite, --scale, bad inputs, exit codes."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from torch import nn
+
+import esrcli.weights
+from esrcli.archs import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
+from esrcli.weights import ModelInfo, save_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny model files: a random RRDBNet x4, an exact nearest x4 and an identity x1 (SRVGG, last conv 0)."""
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    p = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    save_model(d / "rrdb.safetensors", RRDBNet(**p), ModelInfo("RRDBNet", p, 4))
+    out = {"rrdb": d / "rrdb.safetensors"}
+    for scale, name in ((4, "nearest4"), (1, "identity1")):
+        q = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=scale, act_type="prelu")
+        net = SRVGGNetCompact(**q)
+        nn.init.zeros_(net.body[-1].weight)
+        nn.init.zeros_(net.body[-1].bias)
+        save_model(d / f"{name}.safetensors", net, ModelInfo("SRVGGNetCompact", q, scale))
+        out[name] = d / f"{name}.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in UNetDiscriminatorSN(num_feat=4).state_dict().items()}, str(d / "disc.safetensors"))
+    out["disc"] = d / "disc.safetensors"
+    return out
+
+
+def _rng(h, w, c, seed=0):
+    return (np.random.default_rng(seed).random((h, w, c)) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    """A folder with RGB jpg, gray png, RGBA png, 16-bit RGBA png and gray+alpha png."""
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "rgb.jpg"), _rng(20, 24, 3))
+    cv2.imwrite(str(d / "gray.png"), _rng(18, 16, 1)[:, :, 0])
+    rgba = _rng(16, 20, 4, 1)
+    rgba[:8, :, 3] = 0
+    cv2.imwrite(str(d / "rgba.png"), rgba)
+    cv2.imwrite(str(d / "deep.png"), (np.random.default_rng(2).random((16, 12, 4)) * 65535).astype(np.uint16))
+    PILImage.fromarray(_rng(12, 14, 2, 3), "LA").save(d / "la.png")
+    return d
+
+
+def _mode(path: Path) -> tuple[str, tuple[int, int], str]:
+    with PILImage.open(path) as im:
+        mode, size = im.mode, im.size
+    return mode, size, str(cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype)
+
+
+def test_folder_keeps_gray_alpha_and_depth(esr, models, inputs, tmp_path):
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", inputs, out, "--model", models["rrdb"])
+    assert rc == 0, err
+    assert sorted(Path(line).name for line in stdout.split()) == ["deep.png", "gray.png", "la.png", "rgb.jpg", "rgba.png"]
+    assert _mode(out / "rgb.jpg") == ("RGB", (96, 80), "uint8")
+    assert _mode(out / "gray.png") == ("L", (64, 72), "uint8")
+    assert _mode(out / "rgba.png") == ("RGBA", (80, 64), "uint8")
+    assert _mode(out / "deep.png")[1:] == ((48, 64), "uint16") and cv2.imread(str(out / "deep.png"), -1).shape[2] == 4
+    assert _mode(out / "la.png") == ("LA", (56, 48), "uint8")
+    assert "5 written, 0 skipped, 0 failed" in err
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_tiled_output_matches_whole_and_precision_keeps_16bit(esr, models, inputs, tmp_path):
+    rc, _, err = esr("upscale", inputs, tmp_path / "a", "--model", models["nearest4"], "--precision", "fp32")
+    assert rc == 0, err
+    rc, _, err = esr("upscale", inputs, tmp_path / "b", "--model", models["nearest4"], "--tile", "8", "--tile-overlap", "4")
+    assert rc == 0, err
+    for name in ("rgb.jpg", "deep.png", "rgba.png"):
+        a = cv2.imread(str(tmp_path / "a" / name), -1).astype(np.float64)
+        b = cv2.imread(str(tmp_path / "b" / name), -1).astype(np.float64)
+        maxv = 65535 if name == "deep.png" else 255
+        assert np.abs(a - b).max() <= maxv / 255 + 1e-9 if name != "rgb.jpg" else np.abs(a - b).mean() < 1
+    # nearest x4 of a 16-bit image is exact even under --precision auto (16-bit runs in fp32)
+    src = cv2.imread(str(inputs / "deep.png"), -1)
+    got = cv2.imread(str(tmp_path / "b" / "deep.png"), -1)
+    np.testing.assert_array_equal(got[::4, ::4, :3], src[:, :, :3])
+
+
+def test_skip_existing_then_overwrite(esr, models, inputs, tmp_path):
+    out = tmp_path / "out"
+    assert esr("upscale", inputs / "rgb.jpg", out, "--model", models["nearest4"])[0] == 0
+    target = out / "rgb.jpg"
+    before = target.stat().st_mtime_ns
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", out, "--model", models["nearest4"])
+    assert rc == 0 and stdout == "" and "skip" in err and "--overwrite" in err and "1 skipped" in err
+    assert target.stat().st_mtime_ns == before
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", out, "--model", models["nearest4"], "--overwrite")
+    assert rc == 0 and stdout.strip() == str(target)
+
+
+def test_scale_suffix_ext_and_single_output_file(esr, models, inputs, tmp_path):
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs / "rgba.png", out, "--model", models["rrdb"], "--scale", "3", "--suffix", "_x3", "--ext", "jpg")
+    assert rc == 0, err
+    assert _mode(out / "rgb_x3.jpg")[:2] == ("RGB", (72, 60))
+    assert _mode(out / "rgba_x3.jpg")[:2] == ("RGB", (60, 48))  # explicit jpg: alpha dropped, with a warning
+    assert "alpha dropped" in err
+    rc, _, err = esr("upscale", inputs / "gray.png", tmp_path / "one.webp", "--model", models["rrdb"], "--scale", "0.5")
+    assert rc == 0, err
+    assert _mode(tmp_path / "one.webp")[1] == (8, 9)
+
+
+def test_auto_ext_sends_alpha_and_16bit_from_jpg_to_png(esr, models, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.bmp"), _rng(8, 8, 4))  # 32-bit BMP with alpha
+    rc, stdout, err = esr("upscale", d, tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 0, err
+    name = Path(stdout.strip()).name
+    assert name in ("a.png", "a.bmp")
+    if name == "a.png":
+        assert _mode(tmp_path / "out" / "a.png")[0] == "RGBA"
+
+
+def test_recursive_keeps_folder_layout(esr, models, inputs, tmp_path):
+    (inputs / "sub").mkdir()
+    cv2.imwrite(str(inputs / "sub" / "deep1.png"), _rng(8, 8, 3))
+    out = tmp_path / "out"
+    assert esr("upscale", inputs, out, "--model", models["nearest4"])[0] == 0
+    assert not (out / "sub").exists()
+    rc, _, _ = esr("upscale", inputs, out, "--model", models["nearest4"], "--recursive")
+    assert rc == 0 and (out / "sub" / "deep1.png").exists()
+
+
+def _bomb_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 200_000, 200_000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_batch_goes_past_bad_files_and_exits_1(esr, models, inputs, tmp_path):
+    good = cv2.imencode(".png", _rng(32, 32, 3))[1].tobytes()
+    (inputs / "zero.png").write_bytes(b"")
+    (inputs / "trunc.png").write_bytes(good[: len(good) // 2])
+    (inputs / "text.jpg").write_text("not an image at all")
+    (inputs / "bomb.png").write_bytes(_bomb_png())
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", inputs, out, "--model", models["nearest4"])
+    assert rc == 1
+    assert len(stdout.split()) == 5  # the good ones were all written
+    lines = [line for line in err.splitlines() if line.startswith("esr: error:")]
+    assert len(lines) == 4
+    for name, needle in (("zero.png", "empty"), ("trunc.png", "not a readable"), ("text.jpg", "not a readable"), ("bomb.png", "too large")):
+        assert any(name in line and needle in line for line in lines), (name, err)
+    assert "5 written, 0 skipped, 4 failed" in err
+    assert "Traceback" not in err
+
+
+def test_output_folder_equal_to_input_folder_needs_a_suffix(esr, models, inputs):
+    before = {p.name: p.read_bytes() for p in inputs.iterdir()}
+    rc, stdout, err = esr("upscale", inputs, inputs, "--model", models["nearest4"])
+    assert rc == 1 and "output folder is the input folder" in err and "--suffix" in err
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs, "--model", models["nearest4"])
+    assert rc == 1 and "input folder" in err
+    assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before
+    rc, stdout, err = esr("upscale", inputs, inputs, "--model", models["nearest4"], "--suffix", "_up")
+    assert rc == 0 and len(stdout.split()) == 5
+    assert {p.name: p.read_bytes() for p in inputs.iterdir() if p.name in before} == before
+
+
+def test_unwritable_output_folder_is_named(esr, models, inputs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc, stdout, err = esr("upscale", inputs, blocker / "out", "--model", models["nearest4"])
+    assert rc == 1 and str(blocker / "out") in err and len(err.strip().splitlines()) <= 2
+
+
+def test_model_problems_are_one_line_errors(esr, models, inputs, tmp_path, monkeypatch):
+    rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["disc"])
+    assert rc == 1 and err.startswith("esr: error:") and "Traceback" not in err
+    rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", tmp_path / "missing.safetensors")
+    assert rc == 1 and "missing.safetensors" in err
+    monkeypatch.setattr(esrcli.weights, "default_model_name", lambda: None)
+    rc, _, err = esr("upscale", inputs, tmp_path / "o")
+    assert rc == 1 and "no default model" in err and "--model" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--tile", "32", "--tile-overlap", "20"), ("--ext", "gif"), ("--scale", "0"), ("--alpha", "magic"), ("--quality", "0"), ("--tile", "-5")],
+)
+def test_usage_errors_exit_2(esr, models, inputs, tmp_path, args):
+    rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], *args)
+    assert rc == 2, err
+
+
+def test_bad_device_and_precision_exit_1(esr, models, inputs, tmp_path):
+    rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], "--device", "tpu")
+    assert rc == 1 and "device" in err
+    rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], "--precision", "int4")
+    assert rc == 1 and "precision" in err
+
+
+def test_fp16_on_cpu_runs_with_a_notice(esr, models, inputs, tmp_path):
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "o", "--model", models["nearest4"], "--precision", "fp16", "--device", "cpu")
+    assert rc == 0 and "fp16 is not supported on the CPU" in err
+
+
+@pytest.mark.slow
+def test_real_images_all_processed(esr, models, shared, tmp_path):
+    """The main job: all nine real inputs (gray, RGBA, 16-bit RGBA) with a tiny model, tiled."""
+    real = shared / "data" / "real"
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", real, out, "--model", models["nearest4"], "--tile", "128")
+    assert rc == 0, err
+    assert len(stdout.split()) == 9
+    assert _mode(out / "00017_gray.png")[0] == "L"
+    assert _mode(out / "wolf_gray.jpg")[0] == "L"
+    assert _mode(out / "children-alpha.png")[0] == "RGBA"
+    mode, size, dtype = _mode(out / "tree_alpha_16bit.png")
+    assert dtype == "uint16" and cv2.imread(str(out / "tree_alpha_16bit.png"), -1).shape == (1024, 1368, 4)
+    with PILImage.open(out / "tree_alpha_16bit.png") as im:
+        assert im.info.get("icc_profile")  # ICC kept on 16-bit RGBA PNG
