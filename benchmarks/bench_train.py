@@ -52,11 +52,12 @@ def plain_step_fn(batch: int, lq_size: int):
     return step
 
 
-def esr_step_fn(batch: int, lq_size: int, precision: str):
-    cfg = from_dict(TrainNetConfig, {"train": {"precision": precision, "channels_last": True, "batch_size": batch, "pool_size": 0}})
+def esr_step_fn(batch: int, lq_size: int, precision: str, compile: bool = False):
+    cfg = from_dict(TrainNetConfig, {"train": {"precision": precision, "channels_last": True, "batch_size": batch,
+                                               "pool_size": 0, "compile": compile}})
     prec = build.select_precision(cfg.train.precision, torch.device("cpu"))
     net = build.build_net_g(cfg.model, 0).to(memory_format=torch.channels_last)
-    nets = Nets(net, make_ema(net))
+    nets = Nets(net, make_ema(net), forward_g=torch.compile(net) if compile else None)
     opts = build.build_optimizers(net, None, cfg)
     optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler("cpu", enabled=prec.use_scaler))
     cl = torch.channels_last
@@ -70,15 +71,17 @@ def esr_step_fn(batch: int, lq_size: int, precision: str):
     return step, prec.name
 
 
-def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str) -> None:
-    plain = plain_step_fn(batch, lq_size)
-    esr, prec_name = esr_step_fn(batch, lq_size, precision)
-    for f in (plain, esr):  # warm-up (allocator, oneDNN primitive caches)
+def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str, compile: bool) -> None:
+    fns = {"plain": plain_step_fn(batch, lq_size)}
+    fns["esr"], prec_name = esr_step_fn(batch, lq_size, precision)
+    if compile:
+        fns["compiled"] = esr_step_fn(batch, lq_size, precision, compile=True)[0]
+    for f in fns.values():  # warm-up (allocator, oneDNN primitive caches, compilation)
         f()
         f()
-    times: dict[str, list[float]] = {"plain": [], "esr": []}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
-        for name, f in (("plain", plain), ("esr", esr)):
+        for name, f in fns.items():
             t = time.perf_counter()
             for _ in range(reps):
                 f()
@@ -88,6 +91,9 @@ def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str
     print(f"  plain fp32 NCHW : {1 / tp:6.3f} it/s  {batch / tp:6.2f} patches/s")
     print(f"  esr ({prec_name}, channels_last, fused Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
     print(f"  speed-up        : {tp / te:.2f}x  (median of {rounds} interleaved rounds of {reps})")
+    if compile:
+        tc = statistics.median(times["compiled"])
+        print(f"  esr + train.compile: {1 / tc:6.3f} it/s  {batch / tc:6.2f} patches/s  speed-up {tp / tc:.2f}x")
 
 
 def bench_loop(data: Path, iters: int, batch: int, workers: int, precision: str) -> None:
@@ -113,13 +119,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lq-size", type=int, default=64)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="also time train.compile (torch.compile, needs a C++ compiler)")
     ap.add_argument("--loop-iters", type=int, default=6, help="0 skips the full-loop figure")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; figures under the machine's current load")
-    bench_steps(args.rounds, args.reps, args.batch, args.lq_size, args.precision)
+    bench_steps(args.rounds, args.reps, args.batch, args.lq_size, args.precision, args.compile)
     if args.loop_iters > 0:
         if not args.data.is_dir():
             print(f"full loop skipped: {args.data} not found")

@@ -188,6 +188,15 @@ def test_train_gan_from_train_net(data, tmp_path):
         train(_cfg(data, train={"total_iter": 3}), tmp_path / "gan")
 
 
+def test_train_gan_vgg_discriminator(data, tmp_path):
+    """ESRGAN's VGG-style discriminator (128x128 patches) with the hinge loss."""
+    cfg = _cfg(data, gan=True, data={"gt_size": 128, "crop_size": 128}, net_d={"type": "vgg"},
+               loss={"gan_type": "hinge"}, train={"total_iter": 1, "pool_size": 0})
+    res = train(cfg, tmp_path / "gan")
+    assert res.iteration == 1 and all(np.isfinite(v) for v in res.losses.values())
+    assert any(k.startswith("conv0_0") for k in read_checkpoint(res.checkpoint)["net_d"])
+
+
 def _write_cfg(path: Path, cfg) -> Path:
     path.write_text(to_toml(cfg) + "\n")
     return path
@@ -230,3 +239,12 @@ def test_distributed_two_cpu_processes(data, tmp_path):
     assert [r["iter"] for r in _log(tmp_path / "out")] == [1, 2, 3]
     assert [p.name for p in list_checkpoints(tmp_path / "out")] == ["iter_00000003.pt"]
     assert load_model(tmp_path / "out" / "net_g_ema.safetensors")[1].params["num_feat"] == 8
+
+
+def test_accumulation_clipping_and_cosine(data, tmp_path):
+    cfg = _cfg(data, train={"total_iter": 2, "accum_steps": 2, "grad_clip": 0.1, "scheduler": "cosine",
+                            "warmup_iter": 2, "pool_size": 0, "checkpoint_interval": 2})
+    res = train(cfg, tmp_path / "run")
+    log = _log(tmp_path / "run")
+    assert [r["lr"] for r in log] == pytest.approx([1e-4, 2e-4])  # linear warm-up over 2 iterations
+    assert res.iteration == 2 and np.isfinite(res.losses["l_pix"])

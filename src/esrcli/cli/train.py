@@ -9,7 +9,6 @@ checkpoint. Progress (it/s, ETA, losses) goes to stderr; the end-of-run summary 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Optional
 

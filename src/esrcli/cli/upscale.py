@@ -50,14 +50,20 @@ def _prepare_folder(folder: Path) -> None:
         raise ImageError(f"{folder}: output folder is not writable")
 
 
-def _target_ext(src: Path, ext: str, image: Image) -> str:
+def _target_ext(src: Path, ext: str, image: Image | None) -> str | None:
+    """Output extension; ``None`` when it depends on the pixels and ``image`` is not read yet."""
     if ext != "auto":
         return "." + ext
     suffix = src.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS:
         suffix = ".png"
-    if suffix in _NO_ALPHA_OR_16BIT and (image.alpha is not None or image.bit_depth == 16):
-        return ".png"
+    if suffix in (".jpg", ".jpeg"):
+        return suffix  # JPEG input: never alpha or 16-bit
+    if suffix in _NO_ALPHA_OR_16BIT:
+        if image is None:
+            return None
+        if image.alpha is not None or image.bit_depth == 16:
+            return ".png"
     return suffix
 
 
@@ -69,7 +75,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def upscale(
-    paths: List[Path] = typer.Argument(..., help="Input images and/or folders, then the output folder (or file)."),
+    paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth) or embedded model name; default: the embedded default model."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
     tile: int = typer.Option(0, "--tile", "-t", min=0, help="Tile size in input pixels (0 = whole image)."),
@@ -158,8 +164,13 @@ def upscale(
     with console.progress("upscale", total=len(files)) as advance:
         for src, stem in files:
             try:
+                early = out_file or (stem.with_name(stem.name + e) if (e := _target_ext(src, ext, None)) else None)
+                if early is not None and early.exists() and not overwrite and early.resolve() not in input_set:
+                    console.info(f"esr: skip {src}: {early} exists (use --overwrite)")
+                    skipped += 1
+                    continue
                 image = read_image(src)
-                dst = out_file if out_file is not None else stem.with_name(stem.name + _target_ext(src, ext, image))
+                dst = out_file or stem.with_name(stem.name + (_target_ext(src, ext, image) or ".png"))
                 resolved = dst.resolve()
                 if resolved in input_set:
                     raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")

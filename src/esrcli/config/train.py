@@ -51,7 +51,7 @@ class ModelConfig:
 
     Attributes:
         arch: ``"SRVGGNetCompact"`` or ``"RRDBNet"``.
-        scale: upscaling factor (1, 2 or 4; RRDBNet uses pixel-unshuffle below 4).
+        scale: upscaling factor: 1, 2, 3, 4 or 8 (RRDBNet: 1, 2 or 4, with pixel-unshuffle below 4).
         num_feat: feature channels.
         num_block: RRDB blocks (RRDBNet only).
         num_grow_ch: growth channels (RRDBNet only).
@@ -73,8 +73,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 3, 4, 8):
             raise ConfigError(f"scale: expected 1, 2, 3, 4 or 8, got {self.scale}")
-        if self.arch == "RRDBNet" and self.scale not in (1, 2, 4, 8):
-            raise ConfigError(f"scale: RRDBNet supports 1, 2, 4 or 8, got {self.scale}")
+        if self.arch == "RRDBNet" and self.scale not in (1, 2, 4):
+            raise ConfigError(f"scale: RRDBNet supports 1, 2 or 4, got {self.scale}")
         for name in ("num_feat", "num_block", "num_grow_ch"):
             _positive(name, getattr(self, name))
         if self.num_conv < 0:
@@ -143,6 +143,8 @@ class TrainOptions:
         precision: ``"auto"`` (bf16 where the device supports it, fp16 + grad scaler on older
             GPUs, else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast.
         channels_last: NHWC memory format (faster convolutions with mixed precision).
+        compile: ``torch.compile`` the generator's training forward pass (fewer, fused kernels;
+            needs a C++ compiler on CPU; the first iterations are slow while it compiles).
         grad_clip: clip the gradient norm to this value (0: no clipping).
         accum_steps: gradient accumulation steps per iteration (each reads a full batch).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
@@ -168,6 +170,7 @@ class TrainOptions:
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
+    compile: bool = False
     grad_clip: float = 0.0
     accum_steps: int = 1
     device: str = "auto"

@@ -294,9 +294,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def _quantize(a: np.ndarray, depth: int) -> np.ndarray:
-    maxv = 65535.0 if depth == 16 else 255.0
-    q = np.rint(np.clip(a, 0.0, 1.0) * np.float32(maxv))
-    return q.astype(np.uint16 if depth == 16 else np.uint8)
+    """Round ``[0, 1]`` floats to uint8/uint16, in blocks of rows (small temporaries for large outputs)."""
+    maxv = np.float32(65535.0 if depth == 16 else 255.0)
+    out = np.empty(a.shape, np.uint16 if depth == 16 else np.uint8)
+    step = max(1, (1 << 22) // max(1, a[0].size))
+    for y in range(0, a.shape[0], step):
+        q = np.clip(a[y : y + step], 0.0, 1.0, dtype=np.float32)
+        q *= maxv
+        np.rint(q, out=q)
+        out[y : y + step] = q
+    return out
 
 
 def write_image(path: str | Path, image: Image, quality: int = 95) -> None:

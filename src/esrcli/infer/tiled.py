@@ -209,7 +209,16 @@ def _tiled(
     ramp = overlap * scale - 2 * margin
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     out: Tensor | None = None
-    wsum: Tensor | None = None
+    # The tiles form a grid and each window is a product of a row and a column ramp, so
+    # the summed weights are the outer product of 1-D sums: no 2-D weight buffer needed.
+    wy_sum = torch.zeros(h * scale, dtype=torch.float32, device=lq.device)
+    wx_sum = torch.zeros(w * scale, dtype=torch.float32, device=lq.device)
+    wys = {y: ramp_window(th * scale, ramp if y > 0 else 0, ramp if y + th < h else 0, margin, lq.device) for y in ys}
+    wxs = {x: ramp_window(tw * scale, ramp if x > 0 else 0, ramp if x + tw < w else 0, margin, lq.device) for x in xs}
+    for y, wy in wys.items():
+        wy_sum[y * scale : (y + th) * scale] += wy
+    for x, wx in wxs.items():
+        wx_sum[x * scale : (x + tw) * scale] += wx
     boxes = [(y, x) for y in ys for x in xs]
     total = len(boxes)
     for i in range(0, total, batch):
@@ -218,16 +227,14 @@ def _tiled(
         y_out = _run(net, x_in, dtype, mod, scale)
         if out is None:
             out = torch.zeros((b, y_out.shape[1], h * scale, w * scale), dtype=torch.float32, device=lq.device)
-            wsum = torch.zeros((1, 1, h * scale, w * scale), dtype=torch.float32, device=lq.device)
         for k, (y, x) in enumerate(group):
             # Only edges that face another tile fade out; image borders keep full weight.
-            wy = ramp_window(th * scale, ramp if y > 0 else 0, ramp if y + th < h else 0, margin, lq.device)
-            wx = ramp_window(tw * scale, ramp if x > 0 else 0, ramp if x + tw < w else 0, margin, lq.device)
-            win = wy[:, None] * wx[None, :]
+            win = wys[y][:, None] * wxs[x][None, :]
             sl = (slice(None), slice(None), slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale))
             out[sl] += y_out[k * b : (k + 1) * b] * win
-            wsum[sl] += win
+        del y_out
         if progress is not None:
             progress(min(i + batch, total), total)
-    assert out is not None and wsum is not None  # at least one tile always exists
-    return out.div_(wsum)
+    if out is None:  # pragma: no cover - there is always at least one tile
+        raise ValueError("tiled_forward: no tiles")
+    return out.div_(wy_sum.view(-1, 1)).div_(wx_sum.view(1, -1))

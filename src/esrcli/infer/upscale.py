@@ -22,9 +22,10 @@ from typing import Callable
 
 import cv2
 import numpy as np
+import torch
 from torch import nn
 
-from esrcli.data.imageio import Image, from_tensor, to_tensor
+from esrcli.data.imageio import Image, to_tensor
 from esrcli.errors import ConfigError, WeightsError
 from esrcli.infer.tiled import Notify, tiled_forward
 
@@ -190,7 +191,8 @@ def upscale_image(
         sr = tiled_forward(
             net, to_tensor(a), scale, options.tile, options.tile_overlap, mod=mod, batch=options.batch, notify=notify, progress=progress
         )
-        out = from_tensor(sr)
+        with torch.inference_mode():  # sr is an inference tensor of our own: clamp in place
+            out = sr[0].clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
         del sr
         if out.shape[2] != c:
             out = np.ascontiguousarray(out @ _LUMA)[:, :, None] if c == 1 else np.repeat(out, 3, axis=2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ __all__ = [
     "build_net_d",
     "build_optimizers",
     "build_loader",
+    "EXPORT_NAME",
 ]
 
 EXPORT_NAME = "net_g_ema.safetensors"
@@ -203,10 +204,3 @@ def build_loader(
     )
     return dataset, loader
 
-
-def count_params(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
-
-
-ProgressFn = Callable[[int, int], None]

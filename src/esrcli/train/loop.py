@@ -53,6 +53,11 @@ class Nets:
     net_g_ema: nn.Module
     net_d: nn.Module | None = None
     perceptual: nn.Module | None = None
+    forward_g: Callable[[Tensor], Tensor] | None = None  # compiled ``net_g`` (train.compile)
+
+    def g(self, lq: Tensor) -> Tensor:
+        """The generator's training forward pass (compiled when ``train.compile``)."""
+        return (self.net_g if self.forward_g is None else self.forward_g)(lq)
 
 
 @dataclass
@@ -154,7 +159,7 @@ def train_step_net(nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], c
         last = i == len(batches) - 1
         target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
         with _no_sync(nets.net_g, last), prec.autocast():
-            sr = nets.net_g(b["lq"])
+            sr = nets.g(b["lq"])
         l_pix = cfg.loss.pixel_weight * pixel_loss(sr, target, cfg.loss.pixel_criterion)
         total += _finite("l_pix", l_pix)
         with _no_sync(nets.net_g, last):
@@ -192,7 +197,7 @@ def train_step_gan(
         last = i == n - 1
         target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
         with _no_sync(net_g, last or not train_g), prec.autocast():
-            sr = net_g(b["lq"])
+            sr = nets.g(b["lq"])
         outputs.append(sr.detach())
         if not train_g:
             continue
@@ -274,13 +279,17 @@ def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim
             _unwrap(nets.net_d).load_state_dict(state["net_d"])
     except (RuntimeError, KeyError) as exc:
         raise TrainingError(f"checkpoint does not fit the configured networks ({str(exc).splitlines()[0]})") from None
-    optim.opt_g.load_state_dict(state["opt_g"])
-    optim.sched_g.load_state_dict(state["sched_g"])
-    optim.scaler.load_state_dict(state["scaler"])
-    if optim.opt_d is not None:
-        optim.opt_d.load_state_dict(state["opt_d"])
-        optim.sched_d.load_state_dict(state["sched_d"])
-    pairs.load_state_dict(state["pool"])
+    try:
+        optim.opt_g.load_state_dict(state["opt_g"])
+        optim.sched_g.load_state_dict(state["sched_g"])
+        optim.scaler.load_state_dict(state["scaler"])
+        if optim.opt_d is not None:
+            optim.opt_d.load_state_dict(state["opt_d"])
+            optim.sched_d.load_state_dict(state["sched_d"])
+        pairs.load_state_dict(state["pool"])
+    except (ValueError, KeyError) as exc:  # e.g. another batch or pool size than the checkpoint's
+        raise TrainingError(f"checkpoint does not fit the configuration ({exc})",
+                            hint="train.batch_size and train.pool_size must stay as they were; or use another output folder") from None
     if restore_rng:
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -410,6 +419,8 @@ def train(
             nets.net_g = DistributedDataParallel(nets.net_g, device_ids=[device.index] if device.type == "cuda" else None)
             if nets.net_d is not None:
                 nets.net_d = DistributedDataParallel(nets.net_d, device_ids=[device.index] if device.type == "cuda" else None)
+        if t.compile:
+            nets.forward_g = torch.compile(nets.net_g)
         val_images = load_validation_set(cfg.val, cfg.model.scale)[0] if main else []
         log = MetricsLog(out_dir, start_iter, enabled=main)
         if main:
@@ -427,12 +438,12 @@ def train(
                 raise TrainingError(f"iteration {it + 1}: {exc}; training stopped ({kept})",
                                     hint="lower train.lr, enable train.grad_clip, or use precision = \"fp32\"") from None
             ema_update(nets.net_g_ema, _unwrap(nets.net_g), t.ema_decay)
+            lr = optim.opt_g.param_groups[0]["lr"]  # the lr this iteration used
             optim.sched_g.step()
             if optim.sched_d is not None:
                 optim.sched_d.step()
             it += 1
             iter_seconds = 0.9 * iter_seconds + 0.1 * (time.monotonic() - tick) if iter_seconds else time.monotonic() - tick
-            lr = optim.opt_g.param_groups[0]["lr"]
             if it % t.log_interval == 0 or it == t.total_iter:
                 log.write({"iter": it, **losses, "lr": lr, "time": round(time.monotonic() - start_time, 3)})
             step_val = None
