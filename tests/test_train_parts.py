@@ -76,3 +76,37 @@ def test_precision_selection():
         y = nn.Linear(4, 4)(torch.rand(2, 4))
     assert y.dtype == torch.bfloat16
     assert not math.isnan(float(y.float().sum()))
+
+
+def test_metrics_log_truncates_on_resume_and_feeds_tensorboard(tmp_path, monkeypatch):
+    import json
+    import sys
+    import types
+
+    from esrcli.train.logger import MetricsLog
+
+    scalars = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            self.purge_step = purge_step
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    log = MetricsLog(tmp_path)
+    for it in (1, 2, 3):
+        log.write({"iter": it, "l_pix": 0.5 / it, "lr": 1e-4})
+    log.write({"iter": 4, "l_pix": float("nan")})
+    log.close()
+    assert ("l_pix", 0.25, 2) in scalars and ("lr", 1e-4, 3) in scalars
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["l_pix"] == "nan"
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"iter": 5, "l_p')  # cut by a kill
+    MetricsLog(tmp_path, resume_iter=2, tensorboard=False).close()
+    assert [json.loads(x)["iter"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -7,7 +7,6 @@ and the summary on stderr. A batch goes on past bad files and exits 1 if any fai
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from pathlib import Path
@@ -145,13 +144,15 @@ def upscale(
     prec = select_precision(precision, dev, net, int(info.params.get("num_in_ch", 3)), key=str(name))
     if prec.note:
         console.info(f"esr: {prec.note}")
-    # Automatic half precision would round 16-bit samples to ~8-11 bits: such images run in fp32.
-    nets = {prec.dtype: prepare_model(copy.deepcopy(net) if prec.dtype != torch.float32 else net, dev, prec.dtype)}
+    nets = {prec.dtype: prepare_model(net, dev, prec.dtype)}
+    del net
 
     def net_for(image: Image) -> torch.nn.Module:
+        # Automatic half precision would round 16-bit samples to ~8-11 bits: those run in fp32
+        # (the fp32 network is loaded again when first needed, to keep memory low otherwise).
         dtype = torch.float32 if precision == "auto" and image.bit_depth == 16 else prec.dtype
         if dtype not in nets:
-            nets[dtype] = prepare_model(net, dev, dtype)
+            nets[dtype] = prepare_model(load_model(name, device="cpu")[0], dev, dtype)
         return nets[dtype]
 
     console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}; {len(files)} image(s)")

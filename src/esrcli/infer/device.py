@@ -123,16 +123,20 @@ def _probe_input(num_in_ch: int, size: int = 48) -> torch.Tensor:
 def probe_bf16_psnr(net: nn.Module, num_in_ch: int = 3, key: object | None = None) -> float:
     """PSNR (dB) of the bf16 output against fp32 on a fixed 48x48 probe input, cached per ``key``.
 
-    ``net`` is used read-only (copies are made in each dtype on the CPU).
+    ``net`` (float32, on the CPU) runs once as it is and once with bf16 copies of its
+    parameters and buffers (``torch.func.functional_call``), exactly as the network
+    converted to bf16 would; the module itself is not copied or changed.
     """
     key = id(net) if key is None else key
     if key not in _probe_cache:
-        import copy
+        from torch.func import functional_call
 
         x = _probe_input(num_in_ch)
         with torch.inference_mode():
-            ref = copy.deepcopy(net).float().cpu().eval()(x)
-            low = copy.deepcopy(net).to(torch.bfloat16).cpu().eval()(x.to(torch.bfloat16))
+            ref = net(x)
+            low_params = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+            low = functional_call(net, low_params, (x.to(torch.bfloat16),))
+            del low_params
         _probe_cache[key] = _psnr(low, ref)
     return _probe_cache[key]
 

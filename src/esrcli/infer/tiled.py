@@ -189,6 +189,12 @@ def tiled_forward(
             tile = new_tile
 
 
+def _fit_tile(length: int, tile: int, overlap: int) -> int:
+    """The smallest tile <= ``tile`` that covers ``length`` with as few tiles (less wasted overlap)."""
+    n = len(tile_starts(length, tile, overlap))
+    return min(length, tile, -(-(length + (n - 1) * overlap) // n))
+
+
 def _tiled(
     net: nn.Module,
     lq: Tensor,
@@ -201,8 +207,8 @@ def _tiled(
     progress: Progress | None,
 ) -> Tensor:
     b, _, h, w = lq.shape
-    th, tw = min(tile, h), min(tile, w)
     overlap = min(overlap, tile // 2)
+    th, tw = _fit_tile(h, tile, overlap), _fit_tile(w, tile, overlap)
     # The outer 3/8 of the overlap is context only (weight 0: the network saw padding
     # there); the weight then ramps up over the middle quarter, where the neighbour ramps down.
     margin = (overlap * scale * 3) // 8

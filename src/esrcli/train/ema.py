@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from esrcli.train.cpu import single_thread_on_cpu
+
 __all__ = ["make_ema", "ema_update"]
 
 
@@ -29,9 +31,10 @@ def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     """
     ema_params = [p for p in ema.parameters()]
     net_params = [p.detach() for p in net.parameters()]
-    if decay == 0:
-        torch._foreach_copy_(ema_params, net_params)
-    else:
-        torch._foreach_lerp_(ema_params, net_params, 1.0 - decay)
-    for be, bn in zip(ema.buffers(), net.buffers()):
-        be.copy_(bn)
+    with single_thread_on_cpu(ema_params):
+        if decay == 0:
+            torch._foreach_copy_(ema_params, net_params)
+        else:
+            torch._foreach_lerp_(ema_params, net_params, 1.0 - decay)
+        for be, bn in zip(ema.buffers(), net.buffers()):
+            be.copy_(bn)

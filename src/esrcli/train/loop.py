@@ -33,6 +33,7 @@ from esrcli.data.dataset import mix_seed, scan_images
 from esrcli.errors import TrainingError
 from esrcli.losses import discriminator_gan_loss, generator_gan_loss, pixel_loss
 from esrcli.train import build
+from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.distributed import DistInfo, barrier, cleanup_distributed, select_device, setup_distributed
 from esrcli.train.ema import ema_update, make_ema
@@ -133,11 +134,12 @@ def _optimizer_step(loss: Tensor, net: nn.Module, opt: torch.optim.Optimizer, sc
     scaler.scale(loss).backward()
     if not last:
         return
-    if grad_clip > 0:
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-    scaler.step(opt)
-    scaler.update()
+    with single_thread_on_cpu(opt.param_groups[0]["params"]):
+        if grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        scaler.step(opt)
+        scaler.update()
 
 
 def _no_sync(net: nn.Module, last: bool):
