@@ -6,7 +6,8 @@ Figures (one run, ratios measured side by side, interleaved to share the machine
    of 64x64 (GT 256x256) with the L1 loss and Adam:
    - baseline: a plain fp32 NCHW PyTorch step (forward, L1, backward, Adam with defaults);
    - esr: :func:`esrcli.train.loop.train_step_net` with the config's precision (bf16 autocast
-     where the CPU has native bf16), channels_last, fused Adam, plus the EMA update.
+     where the CPU has native bf16), channels_last, fused Adam, plus the EMA update; the
+     optimiser and EMA updates run on one thread (:func:`esrcli.train.cpu.single_thread_on_cpu`).
 2. The whole ``esr train-net`` loop (data loading, second-order degradation at Real-ESRGAN's
    400 -> 256 crops, pool, step, EMA) through :func:`esrcli.train.loop.train`.
 
@@ -89,7 +90,7 @@ def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str
     tp, te = statistics.median(times["plain"]), statistics.median(times["esr"])
     print(f"step, SRVGGNetCompact 64/32 x4, batch {batch} x {lq_size}x{lq_size} LR, L1, {torch.get_num_threads()} threads:")
     print(f"  plain fp32 NCHW : {1 / tp:6.3f} it/s  {batch / tp:6.2f} patches/s")
-    print(f"  esr ({prec_name}, channels_last, fused Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
+    print(f"  esr ({prec_name}, channels_last, fused 1-thread Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
     print(f"  speed-up        : {tp / te:.2f}x  (median of {rounds} interleaved rounds of {reps})")
     if compile:
         tc = statistics.median(times["compiled"])

@@ -20,6 +20,8 @@ from esrcli.data.imageio import IMAGE_EXTENSIONS, Image, list_images, read_image
 from esrcli.errors import EsrError, ImageError, WeightsError
 
 EXTENSIONS = ("auto", "png", "jpg", "webp")
+DEFAULT_TILE_CPU = 256  # input pixels: bounds the x4 network's full-resolution activations
+DEFAULT_TILE_GPU = 512
 _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 
 
@@ -77,7 +79,7 @@ def upscale(
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth) or embedded model name; default: the embedded default model."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
-    tile: int = typer.Option(0, "--tile", "-t", min=0, help="Tile size in input pixels (0 = whole image)."),
+    tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 256 on CPU, 512 on GPU, to bound memory)."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
     ext: str = typer.Option("auto", "--ext", help="Output format: auto (as input; alpha/16-bit to jpg -> png), png, jpg, webp."),
     suffix: str = typer.Option("", "--suffix", help="Appended to output file names, e.g. _out."),
@@ -90,7 +92,7 @@ def upscale(
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
-    from esrcli.infer import UpscaleOptions, prepare_model, select_device, select_precision, upscale_image
+    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
     from esrcli.weights import default_model_name, load_model
 
     if len(paths) < 2:
@@ -105,11 +107,10 @@ def upscale(
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
     if scale is not None and not scale > 0:
         raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
-    if tile and tile_overlap * 2 > tile:
+    if tile is not None and tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
-    options = UpscaleOptions(outscale=scale, tile=tile, tile_overlap=tile_overlap, alpha=alpha, batch=batch)
 
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)
@@ -138,6 +139,9 @@ def upscale(
     if name is None:
         raise WeightsError("no default model is embedded yet; pass --model NAME|PATH (a .safetensors or .pth file)")
     dev = select_device(device)
+    if tile is None:
+        tile = DEFAULT_TILE_CPU if dev.type == "cpu" else DEFAULT_TILE_GPU
+    options = UpscaleOptions(outscale=scale, tile=tile, tile_overlap=min(tile_overlap, tile // 2), alpha=alpha, batch=batch)
     net, info = load_model(name, device="cpu")
     if info.arch not in ("RRDBNet", "SRVGGNetCompact"):
         raise WeightsError(f"{name}: {info.arch} is not an image generator")
@@ -146,6 +150,7 @@ def upscale(
         console.info(f"esr: {prec.note}")
     nets = {prec.dtype: prepare_model(net, dev, prec.dtype)}
     del net
+    release_memory()
 
     def net_for(image: Image) -> torch.nn.Module:
         # Automatic half precision would round 16-bit samples to ~8-11 bits: those run in fp32
@@ -153,9 +158,11 @@ def upscale(
         dtype = torch.float32 if precision == "auto" and image.bit_depth == 16 else prec.dtype
         if dtype not in nets:
             nets[dtype] = prepare_model(load_model(name, device="cpu")[0], dev, dtype)
+            release_memory()
         return nets[dtype]
 
-    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}; {len(files)} image(s)")
+    tiling = f"tile {tile}, overlap {options.tile_overlap}" if tile else "no tiling"
+    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s)")
 
     stdout = sys.stdout  # results go to the real stdout even while the progress bar redirects it
     written = skipped = failed = 0
@@ -190,6 +197,8 @@ def upscale(
                     console.warn(f"{src}: {note}")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 write_image(dst, result, quality=quality)
+                del result, image
+                release_memory()
                 written += 1
                 target = sys.stdout if stdout.isatty() else stdout
                 print(dst, file=target, flush=True)

@@ -137,7 +137,8 @@ class TrainOptions:
         warmup_iter: linear warm-up iterations (0: none).
         ema_decay: decay of the exponential moving average of the generator (0 disables it).
         pool_size: size of the training-pair pool that mixes degradations across batches
-            (Real-ESRGAN's queue, 180); must be a multiple of ``batch_size``; 0 disables it.
+            (Real-ESRGAN's queue, 180); rounded down to a multiple of ``batch_size`` as
+            Real-ESRGAN does (at least one batch); 0 disables it.
         gt_usm: sharpen the ground truth with USM for the L1 (and perceptual) terms.
         seed: seed of every random choice (data, degradation, initialisation).
         precision: ``"auto"`` (bf16 where the device supports it, fp16 + grad scaler on older
@@ -186,8 +187,8 @@ class TrainOptions:
             raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if self.pool_size < 0 or (self.pool_size and self.pool_size % self.batch_size):
-            raise ConfigError(f"pool_size: must be 0 or a multiple of batch_size ({self.batch_size}), got {self.pool_size}")
+        if self.pool_size < 0:
+            raise ConfigError(f"pool_size: must be >= 0, got {self.pool_size}")
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError("milestones: must be increasing")
         if self.grad_clip < 0 or self.warmup_iter < 0 or self.weight_decay < 0 or self.threads < 0:
@@ -207,7 +208,7 @@ class GanTrainOptions(TrainOptions):
 
 @dataclass(frozen=True)
 class ValConfig:
-    """``[val]``: validation on paired-free HR folders (LR made by MATLAB-style bicubic).
+    """``[val]``: validation on HR folders (each LR input made by MATLAB-style bicubic).
 
     Attributes:
         folders: HR validation folders (empty: no validation).

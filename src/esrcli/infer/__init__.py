@@ -1,6 +1,6 @@
 """Inference: tiled forward pass with feathered blending, device/precision choice, the upscale pipeline."""
 
-from esrcli.infer.device import Precision, prepare_model, select_device, select_precision
+from esrcli.infer.device import Precision, prepare_model, release_memory, select_device, select_precision
 from esrcli.infer.tiled import tiled_forward
 from esrcli.infer.upscale import UpscaleOptions, fill_transparent, upscale_image
 
@@ -9,6 +9,7 @@ __all__ = [
     "UpscaleOptions",
     "fill_transparent",
     "prepare_model",
+    "release_memory",
     "select_device",
     "select_precision",
     "tiled_forward",
