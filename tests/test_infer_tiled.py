@@ -175,6 +175,9 @@ def test_out_of_memory_halves_the_tile_and_says_so():
     out = tiled_forward(_OOMNet(60), x, 2, 0, 8, notify=notes.append)
     torch.testing.assert_close(out, F.interpolate(x, scale_factor=2, mode="nearest"))
     assert len(notes) == 2 and "out of memory" in notes[0] and "-> 100" in notes[0] and "-> 50" in notes[1]
+    notes.clear()
+    tiled_forward(_OOMNet(60), x, 2, 4096, 8, notify=notes.append)  # tile larger than the image
+    assert "-> 100" in notes[0] and len(notes) == 2
     with pytest.raises(EsrError, match="out of memory"):
         tiled_forward(_OOMNet(10), x, 2, 0, 8)
 

@@ -83,7 +83,7 @@ def test_folder_keeps_gray_alpha_and_depth(esr, models, inputs, tmp_path):
 def test_tiled_output_matches_whole_and_precision_keeps_16bit(esr, models, inputs, tmp_path):
     rc, _, err = esr("upscale", inputs, tmp_path / "a", "--model", models["nearest4"], "--precision", "fp32")
     assert rc == 0, err
-    rc, _, err = esr("upscale", inputs, tmp_path / "b", "--model", models["nearest4"], "--tile", "8", "--tile-overlap", "4")
+    rc, _, err = esr("upscale", inputs, tmp_path / "b", "--model", models["nearest4"], "--tile", "8", "--tile-overlap", "4", "--batch", "3")
     assert rc == 0, err
     for name in ("rgb.jpg", "deep.png", "rgba.png"):
         a = cv2.imread(str(tmp_path / "a" / name), -1).astype(np.float64)
@@ -130,6 +130,22 @@ def test_auto_ext_sends_alpha_and_16bit_from_jpg_to_png(esr, models, tmp_path):
     assert name in ("a.png", "a.bmp")
     if name == "a.png":
         assert _mode(tmp_path / "out" / "a.png")[0] == "RGBA"
+
+
+def test_exif_orientation_applied_and_icc_kept(esr, models, tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im = PILImage.fromarray(_rng(8, 12, 3))  # stored 12 wide, 8 high
+    exif = im.getexif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise: 8 wide, 12 high
+    im.save(tmp_path / "cam.jpg", exif=exif.tobytes(), icc_profile=icc, quality=95)
+    rc, _, err = esr("upscale", tmp_path / "cam.jpg", tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 0, err
+    with PILImage.open(tmp_path / "out" / "cam.jpg") as out:
+        assert out.size == (32, 48)
+        assert out.info.get("icc_profile") == icc
+        assert out.getexif().get(0x0112, 1) == 1
 
 
 def test_recursive_keeps_folder_layout(esr, models, inputs, tmp_path):

@@ -377,7 +377,7 @@ def _icc_fits(icc: bytes, gray: bool) -> bool:
         return gray
     if space == b"RGB ":
         return not gray
-    return True
+    return False  # e.g. a CMYK profile of a CMYK JPEG that was decoded to RGB
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -151,7 +151,8 @@ def tiled_forward(
         progress: ``progress(done, total)`` in tiles.
 
     Returns:
-        ``(B, C', H*scale, W*scale)`` float32 tensor on the net's device (not clamped).
+        ``(B, C', H*scale, W*scale)`` float32 tensor on the CPU (not clamped). Tiles are
+        accumulated on the CPU, so the full-size output never has to fit in GPU memory.
 
     Raises:
         ValueError: ``lq`` is not 4-D or an argument is out of range.
@@ -171,7 +172,7 @@ def tiled_forward(
         try:
             with torch.inference_mode():
                 if tile == 0 or (tile >= h and tile >= w):
-                    out = _run(net, lq, dtype, mod, scale)
+                    out = _run(net, lq, dtype, mod, scale).cpu()
                     if progress is not None:
                         progress(1, 1)
                     return out
@@ -181,7 +182,7 @@ def tiled_forward(
                 raise
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            new_tile = (tile if tile > 0 else max(h, w)) // 2
+            new_tile = min(tile if tile > 0 else max(h, w), max(h, w)) // 2
             if new_tile < 32:
                 raise EsrError(f"out of memory on {device} even with 32-pixel tiles", "try --device cpu") from None
             if notify is not None:
@@ -217,10 +218,10 @@ def _tiled(
     out: Tensor | None = None
     # The tiles form a grid and each window is a product of a row and a column ramp, so
     # the summed weights are the outer product of 1-D sums: no 2-D weight buffer needed.
-    wy_sum = torch.zeros(h * scale, dtype=torch.float32, device=lq.device)
-    wx_sum = torch.zeros(w * scale, dtype=torch.float32, device=lq.device)
-    wys = {y: ramp_window(th * scale, ramp if y > 0 else 0, ramp if y + th < h else 0, margin, lq.device) for y in ys}
-    wxs = {x: ramp_window(tw * scale, ramp if x > 0 else 0, ramp if x + tw < w else 0, margin, lq.device) for x in xs}
+    wy_sum = torch.zeros(h * scale, dtype=torch.float32)
+    wx_sum = torch.zeros(w * scale, dtype=torch.float32)
+    wys = {y: ramp_window(th * scale, ramp if y > 0 else 0, ramp if y + th < h else 0, margin) for y in ys}
+    wxs = {x: ramp_window(tw * scale, ramp if x > 0 else 0, ramp if x + tw < w else 0, margin) for x in xs}
     for y, wy in wys.items():
         wy_sum[y * scale : (y + th) * scale] += wy
     for x, wx in wxs.items():
@@ -230,9 +231,9 @@ def _tiled(
     for i in range(0, total, batch):
         group = boxes[i : i + batch]
         x_in = torch.cat([lq[:, :, y : y + th, x : x + tw] for y, x in group], dim=0)
-        y_out = _run(net, x_in, dtype, mod, scale)
+        y_out = _run(net, x_in, dtype, mod, scale).cpu()
         if out is None:
-            out = torch.zeros((b, y_out.shape[1], h * scale, w * scale), dtype=torch.float32, device=lq.device)
+            out = torch.zeros((b, y_out.shape[1], h * scale, w * scale), dtype=torch.float32)
         for k, (y, x) in enumerate(group):
             # Only edges that face another tile fade out; image borders keep full weight.
             win = wys[y][:, None] * wxs[x][None, :]
