@@ -57,7 +57,10 @@ def progress(description: str, total: int | None, unit: str = "img") -> Iterator
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and total is None) as bar:
+    with Progress(
+        *columns, console=err, transient=False, redirect_stdout=False, redirect_stderr=False,
+        disable=not err.is_terminal and total is None,
+    ) as bar:
         task = bar.add_task(description, total=total, rate="")
 
         def advance(n: int = 1, description: str | None = None) -> None:

@@ -60,7 +60,7 @@ class _Reporter:
             self.bar = Progress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-                console=console.err,
+                console=console.err, redirect_stdout=False, redirect_stderr=False,
             )
             self.bar.__enter__()
             self.task = self.bar.add_task("train", total=self.total, rate="", losses="")
