@@ -100,8 +100,8 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
     print(f"{name}: speed-up over plain fp32 NCHW: {t32 / t:.2f}x", flush=True)
 
 
-def bench_rss(threads: int) -> None:
-    """Peak RSS of `esr upscale` on 1024x1024 at x4, --tile 256, in a child process."""
+def bench_rss(threads: int, precision: str) -> None:
+    """Peak RSS of `esr upscale` on 1024x1024 at x4, --tile 256, in a child process (``--precision``)."""
     import cv2
     import numpy as np
 
@@ -114,12 +114,12 @@ def bench_rss(threads: int) -> None:
         img = (np.random.default_rng(0).random((1024, 1024, 3)) * 255).astype(np.uint8)
         cv2.imwrite(str(d / "in.png"), cv2.GaussianBlur(img, (0, 0), 3))
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        cmd = [sys.executable, "-m", "esrcli", "upscale", str(d / "in.png"), str(d / "out"), "--model", str(d / "rrdb.safetensors"), "--tile", "256"]
+        cmd = [sys.executable, "-m", "esrcli", "upscale", str(d / "in.png"), str(d / "out"), "--model", str(d / "rrdb.safetensors"), "--tile", "256", "--precision", precision]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
         dt = time.perf_counter() - t0
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(f"rss: esr upscale 1024x1024 x4 --tile 256 (RRDBNet): peak RSS {peak_kb / 1024:.0f} MiB, wall {dt:.0f} s", flush=True)
+        print(f"rss: esr upscale 1024x1024 x4 --tile 256 (RRDBNet): precision {precision}: peak RSS {peak_kb / 1024:.0f} MiB, wall {dt:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -145,7 +145,7 @@ def main() -> None:
         net = models[key.strip()]().eval().requires_grad_(False)
         bench_model(key.strip(), net, args.size, args.images, device, args.precision, args.skip_fp32)
     if args.rss:
-        bench_rss(args.threads)
+        bench_rss(args.threads, args.precision)
 
 
 if __name__ == "__main__":

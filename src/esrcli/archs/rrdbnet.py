@@ -122,11 +122,40 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
+    # Trunk rows of context the upsampling tail needs on each side of a strip: its four 3x3
+    # convs (one at 2x, three at 4x) reach 2 + 3 = 5 output rows, i.e. under 2 trunk rows.
+    _TAIL_HALO = 2
+    # Elements of one full-resolution feature map per strip when running without autograd.
+    _TAIL_STRIP_ELEMENTS = 1 << 24
+
+    def _tail(self, feat: Tensor) -> Tensor:
+        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
+        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
+
+    def _tail_in_strips(self, feat: Tensor, rows: int) -> Tensor:
+        """The upsampling tail over horizontal strips of ``rows`` trunk rows (plus a halo).
+
+        Identical to ``_tail(feat)``: every strip carries ``_TAIL_HALO`` rows of real context
+        on each inner side, more than the tail's reach, and zero padding only at the image's
+        own borders. Bounds inference memory: the x4 feature maps (``num_feat`` channels at
+        16x the trunk's pixels) are the largest tensors of the network.
+        """
+        h, halo = feat.shape[2], self._TAIL_HALO
+        parts = []
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            a, b = max(0, top - halo), min(h, bottom + halo)
+            parts.append(self._tail(feat[:, :, a:b])[:, :, (top - a) * 4 : (bottom - a) * 4])
+        return torch.cat(parts, dim=2)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.unshuffle)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
-        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
-        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
+        b, c, h, w = feat.shape
+        rows = max(4 * self._TAIL_HALO, self._TAIL_STRIP_ELEMENTS // max(1, b * c * w * 16))
+        if not torch.is_grad_enabled() and h > rows:
+            return self._tail_in_strips(feat, rows)
+        return self._tail(feat)
