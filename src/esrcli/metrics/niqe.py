@@ -286,7 +286,10 @@ def _image_features(mscn: np.ndarray, bs: int, workers: int) -> np.ndarray:
 
 
 def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """One worker below 4 CPUs: on 2 cores the block statistics ran slower on 2 threads
+    (0.064 s/MP) than on 1 (0.046 s/MP), numpy and OpenCV already using both cores."""
+    n = os.cpu_count() or 1
+    return 1 if n < 4 else min(4, n // 2)
 
 
 def _mscn(im: np.ndarray, kernel_1d: np.ndarray) -> np.ndarray:
@@ -337,7 +340,7 @@ def niqe_features(
         gray: ``(H, W)`` float array, values on the ``0..255`` scale (not rounded here).
         model: pristine model (for the window); default the embedded one.
         block_size: block size at the first scale (even).
-        workers: threads for the block statistics (default: up to 4, at most the CPU count).
+        workers: threads for the block statistics (default: 1 below 4 CPUs, else up to 4).
 
     Returns:
         float64 ``(nblocks, 36)``, blocks in column-major order as MATLAB's ``blkproc``.
@@ -392,7 +395,7 @@ def niqe_gray(
         gray: ``(H, W)`` float array (MATLAB passes ``double(uint8 image)``).
         model: pristine model; default the embedded one.
         block_size: 96 as in the MATLAB release.
-        workers: threads for the block statistics (default: up to 4).
+        workers: threads for the block statistics (default: 1 below 4 CPUs, else up to 4).
 
     Returns:
         The NIQE score (float, lower is better).
@@ -512,7 +515,7 @@ def niqe(
         crop_border: pixels removed on each side before the computation.
         convert: ``"y"`` or ``"gray"``, see :func:`prepare_niqe_input`.
         model: pristine model; default the embedded MATLAB one.
-        workers: threads for the block statistics (default: up to 4).
+        workers: threads for the block statistics (default: 1 below 4 CPUs, else up to 4).
 
     Returns:
         The score (lower is better). Reproduces the LIVE MATLAB release to 1e-13 on
