@@ -15,9 +15,7 @@ cannot hold 16-bit colour).
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from esrcli.atomic import atomic_output
 from esrcli.errors import ImageError
 
 __all__ = [
@@ -254,43 +253,21 @@ def read_image(path: str | Path) -> Image:
     return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
     Raises:
-        ImageError: the folder does not exist or is not writable (message names the path).
+        ImageError: the folder does not exist or is not writable, or the write failed
+            (message names the path); an existing file at ``path`` is left intact.
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except FileNotFoundError:
-        raise ImageError(f"{path.parent}: output folder does not exist") from None
-    except OSError as exc:
-        raise ImageError(f"{path.parent}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-    except (AttributeError, OSError):  # pragma: no cover - e.g. Windows
-        pass
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_output(path) as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
+    except OSError as exc:
+        if not path.parent.is_dir():
+            raise ImageError(f"{path.parent}: output folder does not exist") from None
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _quantize(a: np.ndarray, depth: int) -> np.ndarray:

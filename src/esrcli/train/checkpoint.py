@@ -9,14 +9,13 @@ writing leaves the previous checkpoints untouched.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from esrcli.atomic import atomic_output
 from esrcli.errors import TrainingError
 
 __all__ = ["CHECKPOINT_DIR", "checkpoint_path", "list_checkpoints", "latest_checkpoint", "write_checkpoint", "read_checkpoint"]
@@ -66,27 +65,13 @@ def write_checkpoint(path: Path, state: dict[str, Any], keep: int) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_output(path) as fh:
             _save_bytes(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         previous = [p for p in list_checkpoints(path.parent.parent) if p != path]
         kept = f"; previous checkpoint {previous[-1].name} kept" if previous else ""
         raise TrainingError(f"{path}: cannot write checkpoint ({exc.strerror or exc}){kept}") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     for old in list_checkpoints(path.parent.parent)[:-keep]:
         try:
             old.unlink()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from esrcli import __version__
 from esrcli.archs import build_generator
+from esrcli.atomic import atomic_output
 from esrcli.errors import WeightsError
 from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
@@ -183,31 +183,20 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str 
     """Write a safetensors file atomically (temporary file beside it, then ``os.replace``).
 
     Raises:
-        WeightsError: the folder does not exist or is not writable.
+        WeightsError: the folder does not exist or is not writable, or the write failed;
+            an existing file at ``path`` is left intact.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
+    data = save(tensors, metadata=metadata)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except FileNotFoundError:
-        raise WeightsError(f"{path.parent}: output folder does not exist") from None
+        with atomic_output(path) as fh:
+            fh.write(data)
     except OSError as exc:
-        raise WeightsError(f"{path.parent}: cannot write here ({exc.strerror})") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise WeightsError(f"{path}: cannot write ({exc.strerror})") from None
-        raise
+        if not path.parent.is_dir():
+            raise WeightsError(f"{path.parent}: output folder does not exist") from None
+        raise WeightsError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def save_model(

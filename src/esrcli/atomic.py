@@ -1,0 +1,51 @@
+"""Atomic file output: write beside the target, fsync, then rename over it.
+
+A leaf module (standard library only) shared by image, model-file and checkpoint writers:
+an interrupted or failed write (Ctrl-C, full disk) never leaves a half-written file at
+the target path, and an existing file there stays intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+__all__ = ["atomic_output"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; publish it on success.
+
+    On leaving the block normally the data is flushed, fsynced and renamed onto ``path``
+    (``os.replace``), with the permissions a plain ``open(path, "wb")`` would give
+    (``0o666 & ~umask``; ``mkstemp`` alone makes ``0o600``). On any exception the
+    temporary file is removed and the exception propagates unchanged.
+
+    Raises:
+        OSError: the folder is missing (``FileNotFoundError``) or not writable, or the
+            write fails (e.g. ``ENOSPC``); callers turn it into their typed error.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with suppress(AttributeError, OSError):  # no fchmod on Windows
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
