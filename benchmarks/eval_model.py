@@ -73,7 +73,7 @@ def eval_real(model: str, work: Path, env: dict) -> dict:
     t0 = time.perf_counter()
     esr("upscale", real, d / "sr", "--model", model, "--overwrite", env=env)
     seconds = time.perf_counter() - t0
-    niqe = {k: json.loads(esr("niqe", d / k, "--json", env=env))["mean"] for k in ("bicubic", "sr")}
+    niqe = {k: json.loads(esr("niqe", d / k, "--json", env=env))["mean"]["niqe"] for k in ("bicubic", "sr")}
     return {"seconds": seconds, "niqe": niqe}
 
 

@@ -302,3 +302,24 @@ def test_rrdbnet_inference_tail_in_strips_is_exact(monkeypatch):
     monkeypatch.setattr(RRDBNet, "_TAIL_HALO", 0)  # control: without context the seams show
     with torch.no_grad():
         assert (net(x) - whole).abs().max() > 1e-4
+
+
+def test_srvgg_fresh_network_is_trainable():
+    """A fresh 64/32 compact net passes signal and gradient through all 33 layers.
+
+    With PyTorch's default conv init the body output and the first layer's gradient vanish
+    (~1e-10 and below), and training never leaves nearest-neighbour upsampling.
+    """
+    from esrcli.archs import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=64, num_conv=32, scale=4, act_type="prelu")
+    x = torch.rand(2, 3, 24, 24)
+    body = x
+    for layer in net.body:
+        body = layer(body)
+    assert 1e-3 < float(body.std()) < 1.0  # the residual is alive but starts small
+    loss = (net(x) - torch.rand(2, 3, 96, 96)).abs().mean()
+    loss.backward()
+    assert float(net.body[0].weight.grad.abs().mean()) > 1e-5
+    assert float(net.body[1].weight.grad.abs().mean()) > 1e-7  # first PReLU slopes get a gradient

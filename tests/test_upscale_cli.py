@@ -248,3 +248,19 @@ def test_real_images_all_processed(esr, models, shared, tmp_path):
     assert dtype == "uint16" and cv2.imread(str(out / "tree_alpha_16bit.png"), -1).shape == (512, 684, 4)
     with PILImage.open(out / "tree_alpha_16bit.png") as im:
         assert im.info.get("icc_profile")  # ICC kept on 16-bit RGBA PNG
+
+
+def test_embedded_default_model_is_used_without_model_option(esr, tmp_path):
+    """The README's main job: no --model, the embedded default upscales x4 and keeps colour."""
+    if esrcli.weights.default_model_name() is None:
+        pytest.skip("no embedded default model ships in this build yet")
+    yy, xx = np.mgrid[0:40, 0:48]
+    img = np.stack([xx * 5, yy * 6, np.full_like(xx, 128)], axis=2).astype(np.uint8)  # smooth RGB ramp
+    cv2.imwrite(str(tmp_path / "in.png"), img[:, :, ::-1])
+    rc, out, err = esr("upscale", tmp_path / "in.png", tmp_path / "out")
+    assert rc == 0, err
+    assert "esr-general-x4" in err
+    sr = cv2.imread(str(tmp_path / "out" / "in.png"))[:, :, ::-1].astype(np.float32)
+    assert sr.shape == (160, 192, 3)
+    ref = cv2.resize(img, (192, 160), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    assert np.abs(sr - ref)[8:-8, 8:-8].mean() < 6  # a smooth ramp stays the same ramp: no colour shift

@@ -274,11 +274,36 @@ def test_read_model_file_keeps_dtype(tmp_path):
     assert net.conv_first.weight.dtype == torch.float32
 
 
-def test_catalogue_empty():
-    assert catalogue() == []
+def test_catalogue_without_a_model_says_so(esr):
+    if catalogue():
+        pytest.skip("a model ships in this build (see test_shipped_catalogue_default_model)")
     assert default_model_name() is None
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and out.strip() == "no embedded models yet"
     with pytest.raises(WeightsError, match="no such model file or embedded model"):
         load_model("realesrgan-x4")
+
+
+def test_shipped_catalogue_default_model(esr):
+    """The embedded default loads by name and is the architecture the catalogue says."""
+    entries = catalogue()
+    if not entries:
+        pytest.skip("no embedded model ships in this build yet")
+    assert default_model_name() == "esr-general-x4"
+    entry = next(e for e in entries if e.name == "esr-general-x4")
+    assert entry.default and entry.arch == "SRVGGNetCompact" and entry.scale == 4 and entry.iterations > 0
+    net, info = load_model("esr-general-x4")
+    assert info.arch == "SRVGGNetCompact" and info.scale == 4
+    assert (info.params["num_feat"], info.params["num_conv"], info.params["act_type"]) == (64, 32, "prelu")
+    assert info.metadata["dtype"] == "float16" and next(net.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        out = net(torch.full((1, 3, 16, 16), 0.5))
+    assert out.shape == (1, 3, 64, 64) and abs(float(out.mean()) - 0.5) < 0.05  # keeps a flat grey grey
+    with pytest.raises(WeightsError, match="no such model file or embedded model"):
+        load_model("realesrgan-x4")
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and out.startswith("esr-general-x4 (default): SRVGGNetCompact x4")
+    assert "training data:" in out and "iterations:" in out
 
 
 @pytest.fixture
@@ -344,8 +369,6 @@ def test_cli_model_info_convert_list(esr, tmp_path, good_pth):
     rc, out, err = esr("model", "convert", good_pth, tmp_path / "out.pth")
     assert rc == 2 and "safetensors" in err
 
-    rc, out, _ = esr("model", "list")
-    assert rc == 0 and out.strip() == "no embedded models yet"
 
 
 def test_cli_model_info_batch_goes_on(esr, tmp_path, good_pth):
