@@ -323,3 +323,43 @@ def test_srvgg_fresh_network_is_trainable():
     loss.backward()
     assert float(net.body[0].weight.grad.abs().mean()) > 1e-5
     assert float(net.body[1].weight.grad.abs().mean()) > 1e-7  # first PReLU slopes get a gradient
+
+
+@pytest.mark.parametrize("num_parameters", [1, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_srvgg_prelu_backward_matches_aten(num_parameters, channels_last):
+    """The compact net's PReLU (own backward, for CPU speed) gives ATen's values and grads."""
+    from esrcli.archs.srvgg import _PReLU
+
+    torch.manual_seed(0)
+    ours = _PReLU(num_parameters)
+    ref = torch.nn.PReLU(num_parameters)
+    with torch.no_grad():
+        ours.weight.uniform_(-0.5, 0.5)
+        ref.weight.copy_(ours.weight)
+    x = torch.randn(3, 8, 5, 7)
+    x[0, 0, 0, :3] = 0.0  # the kink: both give the slope's side (x > 0 is the identity side)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 8, 5, 7)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), ref(x2)
+    y1.backward(g)
+    y2.backward(g)
+    assert torch.equal(y1, y2)
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-6)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+    assert ours.weight.grad.dtype == torch.float32
+    # Under bf16 autocast (the CPU training path) the parameter grad stays fp32 and close.
+    ours.weight.grad = None
+    x3 = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y3 = ours(x3.to(torch.bfloat16))
+    assert y3.dtype == torch.bfloat16
+    y3.float().backward(g)
+    assert ours.weight.grad.dtype == torch.float32
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, rtol=0.05, atol=0.05)
+    assert torch.allclose(x3.grad, x2.grad, atol=0.05)
+    # No autograd: plain F.prelu, same values.
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))

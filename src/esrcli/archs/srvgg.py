@@ -11,20 +11,69 @@ and activation, then ``body.{2*num_conv+2}`` the conv to ``num_out_ch * scale**2
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["SRVGGNetCompact", "ACT_TYPES"]
 
 ACT_TYPES = ("relu", "prelu", "leakyrelu")
 
 
+class _PReLUFunction(torch.autograd.Function):
+    """PReLU with a faster CPU backward than ATen's ``_prelu_kernel_backward``.
+
+    Same forward (``F.prelu``). The backward uses only vectorised ops, with
+    ``prelu(x) = w*x + (1 - w)*relu(x)``:
+
+    * ``grad_x = w*g + (1 - w)*relu_backward(g, x)`` (one ``lerp``)
+    * ``grad_w = sum over (B, H, W) of g*min(x, 0)``
+
+    Measured on 2 CPU cores for a ``(4, 64, 64, 64)`` channels_last tensor: 1.3 ms in bf16
+    and 0.6 ms in fp32 against ATen's 3.7 / 3.0 ms, which made the PReLU backward 20% of a
+    SRVGGNetCompact training step. Results equal ATen's up to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:  # noqa: D102
+        w = weight.to(x.dtype)  # autocast would cast the weight for F.prelu too
+        ctx.save_for_backward(x, w)
+        ctx.weight_dtype = weight.dtype
+        return F.prelu(x, w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None]:  # noqa: D102
+        x, w = ctx.saved_tensors
+        wv = w.view(1, -1, 1, 1)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            # w*g + (1 - w)*g_pos == lerp(g_pos, g, w)
+            grad_x = torch.lerp(torch.ops.aten.threshold_backward(g, x, 0), g, wv)
+        if ctx.needs_input_grad[1]:
+            dims = (0, 1, 2, 3) if w.numel() == 1 else (0, 2, 3)
+            grad_w = x.clamp(max=0).mul_(g).sum(dims).reshape(w.shape).to(ctx.weight_dtype)
+        return grad_x, grad_w
+
+
+class _PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter name ``weight``) with :class:`_PReLUFunction`'s backward
+    for 4-D inputs when autograd records; plain ``F.prelu`` otherwise."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _PReLUFunction.apply(x, self.weight)
+        return F.prelu(x, self.weight.to(x.dtype))
+
+
 def _activation(act_type: str, num_feat: int) -> nn.Module:
     if act_type == "relu":
         return nn.ReLU(inplace=True)
     if act_type == "prelu":
-        return nn.PReLU(num_parameters=num_feat)
+        return _PReLU(num_parameters=num_feat)
     return nn.LeakyReLU(negative_slope=0.1, inplace=True)
 
 
