@@ -274,10 +274,14 @@ def test_read_model_file_keeps_dtype(tmp_path):
     assert net.conv_first.weight.dtype == torch.float32
 
 
-def test_catalogue_without_a_model_says_so(esr):
-    if catalogue():
-        pytest.skip("a model ships in this build (see test_shipped_catalogue_default_model)")
-    assert default_model_name() is None
+def test_catalogue_without_a_model_says_so(esr, tmp_path, monkeypatch):
+    import esrcli.weights.embedded as cat
+
+    empty = tmp_path / "models"
+    empty.mkdir()
+    (empty / "catalogue.json").write_text("[]")
+    monkeypatch.setattr(cat, "_models_dir", lambda: empty)  # a build that ships no model
+    assert catalogue() == [] and default_model_name() is None
     rc, out, _ = esr("model", "list")
     assert rc == 0 and out.strip() == "no embedded models yet"
     with pytest.raises(WeightsError, match="no such model file or embedded model"):
