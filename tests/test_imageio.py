@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
@@ -22,7 +23,9 @@ def _rng_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((h, w, c), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def _srgb_icc() -> bytes:
+    # Cached: the profile's header holds its creation time, so two calls a second apart differ.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
