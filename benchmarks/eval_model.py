@@ -5,13 +5,15 @@
    against the HR images, next to MATLAB-bicubic x4 of the same LR.
 2. ``../shared/data/real``: mean NIQE (Y, crop border 0) of the model's outputs and of bicubic x4,
    and the wall time of ``esr upscale`` on all nine files.
-3. A before/after picture: bicubic vs model on crops of real images and of a degraded Set14 image.
+3. Before/after pictures: bicubic vs model on crops of real images and of degraded Set14 images
+   (``comparison.png``, stays local: ../shared's images are not committed), and on the README's
+   CC0 example input (``example.png``, the one docs/models.md shows).
 
 Usage::
 
     python benchmarks/eval_model.py [--model esr-general-x4 | FILE] [--out /tmp/esr-eval] [--threads 2]
 
-Prints a Markdown table; writes ``comparison.png`` into ``--out``.
+Prints a Markdown table; writes ``summary.json``, ``comparison.png`` and ``example.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def eval_set(name: str, model: str, work: Path, env: dict) -> dict:
     for kind in ("bicubic", "sr"):
         out = json.loads(esr("eval", d / kind, hr, "--scale", "4", "--no-niqe", "--json", env=env))
         res[kind] = out["mean"]
+        res[kind + "_per_image"] = {Path(i["path"]).stem: round(i["psnr_y"], 3) for i in out["images"]}
     return res
 
 
@@ -77,29 +80,50 @@ def eval_real(model: str, work: Path, env: dict) -> dict:
     return {"seconds": seconds, "niqe": niqe}
 
 
-def comparison(work: Path) -> Path:
-    """Rows of (bicubic | model) crops: three real images and one degraded Set14 image."""
-    picks = [("real", "0014", (30, 30)), ("real", "OST_009", (700, 600)), ("real", "ADE_val_00000114", (300, 300)), ("set14", "comic", (150, 100))]
+def _sheet(pairs: list[tuple[Path, Path, tuple[int, int]]], out: Path, size: int = 320) -> Path:
+    """Rows of ``size``-pixel (bicubic | model) crops at (y, x), with a header; written to ``out``."""
     rows = []
-    for folder, stem, (y, x) in picks:
+    for bic, sr, (y, x) in pairs:
         pair = []
-        for kind in ("bicubic", "sr"):
-            files = list((work / folder / kind).glob(stem + ".*"))
-            if not files:
-                break
-            im = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
-            crop = im[y : y + 320, x : x + 320]
-            crop = cv2.copyMakeBorder(crop, 0, 320 - crop.shape[0], 0, 320 - crop.shape[1], cv2.BORDER_CONSTANT)
+        for f in (bic, sr):
+            im = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            crop = im[y : y + size, x : x + size]
+            crop = cv2.copyMakeBorder(crop, 0, size - crop.shape[0], 0, size - crop.shape[1], cv2.BORDER_CONSTANT)
             pair.append(crop)
-        if len(pair) == 2:
-            rows.append(np.concatenate([pair[0], np.full((320, 6, 3), 255, np.uint8), pair[1]], 1))
+        rows.append(np.concatenate([pair[0], np.full((size, 6, 3), 255, np.uint8), pair[1]], 1))
     sheet = np.concatenate([np.concatenate([r, np.full((6, r.shape[1], 3), 255, np.uint8)], 0) for r in rows], 0)
     head = np.full((28, sheet.shape[1], 3), 255, np.uint8)
     cv2.putText(head, "bicubic x4", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(head, "esr model x4", (334, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    out = work / "comparison.png"
+    cv2.putText(head, "esr model x4", (size + 14, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(out), np.concatenate([head, sheet], 0))
     return out
+
+
+def comparison(work: Path) -> Path:
+    """``comparison.png``: crops of three real images and two degraded Set14 images (not for committing:
+    ../shared's images stay out of the repository)."""
+    picks = [
+        ("real", "0014", (30, 30)), ("real", "OST_009", (700, 600)), ("real", "ADE_val_00000114", (300, 300)),
+        ("set14", "coastguard", (0, 16)), ("set14", "barbara", (200, 350)),
+    ]
+    pairs = []
+    for folder, stem, yx in picks:
+        files = [list((work / folder / kind).glob(stem + ".*")) for kind in ("bicubic", "sr")]
+        if all(files):
+            pairs.append((files[0][0], files[1][0], yx))
+    return _sheet(pairs, work / "comparison.png")
+
+
+def example_picture(model: str, work: Path, env: dict) -> Path:
+    """``example.png``: bicubic vs model on the README's CC0 example input (fit for docs/images/)."""
+    src = ROOT / "examples" / "budgie_lq.png"
+    d = work / "example"
+    (d / "in").mkdir(parents=True, exist_ok=True)
+    (d / "in" / src.name).write_bytes(src.read_bytes())
+    bicubic_folder(d / "in", d / "bicubic")
+    esr("upscale", d / "in", d / "sr", "--model", model, "--overwrite", env=env)
+    bic, sr = d / "bicubic" / src.name, d / "sr" / src.name
+    return _sheet([(bic, sr, (40, 400)), (bic, sr, (440, 280))], work / "example.png")
 
 
 def main() -> None:
@@ -117,6 +141,7 @@ def main() -> None:
     sets = {name: eval_set(name, args.model, args.out, env) for name in ("set5", "set14")}
     real = eval_real(args.model, args.out, env)
     pic = comparison(args.out)
+    example = example_picture(args.model, args.out, env)
     print(f"model: {args.model}\n")
     print("| test set (degraded, seed 0) | bicubic PSNR_Y / SSIM_Y | model PSNR_Y / SSIM_Y | gain |")
     print("|---|---|---|---|")
@@ -125,7 +150,7 @@ def main() -> None:
         print(f"| {name} | {b['psnr_y']:.2f} / {b['ssim_y']:.4f} | {s['psnr_y']:.2f} / {s['ssim_y']:.4f} | {s['psnr_y'] - b['psnr_y']:+.2f} dB |")
     print(f"\nreal (9 files): NIQE bicubic {real['niqe']['bicubic']:.3f}, model {real['niqe']['sr']:.3f}; "
           f"esr upscale wall time {real['seconds']:.1f} s (process start-up and model loading included)")
-    print(f"picture: {pic}")
+    print(f"pictures: {pic} (real and degraded crops), {example} (the README's example input)")
     (args.out / "summary.json").write_text(json.dumps({"sets": sets, "real": real}, indent=1))
 
 
