@@ -7,7 +7,6 @@ and the summary on stderr. A batch goes on past bad files and exits 1 if any fai
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -107,7 +106,7 @@ def upscale(
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
     if scale is not None and not scale > 0:
         raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
-    if tile is not None and tile and tile_overlap * 2 > tile:
+    if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
@@ -164,7 +163,6 @@ def upscale(
     tiling = f"tile {tile}, overlap {options.tile_overlap}" if tile else "no tiling"
     console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s)")
 
-    stdout = sys.stdout  # results go to the real stdout even while the progress bar redirects it
     written = skipped = failed = 0
     seen: set[Path] = set()
     input_set = {f.resolve() for f, _ in files}
@@ -200,8 +198,7 @@ def upscale(
                 del result, image
                 release_memory()
                 written += 1
-                target = sys.stdout if stdout.isatty() else stdout
-                print(dst, file=target, flush=True)
+                print(dst, flush=True)  # the progress bar does not redirect stdout
             except EsrError as exc:
                 failed += 1
                 msg = str(exc)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -186,19 +187,24 @@ def select_precision(
     return Precision(_DTYPES[requested], requested)
 
 
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once (``None`` without it)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError:  # pragma: no cover - no C library to talk to
+        return None
+
+
 def release_memory() -> None:
     """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 
     Loading and converting a model frees many mid-sized tensors whose pages glibc would
     otherwise keep; trimming lowers the resident size (about 60 MB for RRDBNet).
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = getattr(libc, "malloc_trim", None)
-        if trim is not None:
-            trim(0)
-    except OSError:  # pragma: no cover - no C library to talk to
-        pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
