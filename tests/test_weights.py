@@ -374,7 +374,6 @@ def test_cli_model_info_convert_list(esr, tmp_path, good_pth):
     assert rc == 2 and "safetensors" in err
 
 
-
 def test_cli_model_info_batch_goes_on(esr, tmp_path, good_pth):
     bad = tmp_path / "zero.pth"
     bad.write_bytes(b"")
