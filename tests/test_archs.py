@@ -363,3 +363,67 @@ def test_srvgg_prelu_backward_matches_aten(num_parameters, channels_last):
     # No autograd: plain F.prelu, same values.
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
+
+
+needs_fused = pytest.mark.skipif(
+    __import__("esrcli.archs.rrdbnet", fromlist=["_fused_conv_ops"])._fused_conv_ops() is None,
+    reason="this torch build has no oneDNN fused convolutions",
+)
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rrdbnet_fused_inference_equals_concatenating_forward(dtype):
+    """CPU inference on channels_last input sums per-input convolutions instead of
+    concatenating (oneDNN's in-place sum); it must compute the same function."""
+    from esrcli.archs import rrdbnet
+
+    torch.manual_seed(0)
+    net = RRDBNet(3, 3, scale=4, num_feat=16, num_block=2, num_grow_ch=16).eval()
+    for p in net.parameters():  # weights large enough for the trunk to matter
+        p.data.normal_(0, 0.1)
+    x = torch.rand(2, 3, 20, 24)
+    with torch.enable_grad():  # autograd on: the concatenating forward, in float32 NCHW
+        ref = net(x).detach()
+    low = net.to(dtype=dtype, memory_format=torch.channels_last)
+    rdb = low.body[0].rdb1
+    assert rdb._split_key is None
+    with torch.inference_mode():
+        out = low(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+    assert rdb._split_key is not None  # the fused path ran
+    assert [len(p) for p in rdb._split] == [1, 2, 3, 4, 5]
+    assert rdb._split[4][0].shape == (16, 16, 3, 3) and rdb._split[4][4].shape == (16, 16, 3, 3)
+    err = (out - ref).abs().max().item()
+    assert err < (1e-4 if dtype == torch.float32 else 0.05 * ref.abs().max().item())
+    if dtype == torch.bfloat16:
+        mse = ((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean().item()
+        assert 10 * torch.log10(torch.tensor(1 / mse)).item() > 40
+    # The cut weights follow the module's weights: load others, get their result.
+    other = RRDBNet(3, 3, scale=4, num_feat=16, num_block=2, num_grow_ch=16)
+    for p in other.parameters():
+        p.data.normal_(0, 0.1)
+    with torch.enable_grad():
+        ref2 = other(x).detach()
+    low = low.float()
+    low.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        out2 = low(x.contiguous(memory_format=torch.channels_last))
+    assert (out2 - ref2).abs().max() < 1e-4
+    assert (ref2 - ref).abs().max() > 0.1  # the control: the two networks differ
+    assert rrdbnet._fused_conv_ops() is not None
+
+
+@needs_fused
+def test_rrdbnet_fused_path_only_for_cpu_inference_on_channels_last():
+    from esrcli.archs.rrdbnet import _fused_path
+
+    w = torch.zeros(4, 4, 3, 3)
+    cl = torch.rand(1, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert _fused_path(cl, w)
+        assert not _fused_path(cl.contiguous(), w)  # NCHW: the plain path
+        assert not _fused_path(cl.half(), w.half())
+        assert not _fused_path(cl.bfloat16(), w)  # dtype mismatch
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not _fused_path(cl, w)
+    assert not _fused_path(cl, w)  # autograd records: the plain path

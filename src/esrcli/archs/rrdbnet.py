@@ -13,6 +13,8 @@ Key layout (so official ``RealESRGAN_x4plus.pth`` / ``RealESRGAN_x2plus.pth`` lo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +23,48 @@ __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
 
 _SLOPE = 0.2  # LeakyReLU negative slope
 _BETA = 0.2  # residual scaling
+
+
+@functools.cache
+def _fused_conv_ops() -> tuple[object, object] | None:
+    """oneDNN's fused convolutions (conv + activation; conv accumulated in place), or None.
+
+    ``torch.ops.mkldnn._convolution_pointwise`` and ``_convolution_pointwise_.binary`` are the
+    kernels ``torch.compile`` itself emits for CPU convolutions; absent from builds without
+    oneDNN.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return (torch.ops.mkldnn._convolution_pointwise.default, torch.ops.mkldnn._convolution_pointwise_.binary)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _fused_path(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``x`` can go through :func:`_fused_conv_ops` with ``weight``: CPU inference
+    (no autograd, no autocast) on a channels_last fp32/bf16 tensor of the weight's dtype."""
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dtype == weight.dtype
+        and not torch.is_autocast_enabled("cpu")
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and _fused_conv_ops() is not None
+    )
+
+
+_ONES = [1, 1]  # padding, stride and dilation of every 3x3 conv in RRDBNet
+
+
+def _conv_lrelu(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``leaky_relu(conv(x), 0.2)``, as one oneDNN kernel where :func:`_fused_path` allows."""
+    if _fused_path(x, conv.weight):
+        conv_pw = _fused_conv_ops()[0]  # type: ignore[index]
+        return conv_pw(x, conv.weight, conv.bias, _ONES, _ONES, _ONES, 1, "leaky_relu", [_SLOPE], "")
+    return F.leaky_relu(conv(x), _SLOPE, inplace=True)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -44,7 +88,48 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
 
+        self._split_key: tuple[object, ...] | None = None
+        self._split: list[list[Tensor]] = []
+
+    def _split_weights(self) -> list[list[Tensor]]:
+        """Each conv's weight cut along its input channels into the pieces that act on
+        ``x, x1, x2, x3, x4`` (channels_last copies), rebuilt when a weight changes."""
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5)
+        key = tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype, c.weight.device) for c in convs)
+        if key != self._split_key:
+            bounds = [0, self.num_feat] + [self.num_feat + (k + 1) * self.num_grow_ch for k in range(4)]
+            self._split = [
+                [c.weight[:, bounds[k] : bounds[k + 1]].contiguous(memory_format=torch.channels_last) for k in range(j + 1)]
+                for j, c in enumerate(convs)
+            ]
+            self._split_key = key
+        return self._split
+
+    def _forward_split(self, x: Tensor) -> Tensor:
+        """Inference forward without the concatenations, on oneDNN's fused kernels.
+
+        ``conv_j(cat(x, x1, .., x_{j-1}))`` equals ``sum_k conv(x_k, W_j[:, slice_k])``: the first
+        term is a plain convolution (with the bias) and each further one is accumulated in place
+        by oneDNN's sum post-op, so no concatenated tensor is ever copied together. Same
+        arithmetic as ``forward`` up to rounding (in bf16, each partial sum is rounded once).
+        Measured on 2 Zen 4 cores for one block on a 256x256 bf16 input: 82 ms against 108 ms
+        with ``torch.cat`` (the copies were 10% of RRDBNet's time and the narrower convolutions
+        run as fast per FLOP).
+        """
+        conv_pw, conv_add_ = _fused_conv_ops()  # type: ignore[misc]
+        one = _ONES
+        split = self._split_weights()
+        feats = [x, conv_pw(x, split[0][0], self.conv1.bias, one, one, one, 1, "leaky_relu", [_SLOPE], "")]
+        for j, conv in enumerate((self.conv2, self.conv3, self.conv4, self.conv5), start=1):
+            acc = conv_pw(x, split[j][0], conv.bias, one, one, one, 1, "none", [], "")
+            for k in range(1, j + 1):
+                acc = conv_add_(acc, feats[k], split[j][k], None, one, one, one, 1, "add", 1.0, None, [], None)
+            feats.append(F.leaky_relu_(acc, _SLOPE) if j < 4 else acc)
+        return torch.add(x, feats[5], alpha=_BETA, out=feats[5])  # one pass for x5 * 0.2 + x
+
     def forward(self, x: Tensor) -> Tensor:
+        if _fused_path(x, self.conv1.weight):
+            return self._forward_split(x)
         # In-place activations and scaling act on fresh conv outputs only: same numerics
         # as ``x5 * 0.2 + x``, fewer temporaries; autograd-safe (convs do not save outputs).
         x1 = F.leaky_relu(self.conv1(x), _SLOPE, inplace=True)
@@ -70,7 +155,9 @@ class RRDB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.rdb3(self.rdb2(self.rdb1(x)))
-        return out.mul_(_BETA).add_(x)
+        if torch.is_grad_enabled():
+            return out.mul_(_BETA).add_(x)
+        return torch.add(x, out, alpha=_BETA, out=out)  # one pass; ``out=`` has no autograd
 
 
 class RRDBNet(nn.Module):
@@ -129,9 +216,9 @@ class RRDBNet(nn.Module):
     _TAIL_STRIP_ELEMENTS = 1 << 24
 
     def _tail(self, feat: Tensor) -> Tensor:
-        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
-        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), _SLOPE)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), _SLOPE))
+        feat = _conv_lrelu(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"))
+        feat = _conv_lrelu(self.conv_up2, F.interpolate(feat, scale_factor=2, mode="nearest"))
+        return self.conv_last(_conv_lrelu(self.conv_hr, feat))
 
     def _tail_in_strips(self, feat: Tensor, rows: int) -> Tensor:
         """The upsampling tail over horizontal strips of ``rows`` trunk rows (plus a halo).
