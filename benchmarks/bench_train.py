@@ -7,8 +7,9 @@ Figures (one run, ratios measured side by side, interleaved to share the machine
    - baseline: a plain fp32 NCHW PyTorch step (stock ``torch.nn.PReLU``, forward, L1, backward,
      Adam with defaults);
    - esr: :func:`esrcli.train.loop.train_step_net` with the config's precision (bf16 autocast
-     where the CPU has native bf16), channels_last, fused Adam, esr's PReLU with a vectorised
-     backward (ATen's took 20% of the step), plus the EMA update; the
+     where the CPU has native bf16), channels_last, fused Adam, esr's PReLU with a compiled
+     one-pass backward (``train.compile_kernels``; ATen's took 20% of the step), plus the
+     EMA update; the
      optimiser and EMA updates run on one thread (:func:`esrcli.train.cpu.single_thread_on_cpu`).
 2. The whole ``esr train-net`` loop (data loading, second-order degradation at Real-ESRGAN's
    400 -> 256 crops, pool, step, EMA) through :func:`esrcli.train.loop.train`.
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from esrcli.archs import SRVGGNetCompact
+from esrcli.archs.srvgg import compiled_prelu_backward_error
 from esrcli.config import from_dict
 from esrcli.config.train import TrainNetConfig
 from esrcli.train import build
@@ -65,6 +67,7 @@ def esr_step_fn(batch: int, lq_size: int, precision: str, compile: bool = False)
                                                "pool_size": 0, "compile": compile}})
     prec = build.select_precision(cfg.train.precision, torch.device("cpu"))
     net = build.build_net_g(cfg.model, 0).to(memory_format=torch.channels_last)
+    build.use_compiled_kernels(net, cfg.train, torch.device("cpu"))
     nets = Nets(net, make_ema(net), forward_g=torch.compile(net) if compile else None)
     opts = build.build_optimizers(net, None, cfg)
     optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler("cpu", enabled=prec.use_scaler))
@@ -97,7 +100,10 @@ def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str
     tp, te = statistics.median(times["plain"]), statistics.median(times["esr"])
     print(f"step, SRVGGNetCompact 64/32 x4, batch {batch} x {lq_size}x{lq_size} LR, L1, {torch.get_num_threads()} threads:")
     print(f"  plain fp32 NCHW : {1 / tp:6.3f} it/s  {batch / tp:6.2f} patches/s")
-    print(f"  esr ({prec_name}, channels_last, fused 1-thread Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
+    kernels = "eager PReLU backward" if compiled_prelu_backward_error() else "compiled PReLU backward"
+    print(f"  esr ({prec_name}, channels_last, {kernels}, fused 1-thread Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
+    if compiled_prelu_backward_error():
+        print(f"  (compiled PReLU backward unavailable: {compiled_prelu_backward_error()})")
     print(f"  speed-up        : {tp / te:.2f}x  (median of {rounds} interleaved rounds of {reps})")
     if compile:
         tc = statistics.median(times["compiled"])

@@ -365,6 +365,79 @@ def test_srvgg_prelu_backward_matches_aten(num_parameters, channels_last):
         assert torch.equal(ours(x), ref(x))
 
 
+def _prelu_grads(layer, x, g, dtype=None):
+    xr = x.clone().requires_grad_()
+    layer.weight.grad = None
+    if dtype is None:
+        y = layer(xr)
+    else:
+        with torch.autocast("cpu", dtype=dtype):
+            y = layer(xr.to(dtype))
+    y.float().backward(g)
+    return y.detach().float(), xr.grad, layer.weight.grad.clone()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_srvgg_compiled_prelu_backward_matches_eager(monkeypatch, channels_last):
+    """``use_compiled_prelu_backward``: one compiled kernel for both PReLU gradients, same
+    values as the eager backward (fp32 and under bf16 autocast)."""
+    from esrcli.archs import srvgg
+
+    if srvgg.compiled_prelu_backward_error() is not None:
+        pytest.skip(f"torch.compile unavailable here: {srvgg.compiled_prelu_backward_error()}")
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(3, 3, num_feat=8, num_conv=1, scale=2)
+    layer = net.body[1]
+    with torch.no_grad():
+        layer.weight.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 8, 6, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 8, 6, 5)
+    calls = []
+    real = srvgg._COMPILED_PRELU_GRADS
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(srvgg, "_COMPILED_PRELU_GRADS", spy)
+    eager = _prelu_grads(layer, x, g), _prelu_grads(layer, x, g, torch.bfloat16)
+    assert not calls
+    net.use_compiled_prelu_backward()
+    fused = _prelu_grads(layer, x, g), _prelu_grads(layer, x, g, torch.bfloat16)
+    if real.error is not None:
+        pytest.skip(f"torch.compile unavailable here: {real.error}")
+    assert calls == [True, True]  # the compiled kernel ran
+    for (ye, gxe, gwe), (yf, gxf, gwf), tol in zip(eager, fused, (1e-5, 0.02)):
+        assert torch.equal(ye, yf)
+        assert torch.allclose(gxe, gxf, atol=tol) and torch.allclose(gwe, gwf, rtol=tol, atol=tol)
+        assert gwf.dtype == torch.float32
+    net.use_compiled_prelu_backward(False)
+    assert not layer.compiled_backward
+
+
+def test_srvgg_compiled_prelu_backward_falls_back_when_compiling_fails(monkeypatch):
+    from esrcli.archs import srvgg
+
+    def broken(fn):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nsecond line")
+
+    grads = srvgg._CompiledPReLUGrads()
+    monkeypatch.setattr(srvgg, "_COMPILED_PRELU_GRADS", grads)
+    monkeypatch.setattr(srvgg.torch, "compile", broken)
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(3, 3, num_feat=8, num_conv=1, scale=2)
+    x, g = torch.randn(2, 8, 6, 5), torch.randn(2, 8, 6, 5)
+    eager = _prelu_grads(net.body[1], x, g)
+    net.use_compiled_prelu_backward()
+    fallback = _prelu_grads(net.body[1], x, g)
+    assert srvgg.compiled_prelu_backward_error() == "RuntimeError: InvalidCxxCompiler: no working C++ compiler found"
+    for a, b in zip(eager, fallback):
+        assert torch.equal(a, b)
+
+
 needs_fused = pytest.mark.skipif(
     __import__("esrcli.archs.rrdbnet", fromlist=["_fused_conv_ops"])._fused_conv_ops() is None,
     reason="this torch build has no oneDNN fused convolutions",

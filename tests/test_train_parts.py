@@ -110,3 +110,26 @@ def test_metrics_log_truncates_on_resume_and_feeds_tensorboard(tmp_path, monkeyp
         fh.write('{"iter": 5, "l_p')  # cut by a kill
     MetricsLog(tmp_path, resume_iter=2, tensorboard=False).close()
     assert [json.loads(x)["iter"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_compiled_kernels_switched_on_only_where_they_apply():
+    """train.compile_kernels (default on): the compact net's compiled PReLU backward on the
+    CPU, not with whole-model train.compile, not for RRDBNet, not on other devices."""
+    from esrcli.archs import RRDBNet, SRVGGNetCompact
+    from esrcli.train.build import use_compiled_kernels
+
+    cpu = torch.device("cpu")
+
+    def flags(net: nn.Module) -> set[bool]:
+        return {m.compiled_backward for m in net.modules() if hasattr(m, "compiled_backward")}
+
+    opts = TrainOptions()
+    assert opts.compile_kernels
+    net = SRVGGNetCompact(num_feat=4, num_conv=1)
+    assert flags(net) == {False}
+    assert not use_compiled_kernels(net, from_dict(TrainOptions, {"compile_kernels": False}), cpu)
+    assert not use_compiled_kernels(net, from_dict(TrainOptions, {"compile": True}), cpu)
+    assert not use_compiled_kernels(net, opts, torch.device("cuda"))
+    assert flags(net) == {False}
+    assert use_compiled_kernels(net, opts, cpu) and flags(net) == {True}
+    assert not use_compiled_kernels(RRDBNet(num_feat=4, num_block=1, num_grow_ch=2), opts, cpu)

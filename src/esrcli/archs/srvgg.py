@@ -18,15 +18,52 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["SRVGGNetCompact", "ACT_TYPES"]
+__all__ = ["SRVGGNetCompact", "ACT_TYPES", "compiled_prelu_backward_error"]
 
 ACT_TYPES = ("relu", "prelu", "leakyrelu")
+
+
+def _prelu_grads_fused(g: Tensor, x: Tensor, wv: Tensor) -> tuple[Tensor, Tensor]:
+    """Both PReLU gradients (per-channel slopes ``wv`` of shape ``(1, C, 1, 1)``) in one pass
+    once compiled: ``grad_x`` in ``g``'s dtype and ``grad_w`` of shape ``(C,)`` in float32."""
+    grad_x = torch.where(x > 0, g, g * wv)
+    grad_w = (x.clamp(max=0).float() * g.float()).sum((0, 2, 3))
+    return grad_x, grad_w
+
+
+class _CompiledPReLUGrads:
+    """:func:`_prelu_grads_fused` through ``torch.compile``, built on first use; after a
+    failure (no C++ compiler, an unsupported platform) it stays off and keeps the reason."""
+
+    def __init__(self) -> None:
+        self._fn: Any = None
+        self.error: str | None = None
+
+    def __call__(self, g: Tensor, x: Tensor, wv: Tensor) -> tuple[Tensor, Tensor] | None:
+        if self.error is not None:
+            return None
+        try:
+            if self._fn is None:
+                self._fn = torch.compile(_prelu_grads_fused)
+            return self._fn(g, x, wv)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: use the eager kernels
+            self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            return None
+
+
+_COMPILED_PRELU_GRADS = _CompiledPReLUGrads()
+
+
+def compiled_prelu_backward_error() -> str | None:
+    """Why the compiled PReLU backward (``SRVGGNetCompact.use_compiled_prelu_backward``) fell
+    back to the eager kernels in this process, or ``None`` while it has not failed."""
+    return _COMPILED_PRELU_GRADS.error
 
 
 class _PReLUFunction(torch.autograd.Function):
     """PReLU with a faster CPU backward than ATen's ``_prelu_kernel_backward``.
 
-    Same forward (``F.prelu``). The backward uses only vectorised ops, with
+    Same forward (``F.prelu``). The eager backward uses only vectorised ops, with
     ``prelu(x) = w*x + (1 - w)*relu(x)``:
 
     * ``grad_x = w*g + (1 - w)*relu_backward(g, x)`` (one ``lerp``)
@@ -34,21 +71,28 @@ class _PReLUFunction(torch.autograd.Function):
 
     Measured on 2 CPU cores for a ``(4, 64, 64, 64)`` channels_last tensor: 1.3 ms in bf16
     and 0.6 ms in fp32 against ATen's 3.7 / 3.0 ms, which made the PReLU backward 20% of a
-    SRVGGNetCompact training step. Results equal ATen's up to rounding.
+    SRVGGNetCompact training step. Results equal ATen's up to rounding. With ``compiled``
+    (per-channel slopes on the CPU) both gradients come from one ``torch.compile``-generated
+    loop instead: 0.3 ms in bf16, the training step 8% faster.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx: Any, x: Tensor, weight: Tensor, compiled: bool) -> Tensor:  # noqa: D102
         w = weight.to(x.dtype)  # autocast would cast the weight for F.prelu too
         ctx.save_for_backward(x, w)
         ctx.weight_dtype = weight.dtype
+        ctx.compiled = compiled
         return F.prelu(x, w)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None]:  # noqa: D102
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: D102
         x, w = ctx.saved_tensors
         wv = w.view(1, -1, 1, 1)
+        if ctx.compiled and w.numel() > 1 and x.device.type == "cpu" and all(ctx.needs_input_grad[:2]):
+            grads = _COMPILED_PRELU_GRADS(g, x, wv)
+            if grads is not None:
+                return grads[0], grads[1].to(ctx.weight_dtype), None
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # w*g + (1 - w)*g_pos == lerp(g_pos, g, w)
@@ -56,16 +100,18 @@ class _PReLUFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dims = (0, 1, 2, 3) if w.numel() == 1 else (0, 2, 3)
             grad_w = x.clamp(max=0).mul_(g).sum(dims).reshape(w.shape).to(ctx.weight_dtype)
-        return grad_x, grad_w
+        return grad_x, grad_w, None
 
 
 class _PReLU(nn.PReLU):
     """``nn.PReLU`` (same parameter name ``weight``) with :class:`_PReLUFunction`'s backward
     for 4-D inputs when autograd records; plain ``F.prelu`` otherwise."""
 
+    compiled_backward = False  # set by SRVGGNetCompact.use_compiled_prelu_backward
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4 and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return _PReLUFunction.apply(x, self.weight)
+            return _PReLUFunction.apply(x, self.weight, self.compiled_backward)
         return F.prelu(x, self.weight.to(x.dtype))
 
 
@@ -143,6 +189,16 @@ class SRVGGNetCompact(nn.Module):
             nn.init.zeros_(conv.bias)
         with torch.no_grad():
             convs[-1].weight.mul_(0.1)
+
+    def use_compiled_prelu_backward(self, enabled: bool = True) -> None:
+        """Compute the PReLU gradients on the CPU with one ``torch.compile``-generated kernel
+        per layer (needs a C++ compiler; compiled on the first backward pass, about 20 s the
+        first time on a machine, seconds once inductor's cache has it). Where compiling fails
+        the eager kernels are used and :func:`compiled_prelu_backward_error` says why.
+        Changes no result beyond rounding; no effect on inference or other devices."""
+        for layer in self.body:
+            if isinstance(layer, _PReLU):
+                layer.compiled_backward = enabled
 
     def forward(self, x: Tensor) -> Tensor:
         out = x

@@ -146,6 +146,10 @@ class TrainOptions:
         channels_last: NHWC memory format (faster convolutions with mixed precision).
         compile: ``torch.compile`` the generator's training forward pass (fewer, fused kernels;
             needs a C++ compiler on CPU; the first iterations are slow while it compiles).
+        compile_kernels: without ``compile``, on the CPU, compute SRVGGNetCompact's PReLU
+            gradients with one ``torch.compile``-generated kernel per layer (8% faster steps;
+            about 20 s of compiling at the first iteration, seconds once cached); falls back
+            to the eager kernels with a note where no C++ compiler works.
         grad_clip: clip the gradient norm to this value (0: no clipping).
         accum_steps: gradient accumulation steps per iteration (each reads a full batch).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
@@ -172,6 +176,7 @@ class TrainOptions:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False
+    compile_kernels: bool = True
     grad_clip: float = 0.0
     accum_steps: int = 1
     device: str = "auto"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from esrcli.archs import UNetDiscriminatorSN, VGGStyleDiscriminator, build_generator
+from esrcli.archs import SRVGGNetCompact, UNetDiscriminatorSN, VGGStyleDiscriminator, build_generator
 from esrcli.config.train import ModelConfig, NetDConfig, TrainGanConfig, TrainNetConfig, TrainOptions
 from esrcli.data.dataset import HRCropDataset, InfiniteSampler, ScanResult, mix_seed
 from esrcli.errors import TrainingError, WeightsError
@@ -99,6 +99,15 @@ def build_net_g(model: ModelConfig, seed: int) -> nn.Module:
             return build_generator(model.arch, model.generator_params())
         except WeightsError as exc:
             raise TrainingError(f"model: {exc}") from None
+
+
+def use_compiled_kernels(net_g: nn.Module, train: TrainOptions, device: torch.device) -> bool:
+    """Switch on ``train.compile_kernels`` (SRVGGNetCompact's compiled PReLU backward) where it
+    applies: on the CPU, without whole-model ``train.compile``. Returns whether it did."""
+    if isinstance(net_g, SRVGGNetCompact) and device.type == "cpu" and train.compile_kernels and not train.compile:
+        net_g.use_compiled_prelu_backward()
+        return True
+    return False
 
 
 def _resolve_pretrained(path: Path) -> Path:

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from esrcli.archs.srvgg import compiled_prelu_backward_error
 from esrcli.config import to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
@@ -324,6 +325,7 @@ def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], r
             say("warning: train-gan without model.pretrained starts from random weights (Real-ESRGAN starts from a train-net result)")
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     net_g = net_g.to(device, memory_format=fmt).train()
+    build.use_compiled_kernels(net_g, t, device)
     nets = Nets(net_g, make_ema(net_g))
     if isinstance(cfg, TrainGanConfig):
         from esrcli.losses.perceptual import PerceptualLoss
@@ -445,6 +447,8 @@ def train(
             if optim.sched_d is not None:
                 optim.sched_d.step()
             it += 1
+            if it == start_iter + 1 and compiled_prelu_backward_error() is not None:
+                say(f"note: compiled PReLU backward unavailable, eager kernels used ({compiled_prelu_backward_error()})")
             iter_seconds = 0.9 * iter_seconds + 0.1 * (time.monotonic() - tick) if iter_seconds else time.monotonic() - tick
             if it % t.log_interval == 0 or it == t.total_iter:
                 log.write({"iter": it, **losses, "lr": lr, "time": round(time.monotonic() - start_time, 3)})
