@@ -13,11 +13,11 @@ Key layout (so official ``RealESRGAN_x4plus.pth`` / ``RealESRGAN_x2plus.pth`` lo
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from esrcli.archs._onednn import ONES, fused_conv_ops, fused_path
 
 __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet"]
 
@@ -25,45 +25,10 @@ _SLOPE = 0.2  # LeakyReLU negative slope
 _BETA = 0.2  # residual scaling
 
 
-@functools.cache
-def _fused_conv_ops() -> tuple[object, object] | None:
-    """oneDNN's fused convolutions (conv + activation; conv accumulated in place), or None.
-
-    ``torch.ops.mkldnn._convolution_pointwise`` and ``_convolution_pointwise_.binary`` are the
-    kernels ``torch.compile`` itself emits for CPU convolutions; absent from builds without
-    oneDNN.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return (torch.ops.mkldnn._convolution_pointwise.default, torch.ops.mkldnn._convolution_pointwise_.binary)
-    except (AttributeError, RuntimeError):
-        return None
-
-
-def _fused_path(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``x`` can go through :func:`_fused_conv_ops` with ``weight``: CPU inference
-    (no autograd, no autocast) on a channels_last fp32/bf16 tensor of the weight's dtype."""
-    return (
-        not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dim() == 4
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and x.dtype == weight.dtype
-        and not torch.is_autocast_enabled("cpu")
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and _fused_conv_ops() is not None
-    )
-
-
-_ONES = [1, 1]  # padding, stride and dilation of every 3x3 conv in RRDBNet
-
-
 def _conv_lrelu(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """``leaky_relu(conv(x), 0.2)``, as one oneDNN kernel where :func:`_fused_path` allows."""
-    if _fused_path(x, conv.weight):
-        conv_pw = _fused_conv_ops()[0]  # type: ignore[index]
-        return conv_pw(x, conv.weight, conv.bias, _ONES, _ONES, _ONES, 1, "leaky_relu", [_SLOPE], "")
+    """``leaky_relu(conv(x), 0.2)``, as one oneDNN kernel where :func:`fused_path` allows."""
+    if fused_path(x, conv.weight):
+        return fused_conv_ops().conv(x, conv.weight, conv.bias, ONES, ONES, ONES, 1, "leaky_relu", [_SLOPE], "")  # type: ignore[union-attr]
     return F.leaky_relu(conv(x), _SLOPE, inplace=True)
 
 
@@ -116,8 +81,8 @@ class ResidualDenseBlock(nn.Module):
         with ``torch.cat`` (the copies were 10% of RRDBNet's time and the narrower convolutions
         run as fast per FLOP).
         """
-        conv_pw, conv_add_ = _fused_conv_ops()  # type: ignore[misc]
-        one = _ONES
+        ops = fused_conv_ops()
+        conv_pw, conv_add_, one = ops.conv, ops.conv_add_, ONES  # type: ignore[union-attr]
         split = self._split_weights()
         feats = [x, conv_pw(x, split[0][0], self.conv1.bias, one, one, one, 1, "leaky_relu", [_SLOPE], "")]
         for j, conv in enumerate((self.conv2, self.conv3, self.conv4, self.conv5), start=1):
@@ -128,7 +93,7 @@ class ResidualDenseBlock(nn.Module):
         return torch.add(x, feats[5], alpha=_BETA, out=feats[5])  # one pass for x5 * 0.2 + x
 
     def forward(self, x: Tensor) -> Tensor:
-        if _fused_path(x, self.conv1.weight):
+        if fused_path(x, self.conv1.weight):
             return self._forward_split(x)
         # In-place activations and scaling act on fresh conv outputs only: same numerics
         # as ``x5 * 0.2 + x``, fewer temporaries; autograd-safe (convs do not save outputs).
