@@ -325,7 +325,8 @@ def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], r
             say("warning: train-gan without model.pretrained starts from random weights (Real-ESRGAN starts from a train-net result)")
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     net_g = net_g.to(device, memory_format=fmt).train()
-    build.use_compiled_kernels(net_g, t, device)
+    if build.use_compiled_kernels(net_g, t, device):
+        say("PReLU backward: one compiled kernel per layer, compiled during the first iteration (train.compile_kernels)")
     nets = Nets(net_g, make_ema(net_g))
     if isinstance(cfg, TrainGanConfig):
         from esrcli.losses.perceptual import PerceptualLoss
