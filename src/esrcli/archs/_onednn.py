@@ -1,9 +1,10 @@
 """oneDNN's fused CPU convolutions, for the generators' inference fast paths.
 
-``torch.ops.mkldnn._convolution_pointwise`` (conv + bias + an optional activation) and its
-``.binary`` overloads (conv + an elementwise add of another tensor, also in place, which is
-oneDNN's sum post-op) are the kernels ``torch.compile`` emits for CPU convolutions; eager code
-can call them too. Builds without oneDNN lack them: callers then take their plain path.
+``torch.ops.mkldnn._convolution_pointwise`` (conv + bias + an optional activation) and
+``_convolution_pointwise_.binary`` (conv added in place into another tensor: oneDNN's sum
+post-op) are kernels ``torch.compile`` emits for CPU convolutions; eager code can call them
+too. Builds without oneDNN lack them: callers then take their plain path. A destination that
+is a channel slice (not contiguous) makes oneDNN fall back to an unfused conv and add.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ ONES = [1, 1]  # padding, stride and dilation of a 3x3 "same" conv
 
 
 class FusedConvOps(NamedTuple):
-    """``conv(x, w, b, padding, stride, dilation, groups, attr, scalars, algorithm)``;
-    ``conv_add(x, other, w, b, padding, stride, dilation, groups, "add", 1.0, None, [], None)``
-    returns ``conv(x) + other``; ``conv_add_(other, x, w, ...)`` the same, written into ``other``."""
+    """``conv(x, w, b, padding, stride, dilation, groups, attr, scalars, algorithm)`` returns
+    ``attr(conv(x))`` (``attr``: ``"none"``, ``"relu"``, ``"leaky_relu"`` with ``[slope]``, ...);
+    ``conv_add_(other, x, w, b, padding, stride, dilation, groups, "add", 1.0, None, [], None)``
+    adds ``conv(x)`` into ``other`` (contiguous in the same memory format) and returns it."""
 
     conv: Any
-    conv_add: Any
     conv_add_: Any
 
 
@@ -36,7 +37,7 @@ def fused_conv_ops() -> FusedConvOps | None:
         return None
     try:
         m = torch.ops.mkldnn
-        return FusedConvOps(m._convolution_pointwise.default, m._convolution_pointwise.binary, m._convolution_pointwise_.binary)
+        return FusedConvOps(m._convolution_pointwise.default, m._convolution_pointwise_.binary)
     except (AttributeError, RuntimeError):
         return None
 

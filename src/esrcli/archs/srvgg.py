@@ -47,7 +47,8 @@ class _CompiledPReLUGrads:
                 self._fn = torch.compile(_prelu_grads_fused)
             return self._fn(g, x, wv)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: use the eager kernels
-            self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            text = str(exc).strip()
+            self.error = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
             return None
 
 
