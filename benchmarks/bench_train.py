@@ -104,10 +104,11 @@ def bench_steps(rounds: int, reps: int, batch: int, lq_size: int, precision: str
     paired = sorted(p / e for p, e in zip(times["plain"], times["esr"]))
     print(f"step, SRVGGNetCompact 64/32 x4, batch {batch} x {lq_size}x{lq_size} LR, L1, {torch.get_num_threads()} threads:")
     print(f"  plain fp32 NCHW : {1 / tp:6.3f} it/s  {batch / tp:6.2f} patches/s")
-    kernels = "eager PReLU backward" if compiled_prelu_backward_error() else "compiled PReLU backward"
+    error = compiled_prelu_backward_error()
+    kernels = "eager PReLU backward" if error else "compiled PReLU backward"
     print(f"  esr ({prec_name}, channels_last, {kernels}, fused 1-thread Adam, EMA): {1 / te:6.3f} it/s  {batch / te:6.2f} patches/s")
-    if compiled_prelu_backward_error():
-        print(f"  (compiled PReLU backward unavailable: {compiled_prelu_backward_error()})")
+    if error:
+        print(f"  (compiled PReLU backward unavailable: {error})")
     print(f"  speed-up        : {statistics.median(paired):.2f}x  (median of {rounds} paired rounds of {reps} steps;"
           f" rounds {paired[0]:.2f}-{paired[-1]:.2f}x; ratio of the medians {tp / te:.2f}x)")
     if compile:

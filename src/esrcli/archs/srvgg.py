@@ -90,13 +90,14 @@ class _PReLUFunction(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # noqa: D102
         x, w = ctx.saved_tensors
         wv = w.view(1, -1, 1, 1)
-        if torch.compiler.is_compiling() and w.numel() > 1 and all(ctx.needs_input_grad[:2]):
-            # Traced by train.compile: inductor turns this formulation into one fast loop
-            # (the lerp/threshold one below into a loop 4x slower, 1.1 ms per layer).
-            grad_x, grad_w = _prelu_grads_fused(g, x, wv)
-            return grad_x, grad_w.to(ctx.weight_dtype), None
-        if ctx.compiled and w.numel() > 1 and x.device.type == "cpu" and all(ctx.needs_input_grad[:2]):
-            grads = _COMPILED_PRELU_GRADS(g, x, wv)
+        if w.numel() > 1 and all(ctx.needs_input_grad[:2]):
+            grads = None
+            if torch.compiler.is_compiling():
+                # Traced by train.compile: inductor turns this formulation into one fast loop
+                # (the lerp/threshold one below into a loop 4x slower, 1.1 ms per layer).
+                grads = _prelu_grads_fused(g, x, wv)
+            elif ctx.compiled and x.device.type == "cpu":
+                grads = _COMPILED_PRELU_GRADS(g, x, wv)  # None: compiling failed, eager below
             if grads is not None:
                 return grads[0], grads[1].to(ctx.weight_dtype), None
         grad_x = grad_w = None
