@@ -177,8 +177,11 @@ class RRDBNet(nn.Module):
     # Trunk rows of context the upsampling tail needs on each side of a strip: its four 3x3
     # convs (one at 2x, three at 4x) reach 2 + 3 = 5 output rows, i.e. under 2 trunk rows.
     _TAIL_HALO = 2
-    # Elements of one full-resolution feature map per strip when running without autograd.
-    _TAIL_STRIP_ELEMENTS = 1 << 24
+    # Elements of one full-resolution feature map per strip (halo included) when running
+    # without autograd: in bf16 just under 32 MB, glibc's largest mmap threshold, so that
+    # inside esrcli.memory.keep_freed_memory the strips reuse heap pages instead of faulting in
+    # fresh mmaps (about 100,000 page faults per 256x256 forward otherwise).
+    _TAIL_STRIP_ELEMENTS = 15 << 20
 
     def _tail(self, feat: Tensor) -> Tensor:
         feat = _conv_lrelu(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"))
@@ -207,7 +210,8 @@ class RRDBNet(nn.Module):
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         b, c, h, w = feat.shape
-        rows = max(4 * self._TAIL_HALO, self._TAIL_STRIP_ELEMENTS // max(1, b * c * w * 16))
-        if not torch.is_grad_enabled() and h > rows:
-            return self._tail_in_strips(feat, rows)
+        max_rows = max(4 * self._TAIL_HALO, self._TAIL_STRIP_ELEMENTS // max(1, b * c * w * 16) - 2 * self._TAIL_HALO)
+        if not torch.is_grad_enabled() and h > max_rows:
+            strips = -(-h // max_rows)
+            return self._tail_in_strips(feat, -(-h // strips))  # equal strips
         return self._tail(feat)

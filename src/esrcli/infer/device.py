@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,6 @@ __all__ = [
     "cpu_has_native_bf16",
     "prepare_model",
     "BF16_MIN_PSNR",
-    "release_memory",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -185,26 +183,3 @@ def select_precision(
     if requested == "auto":
         return Precision(torch.float16, "fp16")
     return Precision(_DTYPES[requested], requested)
-
-
-@lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, looked up once (``None`` without it)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
-    except OSError:  # pragma: no cover - no C library to talk to
-        return None
-
-
-def release_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Loading and converting a model frees many mid-sized tensors whose pages glibc would
-    otherwise keep; trimming lowers the resident size (about 60 MB for RRDBNet).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esrcli.errors import EsrError
+from esrcli.memory import keep_freed_memory
 
 __all__ = ["tiled_forward", "tile_starts", "ramp_window", "pad_to_multiple"]
 
@@ -150,6 +151,9 @@ def tiled_forward(
         notify: receives one-line notices (out-of-memory retries).
         progress: ``progress(done, total)`` in tiles.
 
+    Freed memory stays in the process heap during the pass (:func:`esrcli.memory.keep_freed_memory`:
+    on the CPU, RRDBNet's forward otherwise spends ~17% of its time in page faults).
+
     Returns:
         ``(B, C', H*scale, W*scale)`` float32 tensor on the CPU (not clamped). Tiles are
         accumulated on the CPU, so the full-size output never has to fit in GPU memory.
@@ -170,7 +174,7 @@ def tiled_forward(
     h, w = lq.shape[-2:]
     while True:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), keep_freed_memory():
                 if tile == 0 or (tile >= h and tile >= w):
                     out = _run(net, lq, dtype, mod, scale).cpu()
                     if progress is not None:
