@@ -102,8 +102,8 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
                 torch.cuda.synchronize()
 
         fns["plain"] = plain_path
-    # esr's path keeps freed memory mapped during each call (tiled_forward; `esr upscale` over
-    # its whole job); the plain baseline runs with glibc's usual settings, as the official
+    # esr's path keeps freed memory mapped during each call (tiled_forward, as in `esr
+    # upscale`); the plain baseline runs with glibc's usual settings, as the official
     # script does. (Inside keep_freed_memory the plain fp32 RRDBNet itself runs 1.3x faster.)
     times = time_images(fns, inputs)
 

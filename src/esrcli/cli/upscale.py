@@ -91,7 +91,7 @@ def upscale(
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
-    from esrcli.infer import UpscaleOptions, keep_freed_memory, prepare_model, release_memory, select_device, select_precision, upscale_image
+    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
     from esrcli.weights import default_model_name, load_model
 
     if len(paths) < 2:
@@ -167,8 +167,7 @@ def upscale(
     seen: set[Path] = set()
     input_set = {f.resolve() for f, _ in files}
     t0 = time.perf_counter()
-    # Freed memory stays mapped for the whole job: each image reuses the pages of the last.
-    with keep_freed_memory(), console.progress("upscale", total=len(files)) as advance:
+    with console.progress("upscale", total=len(files)) as advance:
         for src, stem in files:
             try:
                 early = out_file or (stem.with_name(stem.name + e) if (e := _target_ext(src, ext, None)) else None)
@@ -197,6 +196,9 @@ def upscale(
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 write_image(dst, result, quality=quality)
                 del result, image
+                # Freed memory stays mapped during each image's pass (tiled_forward); between
+                # images it goes back, so that images of other sizes do not pile up the heap.
+                release_memory()
                 written += 1
                 print(dst, flush=True)  # the progress bar does not redirect stdout
             except EsrError as exc:
