@@ -9,9 +9,10 @@ again. An RRDBNet x4 forward on a 256x256 input took 170,000-200,000 page faults
 tail strips kept under 32 MB, it takes almost none and runs 4-6% faster.
 
 :func:`keep_freed_memory` keeps freed blocks in the heap while a block of work runs, so
-later tensors reuse pages that are already mapped. Peak resident memory does not change
-(the same blocks are live at the peak either way); the memory is given back by
-:func:`release_memory`.
+later tensors reuse pages that are already mapped; :func:`release_memory` gives them back.
+Peak resident memory barely moves: 848 MiB for a 1024x1024 x4 RRDBNet run with 256-pixel
+tiles (was 851-869 MiB); three real images of different sizes peaked at 580 MB against
+515 MB (kept blocks of one size do not always fit the next).
 """
 
 from __future__ import annotations
