@@ -448,8 +448,8 @@ def train(
             if optim.sched_d is not None:
                 optim.sched_d.step()
             it += 1
-            if it == start_iter + 1 and compiled_prelu_backward_error() is not None:
-                say(f"note: compiled PReLU backward unavailable, eager kernels used ({compiled_prelu_backward_error()})")
+            if it == start_iter + 1 and (kernel_error := compiled_prelu_backward_error()) is not None:
+                say(f"note: compiled PReLU backward unavailable, eager kernels used ({kernel_error})")
             iter_seconds = 0.9 * iter_seconds + 0.1 * (time.monotonic() - tick) if iter_seconds else time.monotonic() - tick
             if it % t.log_interval == 0 or it == t.total_iter:
                 log.write({"iter": it, **losses, "lr": lr, "time": round(time.monotonic() - start_time, 3)})
