@@ -13,6 +13,14 @@ Measures, on random-weight networks of the real sizes (speed does not depend on 
 * ``--rss``: peak resident memory of ``esr upscale`` on a 1024x1024 input at x4 with
   ``--tile 256`` (RRDBNet), run in a subprocess (``ru_maxrss`` of the child).
 
+GFLOP/s count the networks' nominal convolutions (RRDBNet's tail computes its two
+upsampling convs with fewer multiply-adds; it is credited with the nominal ones, as the
+target is stated). Alongside each image the script times a lone 3x3 conv 64->64 in the same
+dtype (the networks' main layer, the conv library's best case) and prints esr's GFLOP/s as
+a share of it: a figure that a slower or busier machine moves far less than MP/s. The
+targets were set as shares of this processor's bf16 peak (RRDBNet about 80%, compact about
+85%).
+
 Process start-up and model loading are excluded from the speed figures; one warm-up pass
 runs first. Each image goes through esr's path and the plain one back to back (alternating
 which goes first), and the figures are medians over the images with their range, so that a
@@ -91,7 +99,21 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fns = {"esr": esr_path}
+    # Same-run reference for the machine's speed: a lone 3x3 conv 64->64 (the networks' main
+    # layer, oneDNN's / cuDNN's best case) at the input size, in the esr path's dtype.
+    probe_x = torch.rand(1, 64, size, size, device=device).to(prec.dtype).contiguous(memory_format=torch.channels_last)
+    probe_w = torch.rand(64, 64, 3, 3, device=device).to(prec.dtype).contiguous(memory_format=torch.channels_last)
+    probe_reps = 8
+    probe_flops = 2.0 * 64 * 64 * 9 * size * size * probe_reps
+
+    def probe(x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            for _ in range(probe_reps):
+                torch.nn.functional.conv2d(probe_x, probe_w, None, 1, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fns = {"esr": esr_path, "probe": probe}
     if not skip_fp32:
         plain = copy.deepcopy(net).float().eval().to(device)
 
@@ -115,6 +137,10 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
     print(line(f"esr path ({prec.name}, {device})", times["esr"]), flush=True)
     if prec.note:
         print(f"  ({prec.note})")
+    peak = statistics.median(probe_flops / t for t in times["probe"]) / 1e9
+    share = statistics.median(flops / e / (probe_flops / p) for e, p in zip(times["esr"], times["probe"]))
+    print(f"{name}: same-run reference: a lone {prec.name} 3x3 conv 64->64 on {size}x{size} ran at {peak:.0f} GFLOP/s "
+          f"(median); the esr path reached {share:.0%} of it (median of per-image ratios)", flush=True)
     if skip_fp32:
         return
     print(line("plain fp32 NCHW", times["plain"]), flush=True)

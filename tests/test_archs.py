@@ -463,6 +463,7 @@ def test_rrdbnet_fused_inference_equals_concatenating_forward(dtype):
     with torch.inference_mode():
         out = low(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
     assert rdb._split_key is not None  # the fused path ran
+    assert low._subpixel_key is not None  # and the sub-pixel upsampling convs
     assert [len(p) for p in rdb._split] == [1, 2, 3, 4, 5]
     assert rdb._split[4][0].shape == (16, 16, 3, 3) and rdb._split[4][4].shape == (16, 16, 3, 3)
     err = (out - ref).abs().max().item()
@@ -482,6 +483,69 @@ def test_rrdbnet_fused_inference_equals_concatenating_forward(dtype):
         out2 = low(x.contiguous(memory_format=torch.channels_last))
     assert (out2 - ref2).abs().max() < 1e-4
     assert (ref2 - ref).abs().max() > 0.1  # the control: the two networks differ
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rrdbnet_subpixel_upsampling_conv_equals_upsample_then_conv(dtype):
+    """The inference tail's 2x2 phase convolutions compute leaky_relu(conv(nearest_x2(f)))
+    on the original pixels: same values on every phase and at every border."""
+    import torch.nn.functional as F
+
+    from esrcli.archs.rrdbnet import _conv_lrelu
+
+    torch.manual_seed(1)
+    net = RRDBNet(3, 3, scale=4, num_feat=8, num_block=0, num_grow_ch=4).eval()
+    for p in net.parameters():
+        p.data.normal_(0, 0.3)
+    net = net.to(dtype=dtype, memory_format=torch.channels_last)
+    feat = torch.randn(2, 8, 7, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = _conv_lrelu(net.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest")).float()
+        out = net._up_conv_lrelu("conv_up1", feat)
+    assert out.shape == (2, 8, 14, 10) and out.is_contiguous(memory_format=torch.channels_last)
+    tol = 1e-5 if dtype == torch.float32 else 0.02 * ref.abs().max().item()
+    assert (out.float() - ref).abs().max().item() < tol
+    # Controls: a phase taken from the wrong offset, or the rows of one phase, differ.
+    assert (out.float()[:, :, 1::2] - ref[:, :, 0::2]).abs().max().item() > 0.1
+    with torch.no_grad():  # new weights: the cached phase weights follow
+        net.conv_up1.weight.mul_(-1)
+    with torch.inference_mode():
+        assert (net._up_conv_lrelu("conv_up1", feat).float() - ref).abs().max().item() > 0.1
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,scale", [(3, 4), (1, 2), (3, 3)])
+def test_srvgg_fused_residual_equals_plain_forward(dtype, channels, scale):
+    """CPU inference on channels_last input adds the global residual inside the last conv
+    (before the PixelShuffle); the output must equal the upsample-and-add forward."""
+    import esrcli.archs.srvgg as srvgg
+
+    torch.manual_seed(2)
+    net = SRVGGNetCompact(channels, channels, num_feat=8, num_conv=2, scale=scale).eval()
+    for p in net.body[-1].parameters():
+        p.data.normal_(0, 0.2)
+    x = torch.rand(2, channels, 9, 7)
+    with torch.no_grad():
+        ref = net(x)  # NCHW: the plain path
+    low = net.to(dtype=dtype, memory_format=torch.channels_last)
+    xl = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = srvgg.SRVGGNetCompact._last_conv_with_residual
+    srvgg.SRVGGNetCompact._last_conv_with_residual = lambda self, a, f: calls.append(1) or real(self, a, f)
+    try:
+        with torch.inference_mode():
+            out = low(xl).float()
+    finally:
+        srvgg.SRVGGNetCompact._last_conv_with_residual = real
+    assert calls == [1]
+    assert out.shape == ref.shape == (2, channels, 9 * scale, 7 * scale)
+    with torch.inference_mode():  # same dtype, NCHW input: the plain path
+        plain = low(x.to(dtype)).float()
+    assert (out - plain).abs().max().item() < (1e-5 if dtype == torch.float32 else 0.02)  # 2 bf16 steps at 2
+    assert (out - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 0.05)
+    assert (ref - torch.nn.functional.interpolate(x, scale_factor=scale)).abs().max() > 0.1  # control
 
 
 @needs_fused

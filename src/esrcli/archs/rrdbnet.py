@@ -174,6 +174,9 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
+        self._subpixel_key: tuple[object, ...] | None = None
+        self._subpixel: dict[str, tuple[Tensor, Tensor]] = {}
+
     # Trunk rows of context the upsampling tail needs on each side of a strip: its four 3x3
     # convs (one at 2x, three at 4x) reach 2 + 3 = 5 output rows, i.e. under 2 trunk rows.
     _TAIL_HALO = 2
@@ -183,9 +186,65 @@ class RRDBNet(nn.Module):
     # fresh mmaps (about 100,000 page faults per 256x256 forward otherwise).
     _TAIL_STRIP_ELEMENTS = 15 << 20
 
+    def _subpixel_weights(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``conv_up1``/``conv_up2`` as 2x2 convolutions on the un-upsampled input, one per
+        output phase (see :meth:`_up_conv_lrelu`), rebuilt when a weight changes.
+
+        Each entry: weight ``(4 * C_out, C_in, 2, 2)`` (phases ``dy * 2 + dx`` stacked along
+        the output channels, channels_last) and bias ``(4 * C_out,)``, in the conv's dtype.
+        A phase's taps are sums of the 3x3 taps that land on the same input pixel, added in
+        float32 and rounded once.
+        """
+        convs = {"conv_up1": self.conv_up1, "conv_up2": self.conv_up2}
+        key = tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype, c.weight.device) for c in convs.values())
+        if key != self._subpixel_key:
+
+            def merge(w: Tensor, dim: int, phase: int) -> Tensor:
+                # Along one axis, nearest x2 maps the taps -1, 0, +1 of output phase 0 onto
+                # input offsets -1, 0, 0, and those of phase 1 onto 0, 0, +1.
+                a, b, c = w.unbind(dim)
+                return torch.stack((a, b + c) if phase == 0 else (a + b, c), dim)
+
+            self._subpixel = {}
+            for name, conv in convs.items():
+                w = conv.weight.float()
+                phases = [merge(merge(w, 2, dy), 3, dx) for dy in (0, 1) for dx in (0, 1)]
+                weight = torch.cat(phases).to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+                self._subpixel[name] = (weight, conv.bias.repeat(4))
+            self._subpixel_key = key
+        return self._subpixel
+
+    def _up_conv_lrelu(self, name: str, feat: Tensor) -> Tensor:
+        """``leaky_relu(conv(nearest_x2(feat)))`` for ``conv_up1``/``conv_up2``.
+
+        On the fused path without upsampling first (sub-pixel convolution): a 3x3 conv
+        on a nearest-x2 input reads, for each of the four output phases ``(dy, dx)``, only a
+        2x2 window of the original pixels, so one 2x2 conv with ``4 * C_out`` outputs and
+        padding 1 computes all phases (output ``(H + 1, W + 1)``), and phase ``(dy, dx)`` at
+        pixel ``(i, j)`` is its value at ``(i + dy, j + dx)``; four strided copies interleave
+        them. Same function as the upsample-then-conv path up to rounding, with 4/9 of the
+        multiply-adds (the two convs are 4% of RRDBNet x4's FLOPs) and no upsampled copy of
+        the input. Measured on 2 Zen 4 cores in bf16, one 56-row strip of a 256-wide trunk:
+        the x4 tail 98 ms against 119 ms.
+        """
+        conv = getattr(self, name)
+        if not fused_path(feat, conv.weight):
+            return _conv_lrelu(conv, F.interpolate(feat, scale_factor=2, mode="nearest"))
+        weight, bias = self._subpixel_weights()[name]
+        phases = fused_conv_ops().conv(feat, weight, bias, ONES, ONES, ONES, 1, "leaky_relu", [_SLOPE], "")  # type: ignore[union-attr]
+        b, _, h, w = feat.shape
+        c = conv.out_channels
+        src = phases.permute(0, 2, 3, 1).view(b, h + 1, w + 1, 2, 2, c)
+        out = torch.empty((b, c, 2 * h, 2 * w), dtype=phases.dtype, memory_format=torch.channels_last)
+        dst = out.permute(0, 2, 3, 1).view(b, h, 2, w, 2, c)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                dst[:, :, dy, :, dx].copy_(src[:, dy : dy + h, dx : dx + w, dy, dx])
+        return out
+
     def _tail(self, feat: Tensor) -> Tensor:
-        feat = _conv_lrelu(self.conv_up1, F.interpolate(feat, scale_factor=2, mode="nearest"))
-        feat = _conv_lrelu(self.conv_up2, F.interpolate(feat, scale_factor=2, mode="nearest"))
+        feat = self._up_conv_lrelu("conv_up1", feat)
+        feat = self._up_conv_lrelu("conv_up2", feat)
         return self.conv_last(_conv_lrelu(self.conv_hr, feat))
 
     def _tail_in_strips(self, feat: Tensor, rows: int) -> Tensor:

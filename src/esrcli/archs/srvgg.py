@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from esrcli.archs._onednn import ONES, fused_conv_ops, fused_path
+
 __all__ = ["SRVGGNetCompact", "ACT_TYPES", "compiled_prelu_backward_error"]
 
 ACT_TYPES = ("relu", "prelu", "leakyrelu")
@@ -209,7 +211,27 @@ class SRVGGNetCompact(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = x
-        for layer in self.body:
+        for layer in self.body[:-1]:
             out = layer(out)
-        out = self.upsampler(out)
+        last = self.body[-1]
+        if fused_path(out, last.weight) and x.dtype == out.dtype:
+            return self.upsampler(self._last_conv_with_residual(x, out))
+        out = self.upsampler(last(out))
         return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+    def _last_conv_with_residual(self, x: Tensor, feat: Tensor) -> Tensor:
+        """The last conv with the global residual added before the PixelShuffle.
+
+        The nearest-upsampled input, in PixelShuffle's channel order (channel ``c * s**2 + k``
+        holds input channel ``c``), is built at low resolution and the conv is accumulated
+        into it by oneDNN's sum post-op: one rounding instead of two in bf16, and no
+        upsampling of a 3-channel channels_last image (slow in ATen: 7 ms at 1024x1024).
+        Measured on 2 Zen 4 cores, 256x256 input at x4 in bf16: last conv, shuffle and
+        residual 13 ms against 17.5 ms.
+        """
+        b, c, h, w = x.shape
+        s2 = self.scale * self.scale
+        acc = torch.empty((b, c * s2, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        acc.permute(0, 2, 3, 1).view(b, h, w, c, s2).copy_(x.permute(0, 2, 3, 1)[..., None])
+        last = self.body[-1]
+        return fused_conv_ops().conv_add_(acc, feat, last.weight, last.bias, ONES, ONES, ONES, 1, "add", 1.0, None, [], None)  # type: ignore[union-attr]
