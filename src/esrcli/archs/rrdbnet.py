@@ -13,6 +13,8 @@ Key layout (so official ``RealESRGAN_x4plus.pth`` / ``RealESRGAN_x2plus.pth`` lo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,6 +32,12 @@ def _conv_lrelu(conv: nn.Conv2d, x: Tensor) -> Tensor:
     if fused_path(x, conv.weight):
         return fused_conv_ops().conv(x, conv.weight, conv.bias, ONES, ONES, ONES, 1, "leaky_relu", [_SLOPE], "")  # type: ignore[union-attr]
     return F.leaky_relu(conv(x), _SLOPE, inplace=True)
+
+
+def _weights_key(convs: Iterable[nn.Conv2d]) -> tuple[object, ...]:
+    """What identifies the current weights of ``convs`` (storage, in-place version, dtype,
+    device): weights derived from them and cached are rebuilt when it changes."""
+    return tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype, c.weight.device) for c in convs)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -60,7 +68,7 @@ class ResidualDenseBlock(nn.Module):
         """Each conv's weight cut along its input channels into the pieces that act on
         ``x, x1, x2, x3, x4`` (channels_last copies), rebuilt when a weight changes."""
         convs = (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5)
-        key = tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype, c.weight.device) for c in convs)
+        key = _weights_key(convs)
         if key != self._split_key:
             bounds = [0, self.num_feat] + [self.num_feat + (k + 1) * self.num_grow_ch for k in range(4)]
             self._split = [
@@ -196,7 +204,7 @@ class RRDBNet(nn.Module):
         float32 and rounded once.
         """
         convs = {"conv_up1": self.conv_up1, "conv_up2": self.conv_up2}
-        key = tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype, c.weight.device) for c in convs.values())
+        key = _weights_key(convs.values())
         if key != self._subpixel_key:
 
             def merge(w: Tensor, dim: int, phase: int) -> Tensor:
@@ -235,7 +243,7 @@ class RRDBNet(nn.Module):
         b, _, h, w = feat.shape
         c = conv.out_channels
         src = phases.permute(0, 2, 3, 1).view(b, h + 1, w + 1, 2, 2, c)
-        out = torch.empty((b, c, 2 * h, 2 * w), dtype=phases.dtype, memory_format=torch.channels_last)
+        out = torch.empty((b, c, 2 * h, 2 * w), dtype=phases.dtype, device=phases.device, memory_format=torch.channels_last)
         dst = out.permute(0, 2, 3, 1).view(b, h, 2, w, 2, c)
         for dy in (0, 1):
             for dx in (0, 1):
