@@ -326,6 +326,39 @@ def test_srvgg_fresh_network_is_trainable():
     assert float(net.body[1].weight.grad.abs().mean()) > 1e-7  # first PReLU slopes get a gradient
 
 
+def test_rrdbnet_dense_blocks_use_esrgan_smaller_initialization():
+    """ESRGAN Sec. 3.2 / BasicSR: Kaiming-normal x 0.1 in every dense-block conv, zero bias;
+    the other convs keep PyTorch's default (uniform, biases non-zero)."""
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=64, num_block=2, num_grow_ch=32)
+    for name, conv in net.named_modules():
+        if ".rdb" not in name or not isinstance(conv, torch.nn.Conv2d):
+            continue
+        fan_in = conv.weight[0].numel()
+        expected = 0.1 * (2.0 / fan_in) ** 0.5
+        assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.05, name
+        assert float(conv.bias.detach().abs().max()) == 0.0, name
+    # Default init elsewhere: uniform within 1/sqrt(fan_in), so its std is 1/sqrt(3 fan_in).
+    fan_in = 64 * 9
+    assert abs(float(net.conv_body.weight.detach().std()) * (3 * fan_in) ** 0.5 - 1) < 0.05
+    assert float(net.conv_body.bias.detach().abs().max()) > 0
+    # Each fresh dense block starts close to the identity (changes its input by about 1%).
+    x = torch.randn(1, 64, 16, 16)
+    with torch.no_grad():
+        y = net.body[0].rdb1(x)
+    assert float((y - x).std() / x.std()) < 0.05
+
+
+@pytest.mark.parametrize("arch", ["RRDBNet", "SRVGGNetCompact"])
+def test_generators_build_on_the_meta_device_without_initialising(arch):
+    """``check_state_dict`` and ``load_model`` build on ``meta``; the custom inits skip it."""
+    params = {"num_block": 1} if arch == "RRDBNet" else {"num_conv": 2}
+    with torch.device("meta"):
+        net = build_generator(arch, params)
+    assert all(p.is_meta for p in net.parameters())
+    assert sorted(net.state_dict()) == sorted(build_generator(arch, params).state_dict())
+
+
 @pytest.mark.parametrize("num_parameters", [1, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_srvgg_prelu_backward_matches_aten(num_parameters, channels_last):

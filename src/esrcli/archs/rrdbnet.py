@@ -60,9 +60,25 @@ class ResidualDenseBlock(nn.Module):
         self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+        self._init_weights()
 
         self._split_key: tuple[object, ...] | None = None
         self._split: list[list[Tensor]] = []
+
+    def _init_weights(self) -> None:
+        """ESRGAN's "smaller initialization" (Sec. 3.2; BasicSR's ``default_init_weights(...,
+        0.1)``): Kaiming-normal (fan-in, gain sqrt(2)) weights scaled by 0.1 and zero biases,
+        so each dense block starts close to the identity and the deep trunk trains stably from
+        scratch. Skipped on the ``meta`` device (nothing to fill; building there must stay
+        cheap), and loaded weights replace it anyway."""
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5)
+        if convs[0].weight.is_meta:
+            return
+        with torch.no_grad():
+            for conv in convs:
+                nn.init.kaiming_normal_(conv.weight, a=0.0, mode="fan_in", nonlinearity="leaky_relu")
+                conv.weight.mul_(0.1)
+                nn.init.zeros_(conv.bias)
 
     def _split_weights(self) -> list[list[Tensor]]:
         """Each conv's weight cut along its input channels into the pieces that act on

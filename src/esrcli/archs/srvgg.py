@@ -189,10 +189,14 @@ class SRVGGNetCompact(nn.Module):
         network stays the nearest-neighbour upsampling of its global residual. Kaiming-normal
         init with the activation's slope (He et al. 2015, Sec. 2.2) keeps the variance; the last
         conv is scaled by 0.1 so training starts near that nearest-neighbour baseline. Loaded
-        weights replace all of this.
+        weights replace all of this. Skipped on the ``meta`` device.
         """
         slope = {"prelu": 0.25, "leakyrelu": 0.1, "relu": 0.0}[self.act_type]
         convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        if convs[0].weight.is_meta:
+            # Nothing to fill on the meta device; and random fills there go through
+            # Python decompositions whose first use costs about a second of imports.
+            return
         for conv in convs:
             nn.init.kaiming_normal_(conv.weight, a=slope, mode="fan_in", nonlinearity="leaky_relu")
             nn.init.zeros_(conv.bias)

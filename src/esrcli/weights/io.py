@@ -169,12 +169,18 @@ def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cp
 
     with resolve_model(path_or_name) as path:
         sd, info = read_model_info(path)
-    net = build_generator(info.arch, info.params)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    # Built on the meta device and given the file's tensors (``assign``): no random
+    # initialisation to compute and throw away (0.1-0.25 s for RRDBNet), no second copy.
+    with torch.device("meta"):
+        net = build_generator(info.arch, info.params)
+    sd = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in sd.items()}
     try:
-        net.load_state_dict(sd, strict=True)
+        net.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as exc:  # shapes were checked; keep a typed error anyway
         raise WeightsError(f"{path_or_name}: {_first_line(exc)}") from None
+    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:  # pragma: no cover - every generator tensor is in its state dict
+        raise WeightsError(f"{path_or_name}: no weights for {', '.join(left[:3])}")
     net.eval().requires_grad_(False)
     return net.to(device), info
 
