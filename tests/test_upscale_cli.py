@@ -214,7 +214,7 @@ def test_model_problems_are_one_line_errors(esr, models, inputs, tmp_path, monke
 
 @pytest.mark.parametrize(
     "args",
-    [("--tile", "32", "--tile-overlap", "20"), ("--ext", "gif"), ("--scale", "0"), ("--alpha", "magic"), ("--quality", "0"), ("--tile", "-5")],
+    [("--tile", "32", "--tile-overlap", "20"), ("--ext", "gif"), ("--scale", "0"), ("--scale", "inf"), ("--scale", "nan"), ("--alpha", "magic"), ("--quality", "0"), ("--tile", "-5")],
 )
 def test_usage_errors_exit_2(esr, models, inputs, tmp_path, args):
     rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], *args)

@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
         paths = list(paths or [])
         if show:
             if len(paths) > 1:
-                raise typer.BadParameter("--show takes at most one image", param_hint="IMG")
+                raise typer.BadParameter("--show takes at most one image; name the sheet file with -o FILE", param_hint="IMG")
             _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer)
             return
         if output is not None:

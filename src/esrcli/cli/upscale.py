@@ -7,6 +7,7 @@ and the summary on stderr. A batch goes on past bad files and exits 1 if any fai
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -104,8 +105,8 @@ def upscale(
         raise typer.BadParameter(f"expected one of {', '.join(EXTENSIONS)}, got {ext!r}", param_hint="--ext")
     if alpha not in ("network", "bicubic"):
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
-    if scale is not None and not scale > 0:
-        raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise typer.BadParameter(f"must be a finite number > 0, got {scale}", param_hint="--scale")
     if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
