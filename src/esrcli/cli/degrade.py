@@ -21,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import numpy as np
-import torch
 import typer
 
 from esrcli.cli import console
@@ -32,6 +31,9 @@ from esrcli.config import load_toml, to_toml
 from esrcli.config.degrade import DegradeConfig
 from esrcli.data.imageio import Image, atomic_write_bytes, from_tensor, list_images, read_image, to_tensor, write_image
 from esrcli.errors import EsrError, ImageError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `esr --help` need not load it
+    import torch
 
 HELP = """Synthesise low-quality images with Real-ESRGAN's second-order degradation model.
 
@@ -57,6 +59,8 @@ def _load_config(config: Path | None, scale: int | None) -> DegradeConfig:
 
 
 def _pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -96,6 +100,8 @@ def _out_name(path: Path, roots: list[Path], used: set[str]) -> str:
 def _degrade_file(
     path: Path, name: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device
 ) -> list[dict[str, Any]]:
+    import torch
+
     from esrcli.degrade import degrade
 
     img = read_image(path)
@@ -156,6 +162,8 @@ def _open_viewer(path: Path) -> bool:
 
 
 def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int, n: int, device: torch.device, open_viewer: bool) -> None:
+    import torch
+
     from esrcli.data.testchart import draw_test_chart
     from esrcli.degrade import degrade
     from esrcli.degrade.sheet import contact_sheet

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from esrcli.weights import interpolate_files, params_text
-
 
 def interp_cmd(
     model_a: Path = typer.Argument(..., help="Model at alpha=0 (e.g. the PSNR-oriented net).", show_default=False),
@@ -17,6 +15,8 @@ def interp_cmd(
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
     """Blend two models of the same architecture: theta = (1 - alpha) * theta_A + alpha * theta_B."""
+    from esrcli.weights import interpolate_files, params_text  # loads torch: not for --help
+
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
     info = interpolate_files(model_a, model_b, alpha, output, half=half)

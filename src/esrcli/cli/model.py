@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
 
 from esrcli.cli import console
 from esrcli.errors import EsrError, WeightsError
-from esrcli.weights import ModelInfo, catalogue, default_model_name, params_text, read_model_info, resolve_model, save_model
+
+if TYPE_CHECKING:  # esrcli.weights loads torch: imported in the commands, so --help stays fast
+    from esrcli.weights import ModelInfo
 
 model_app = typer.Typer(
     name="model",
@@ -32,6 +34,8 @@ def _num_params(sd: dict) -> int:
 
 
 def _info_lines(path: Path, sd: dict, info: ModelInfo) -> list[str]:
+    from esrcli.weights import params_text
+
     lines = [
         f"file:       {path}",
         f"arch:       {info.arch}",
@@ -54,6 +58,8 @@ def info_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
     """Show the detected architecture, hyper-parameters, scale and metadata of model files."""
+    from esrcli.weights import read_model_info, resolve_model
+
     failed = 0
     for i, path in enumerate(files):
         try:
@@ -90,6 +96,8 @@ def convert_cmd(
     half: bool = typer.Option(False, "--half", help="Store weights as float16 (half the size; loads as float32)."),
 ) -> None:
     """Convert a model file (e.g. an official Real-ESRGAN .pth) to an esr .safetensors file."""
+    from esrcli.weights import params_text, read_model_info, resolve_model, save_model
+
     if dst.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
@@ -109,6 +117,8 @@ def convert_cmd(
 @model_app.command("list")
 def list_cmd() -> None:
     """List the models embedded in esr."""
+    from esrcli.weights import catalogue, default_model_name
+
     try:
         entries = catalogue()
     except WeightsError as exc:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
 from esrcli.cli import console
@@ -92,6 +91,8 @@ def upscale(
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
+    import torch
+
     from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
     from esrcli.weights import default_model_name, load_model
 

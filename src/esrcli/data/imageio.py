@@ -21,12 +21,16 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
 
 from esrcli.atomic import atomic_output
 from esrcli.errors import ImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so `esr --help` need not load it
+    import torch
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -443,6 +447,8 @@ def _encode_pillow(q: np.ndarray, ext: str, quality: int, icc: bytes) -> bytes |
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     """``(H, W, C)`` float array -> ``(1, C, H, W)`` float32 tensor (values unchanged)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).unsqueeze(0).float()
 
 
