@@ -186,3 +186,25 @@ def test_precision_probe_rejects_inaccurate_bf16(monkeypatch):
 def test_precision_on_gpu_devices_is_fp16():
     assert select_precision("auto", torch.device("cuda")).dtype == torch.float16
     assert select_precision("bf16", torch.device("cuda")).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here"))])
+def test_prepared_model_is_channels_last_and_matches_fp32(device):
+    """CPU and CUDA run channels_last (oneDNN's and cuDNN's fast layouts) in the automatic
+    precision; the result matches the plain fp32 NCHW forward."""
+    from esrcli.infer import prepare_model, tiled_forward
+
+    torch.manual_seed(0)
+    net = RRDBNet(num_feat=16, num_block=2, num_grow_ch=8)
+    x = torch.rand(1, 3, 40, 36)
+    with torch.no_grad():
+        ref = net(x)
+    dev = torch.device(device)
+    prec = select_precision("auto", dev, net)
+    fast = prepare_model(net, dev, prec.dtype)
+    assert fast.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.conv_first.weight.dtype == prec.dtype and fast.conv_first.weight.device.type == device
+    out = tiled_forward(fast, x, 4, 24, 8)
+    assert out.device.type == "cpu" and out.dtype == torch.float32 and out.shape == ref.shape
+    mse = float(((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
+    assert mse < 10 ** (-40 / 10)  # >= 40 dB in fp16/bf16 (identical layout math in fp32)

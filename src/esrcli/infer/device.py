@@ -29,6 +29,7 @@ __all__ = [
     "cpu_has_native_bf16",
     "prepare_model",
     "BF16_MIN_PSNR",
+    "CHANNELS_LAST_DEVICES",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -100,10 +101,18 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags) and torch.backends.mkldnn.is_available()
 
 
+# Devices whose convolutions are fastest with channels_last (NHWC) tensors: oneDNN on the CPU
+# (its bf16 kernels, and the generators' fused paths, need it) and cuDNN, whose fp16/bf16
+# tensor-core kernels are NHWC ones (NCHW inputs get transposed around every conv). MPS stays
+# NCHW.
+CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+
+
 def prepare_model(net: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Move ``net`` to ``device``/``dtype`` for inference (eval mode, no grads; channels_last on CPU)."""
+    """Move ``net`` to ``device``/``dtype`` for inference: eval mode, no grads, channels_last
+    weights on the CPU and CUDA (:data:`CHANNELS_LAST_DEVICES`)."""
     net = net.eval().requires_grad_(False).to(device=device, dtype=dtype)
-    if device.type == "cpu":
+    if device.type in CHANNELS_LAST_DEVICES:
         net = net.to(memory_format=torch.channels_last)
     return net
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esrcli.errors import EsrError
+from esrcli.infer.device import CHANNELS_LAST_DEVICES
 from esrcli.memory import keep_freed_memory
 
 __all__ = ["tiled_forward", "tile_starts", "ramp_window", "pad_to_multiple"]
@@ -111,7 +112,7 @@ def _run(net: nn.Module, x: Tensor, dtype: torch.dtype, mod: int, scale: int) ->
     """One forward pass of ``x`` (float32) in ``dtype``; returns float32 of size ``(H*scale, W*scale)``."""
     h, w = x.shape[-2:]
     xp = pad_to_multiple(x, mod)
-    if xp.device.type == "cpu" and xp.shape[1] in (3, 4):
+    if xp.device.type in CHANNELS_LAST_DEVICES and xp.shape[1] in (3, 4):
         xp = xp.contiguous(memory_format=torch.channels_last)
     y = net(xp.to(dtype))
     return y[..., : h * scale, : w * scale].float()
