@@ -20,7 +20,6 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import cv2
