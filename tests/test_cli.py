@@ -17,6 +17,11 @@ def test_help_and_version_do_not_load_torch():
         "        main(argv)\n"
         "    except SystemExit as exc:\n"
         "        assert exc.code in (0, None), (argv, exc.code)\n"
+        "for argv in (['upscale', 'in.png'], ['upscale', 'in.png', 'out', '--scale', '0'], ['interp', 'a.pth']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 2, (argv, exc.code)\n"
         "print('torch' in sys.modules)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -91,11 +91,6 @@ def upscale(
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
-    import torch
-
-    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
-    from esrcli.weights import default_model_name, load_model
-
     if len(paths) < 2:
         raise typer.BadParameter("give at least one input and the output folder", param_hint="PATHS")
     ext = ext.lower().lstrip(".")
@@ -112,6 +107,11 @@ def upscale(
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
+    # After the usage checks: torch takes over a second to import.
+    import torch
+
+    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
+    from esrcli.weights import default_model_name, load_model
 
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)
