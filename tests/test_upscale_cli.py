@@ -118,6 +118,16 @@ def test_scale_suffix_ext_and_single_output_file(esr, models, inputs, tmp_path):
     rc, _, err = esr("upscale", inputs / "gray.png", tmp_path / "one.webp", "--model", models["rrdb"], "--scale", "0.5")
     assert rc == 0, err
     assert _mode(tmp_path / "one.webp")[1] == (8, 9)
+    # Several inputs (or a folder) cannot go to one image file name: a usage error, nothing written.
+    for args in ((inputs / "rgb.jpg", inputs / "gray.png", tmp_path / "two.png"), (inputs, tmp_path / "all.png")):
+        rc, _, err = esr("upscale", *args, "--model", models["rrdb"])
+        assert rc == 2 and "name an output folder" in err, err
+        assert not args[-1].exists()
+    rc, _, err = esr("upscale", inputs / "missing.png", tmp_path / "one.png", "--model", models["rrdb"])
+    assert rc == 1 and "missing.png: no such file" in err, err  # one missing input: named as such
+    (tmp_path / "dir.png").mkdir()  # an existing folder with such a name is still a folder
+    rc, _, err = esr("upscale", inputs / "gray.png", inputs / "rgb.jpg", tmp_path / "dir.png", "--model", models["rrdb"])
+    assert rc == 0 and (tmp_path / "dir.png" / "gray.png").is_file(), err
 
 
 def test_auto_ext_sends_alpha_and_16bit_from_jpg_to_png(esr, models, tmp_path):

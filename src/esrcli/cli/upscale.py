@@ -107,14 +107,16 @@ def upscale(
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
-    # After the usage checks: torch takes over a second to import.
-    import torch
-
-    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
-    from esrcli.weights import default_model_name, load_model
-
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)
+    several = len(inputs) > 1 or inputs[0].is_dir()
+    if several and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+        # `esr upscale a.png b.png out.png` or `esr upscale photos/ out.png`: an image file
+        # name cannot take several results; a typo more likely than a folder named so.
+        raise typer.BadParameter(
+            f"{out} is a file name, but the inputs give several images (or a folder): name an output folder",
+            param_hint="OUT",
+        )
     # Inputs are never overwritten: an output folder that is an input's folder needs a suffix.
     if not suffix and out_file is None:
         for p in inputs:
@@ -135,6 +137,12 @@ def upscale(
     if not files:
         raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     _prepare_folder(out_dir)
+
+    # After the usage and path checks: torch takes over a second to import.
+    import torch
+
+    from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
+    from esrcli.weights import default_model_name, load_model
 
     name = model if model is not None else default_model_name()
     if name is None:
