@@ -95,6 +95,22 @@ def test_pillow_modes_read_as_expected(tmp_path):
     assert la.is_gray and la.alpha is not None
     np.testing.assert_array_equal(np.rint(la.alpha * 255), a[:, :, 1])
     assert read_image(tmp_path / "p.png").color.shape == (4, 4, 3)
+    assert read_image(tmp_path / "rgb.png").frames == 1
+
+
+def test_multi_frame_files_decode_the_first_frame_and_count_them(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [PILImage.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:2])
+    img = read_image(tmp_path / "anim.gif")
+    assert img.frames == 3 and img.color.shape == (6, 5, 3)
+    with PILImage.open(tmp_path / "anim.gif") as im:
+        first = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(np.rint(img.color * 255).astype(np.uint8), first)
+    tif = read_image(tmp_path / "pages.tif")
+    assert tif.frames == 2
+    np.testing.assert_array_equal(np.rint(tif.color * 255).astype(np.uint8), np.asarray(frames[0]))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

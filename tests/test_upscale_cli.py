@@ -130,6 +130,15 @@ def test_scale_suffix_ext_and_single_output_file(esr, models, inputs, tmp_path):
     assert rc == 0 and (tmp_path / "dir.png" / "gray.png").is_file(), err
 
 
+def test_multi_frame_input_is_upscaled_from_its_first_frame_with_a_warning(esr, models, tmp_path):
+    frames = [PILImage.fromarray(_rng(6, 5, 3, seed=k)[:, :, ::-1]) for k in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    rc, _, err = esr("upscale", tmp_path / "anim.gif", tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 0, err
+    assert "anim.gif: 2 frames or pages; only the first is upscaled" in err
+    assert _mode(tmp_path / "out" / "anim.png")[1] == (20, 24)
+
+
 def test_auto_ext_sends_alpha_and_16bit_from_jpg_to_png(esr, models, tmp_path):
     d = tmp_path / "in"
     d.mkdir()

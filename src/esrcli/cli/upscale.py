@@ -197,6 +197,8 @@ def upscale(
                     console.info(f"esr: skip {src}: {dst} exists (use --overwrite)")
                     skipped += 1
                     continue
+                if image.frames > 1:
+                    console.warn(f"{src}: {image.frames} frames or pages; only the first is upscaled")
                 if ext == "jpg" and image.alpha is not None:
                     console.warn(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
                 notes: list[str] = []

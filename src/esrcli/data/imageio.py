@@ -59,6 +59,8 @@ class Image:
         bit_depth: 8 or 16, the depth of the source samples.
         icc_profile: the embedded ICC profile bytes, or ``None``.
         exif: raw EXIF bytes (orientation already applied and reset), or ``None``.
+        frames: frames or pages in the source file (animated GIF/WebP/PNG, multi-page
+            TIFF); only the first was decoded.
     """
 
     color: np.ndarray
@@ -66,6 +68,7 @@ class Image:
     bit_depth: int = 8
     icc_profile: bytes | None = field(default=None, repr=False)
     exif: bytes | None = field(default=None, repr=False)
+    frames: int = 1
 
     @property
     def is_gray(self) -> bool:
@@ -114,6 +117,7 @@ class _Header:
     orientation: int = 1
     icc: bytes | None = None
     exif: bytes | None = None
+    frames: int = 1
 
 
 def _read_header(path: Path, data: bytes) -> _Header:
@@ -141,7 +145,11 @@ def _read_header(path: Path, data: bytes) -> _Header:
                         exif_bytes = exif.tobytes()
                 except Exception:  # noqa: BLE001 - broken EXIF must not make the image unreadable
                     pass
-                return _Header((w, h), im.mode, orientation, icc, exif_bytes)
+                try:
+                    frames = max(1, int(getattr(im, "n_frames", 1)))
+                except Exception:  # noqa: BLE001 - a broken later frame: the first still decodes
+                    frames = 1
+                return _Header((w, h), im.mode, orientation, icc, exif_bytes, frames)
     except PILImage.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large ({exc})") from None
     except ImageError:
@@ -253,7 +261,7 @@ def read_image(path: str | Path) -> Image:
     if alpha is not None:
         alpha = _apply_orientation(alpha, header.orientation)
         alpha = np.ascontiguousarray(alpha)
-    return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif)
+    return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif, header.frames)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
