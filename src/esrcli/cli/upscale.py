@@ -26,9 +26,21 @@ _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 
 def _output_dir_or_file(inputs: list[Path], out: Path) -> tuple[Path, Path | None]:
     """``(folder, file)``: OUT is a single output file when there is one input file and OUT
-    has an image extension and is not an existing folder; otherwise OUT is a folder."""
-    if len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+    has an image extension and is not an existing folder; otherwise OUT is a folder.
+
+    Raises:
+        typer.BadParameter: OUT has an image extension (and is no existing folder) but the
+            inputs are several or a folder: `esr upscale a.png b.png out.png` is more likely a
+            typo than a folder named so.
+    """
+    image_name = out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
+    if image_name and len(inputs) == 1 and inputs[0].is_file():
         return out.parent if str(out.parent) else Path("."), out
+    if image_name and (len(inputs) > 1 or inputs[0].is_dir()):
+        raise typer.BadParameter(
+            f"{out} is a file name, but the inputs give several images (or a folder): name an output folder",
+            param_hint="OUT",
+        )
     return out, None
 
 
@@ -107,16 +119,9 @@ def upscale(
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
+
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)
-    several = len(inputs) > 1 or inputs[0].is_dir()
-    if several and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
-        # `esr upscale a.png b.png out.png` or `esr upscale photos/ out.png`: an image file
-        # name cannot take several results; a typo more likely than a folder named so.
-        raise typer.BadParameter(
-            f"{out} is a file name, but the inputs give several images (or a folder): name an output folder",
-            param_hint="OUT",
-        )
     # Inputs are never overwritten: an output folder that is an input's folder needs a suffix.
     if not suffix and out_file is None:
         for p in inputs:
