@@ -6,7 +6,9 @@ RRDBNet gets PyTorch's default init, see :func:`random_rrdbnet`):
 
 * RRDBNet x4 (num_feat 64, 23 blocks): output megapixels/s on 256x256 inputs, counted per
   image over a batch of images, for esr's path (``prepare_model`` + ``tiled_forward`` with
-  the precision ``auto`` picks: bf16 channels_last on CPUs with native bf16) and for a
+  the precision ``auto`` picks: bf16 channels_last on CPUs with native bf16; as many images
+  at once as ``esr upscale`` runs, through :class:`esrcli.infer.workers.WorkerPool`: 2 on a
+  CPU with 2+ threads, each with half of them) and for a
   plain fp32 NCHW forward of the same network in the same run (the official
   Real-ESRGAN script's way); achieved GFLOP/s (convolution FLOPs counted by hooks,
   2 per multiply-add) and the ratio of the two.
@@ -23,14 +25,16 @@ targets were set as shares of this processor's bf16 peak (RRDBNet about 80%, com
 85%).
 
 Process start-up and model loading are excluded from the speed figures; one warm-up pass
-runs first. Each image goes through esr's path and the plain one back to back (alternating
-which goes first), and the figures are medians over the images with their range, so that a
-slow stretch of a shared machine moves both paths alike. Targets on 2 CPU cores (Zen 4,
+runs first. The images go in groups of ``jobs`` (``esr upscale``'s default): esr's path
+runs a group at once, its time divided by the group's size; the reference conv and the
+plain path then take the same images one by one, back to back (alternating which path goes
+first), and the figures are medians over the groups with their range, so that a slow
+stretch of a shared machine moves all paths alike. Targets on 2 CPU cores (Zen 4,
 avx512_bf16): RRDBNet >= 0.16 MP/s, compact >= 2.5 MP/s, peak RSS <= 1 GB.
 
 Usage::
 
-    python benchmarks/bench_upscale.py --threads 2 --images 5 [--rss] [--skip-fp32]
+    python benchmarks/bench_upscale.py --threads 2 --images 6 [--jobs N] [--rss] [--skip-fp32]
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from torch import nn
 
 from esrcli.archs import RRDBNet, SRVGGNetCompact
 from esrcli.infer import prepare_model, select_device, select_precision, tiled_forward
+from esrcli.infer.workers import WorkerPool, default_jobs
 
 
 RRDB_PARAMS = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)
@@ -90,34 +95,39 @@ def conv_flops(net: nn.Module, x: torch.Tensor) -> float:
     return total
 
 
-def time_images(fns: dict[str, Callable[[torch.Tensor], None]], inputs: list[torch.Tensor]) -> dict[str, list[float]]:
-    """Seconds per image for each path: one warm-up call each, then every image through all
-    paths back to back (the order alternating per image), so that a slow stretch of a shared
-    machine hits the paths alike and the paired ratios stay meaningful."""
+def time_groups(fns: dict[str, Callable[[list[torch.Tensor]], None]], groups: list[list[torch.Tensor]]) -> dict[str, list[float]]:
+    """Seconds per image for each path, one figure per group of images: one warm-up call
+    each, then every group through all paths back to back (the order alternating per group),
+    so that a slow stretch of a shared machine hits the paths alike and the paired ratios
+    stay meaningful."""
     for fn in fns.values():
-        fn(inputs[0])
+        fn(groups[0])
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for i, x in enumerate(inputs):
+    for i, group in enumerate(groups):
         for key in list(fns) if i % 2 == 0 else list(fns)[::-1]:
             t0 = time.perf_counter()
-            fns[key](x)
-            times[key].append(time.perf_counter() - t0)
+            fns[key](group)
+            times[key].append((time.perf_counter() - t0) / len(group))
     return times
 
 
-def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch.device, precision: str, skip_fp32: bool) -> None:
+def bench_model(name: str, net: nn.Module, size: int, images: int, jobs: int, device: torch.device, precision: str, skip_fp32: bool) -> None:
     scale = 4
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.rand(1, 3, size, size, generator=g) for _ in range(images)]
+    groups = [[torch.rand(1, 3, size, size, generator=g) for _ in range(jobs)] for _ in range(max(1, -(-images // jobs)))]
     mp = (size * scale) ** 2 / 1e6
-    flops = conv_flops(net, inputs[0][:, :, :64, :64]) * (size / 64) ** 2
+    flops = conv_flops(net, groups[0][0][:, :, :64, :64]) * (size / 64) ** 2
     prec = select_precision(precision, device, net, 3, key=name)
     fast = prepare_model(copy.deepcopy(net), device, prec.dtype)
 
-    def esr_path(x: torch.Tensor) -> None:
+    def esr_one(x: torch.Tensor) -> None:
         tiled_forward(fast, x, scale, 0)
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    def esr_path(group: list[torch.Tensor]) -> None:
+        for fut in [pool.submit(esr_one, x) for x in group]:
+            fut.result()
 
     # Same-run reference for the machine's speed: a lone 3x3 conv 64->64 (the networks' main
     # layer, oneDNN's / cuDNN's best case) at the input size, in the esr path's dtype.
@@ -126,9 +136,9 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
     probe_reps = 8
     probe_flops = 2.0 * 64 * 64 * 9 * size * size * probe_reps
 
-    def probe(x: torch.Tensor) -> None:
+    def probe(group: list[torch.Tensor]) -> None:
         with torch.inference_mode():
-            for _ in range(probe_reps):
+            for _ in range(probe_reps * len(group)):
                 torch.nn.functional.conv2d(probe_x, probe_w, None, 1, 1)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -137,9 +147,10 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
     if not skip_fp32:
         plain = copy.deepcopy(net).float().eval().to(device)
 
-        def plain_path(x: torch.Tensor) -> None:
+        def plain_path(group: list[torch.Tensor]) -> None:
             with torch.no_grad():
-                plain(x.to(device))
+                for x in group:
+                    plain(x.to(device))
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -147,25 +158,26 @@ def bench_model(name: str, net: nn.Module, size: int, images: int, device: torch
     # esr's path keeps freed memory mapped during each call (tiled_forward, as in `esr
     # upscale`); the plain baseline runs with glibc's usual settings, as the official
     # script does. (Inside keep_freed_memory the plain fp32 RRDBNet itself runs 1.3x faster.)
-    times = time_images(fns, inputs)
+    with WorkerPool(jobs) as pool:
+        times = time_groups(fns, groups)
 
     def line(label: str, ts: list[float]) -> str:
         t = statistics.median(ts)
-        return (f"{name}: {label}: {t:.2f} s/image, {mp / t:.3f} output MP/s (median of {len(ts)}; "
+        return (f"{name}: {label}: {t:.2f} s/image, {mp / t:.3f} output MP/s (median of {len(ts)} groups of {jobs}; "
                 f"{mp / max(ts):.3f}-{mp / min(ts):.3f}), {flops / t / 1e9:.0f} GFLOP/s")
 
-    print(line(f"esr path ({prec.name}, {device})", times["esr"]), flush=True)
+    print(line(f"esr path ({prec.name}, {device}, {jobs} image(s) at a time)", times["esr"]), flush=True)
     if prec.note:
         print(f"  ({prec.note})")
     peak = statistics.median(probe_flops / t for t in times["probe"]) / 1e9
     share = statistics.median(flops / e / (probe_flops / p) for e, p in zip(times["esr"], times["probe"]))
     print(f"{name}: same-run reference: a lone {prec.name} 3x3 conv 64->64 on {size}x{size} ran at {peak:.0f} GFLOP/s "
-          f"(median); the esr path reached {share:.0%} of it (median of per-image ratios)", flush=True)
+          f"(median); the esr path reached {share:.0%} of it (median of per-group ratios)", flush=True)
     if skip_fp32:
         return
-    print(line("plain fp32 NCHW", times["plain"]), flush=True)
+    print(line("plain fp32 NCHW, one at a time", times["plain"]), flush=True)
     ratio = statistics.median(p / e for p, e in zip(times["plain"], times["esr"]))
-    print(f"{name}: speed-up over plain fp32 NCHW: {ratio:.2f}x (median of per-image ratios)", flush=True)
+    print(f"{name}: speed-up over plain fp32 NCHW: {ratio:.2f}x (median of per-group ratios)", flush=True)
 
 
 def bench_rss(threads: int, precision: str) -> None:
@@ -193,7 +205,8 @@ def bench_rss(threads: int, precision: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    ap.add_argument("--images", type=int, default=5, help="images per measurement (default 5)")
+    ap.add_argument("--images", type=int, default=6, help="images per measurement, rounded up to whole groups of --jobs (default 6)")
+    ap.add_argument("--jobs", type=int, default=0, help="images at once on esr's path (default 0: as esr upscale, 2 on a CPU with 2+ threads)")
     ap.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="auto")
@@ -203,7 +216,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {device}, {args.images} image(s) of {args.size}x{args.size}", flush=True)
+    jobs = args.jobs or default_jobs(device)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {device}, {args.images} image(s) of {args.size}x{args.size}, {jobs} at a time on esr's path", flush=True)
     models = {
         "rrdb": lambda: random_rrdbnet(**RRDB_PARAMS),
         "compact": lambda: SRVGGNetCompact(num_feat=64, num_conv=32, scale=4, act_type="prelu"),
@@ -211,7 +225,7 @@ def main() -> None:
     for key in filter(None, args.models.split(",")):
         torch.manual_seed(0)
         net = models[key.strip()]().eval().requires_grad_(False)
-        bench_model(key.strip(), net, args.size, args.images, device, args.precision, args.skip_fp32)
+        bench_model(key.strip(), net, args.size, args.images, jobs, device, args.precision, args.skip_fp32)
     if args.rss:
         bench_rss(args.threads, args.precision)
 

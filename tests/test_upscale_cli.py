@@ -283,3 +283,45 @@ def test_embedded_default_model_is_used_without_model_option(esr, tmp_path):
     assert sr.shape == (160, 192, 3)
     ref = cv2.resize(img, (192, 160), interpolation=cv2.INTER_CUBIC).astype(np.float32)
     assert np.abs(sr - ref)[8:-8, 8:-8].mean() < 6  # a smooth ramp stays the same ramp: no colour shift
+
+
+def test_jobs_give_the_same_images_reported_in_input_order(esr, models, inputs, tmp_path):
+    (inputs / "m_bad.png").write_bytes(b"")  # a failure amid the batch
+    runs = {}
+    for jobs in ("1", "2"):
+        rc, stdout, err = esr("upscale", inputs, tmp_path / jobs, "--model", models["rrdb"], "--jobs", jobs)
+        assert rc == 1 and "5 written, 0 skipped, 1 failed" in err, err
+        assert ("2 at a time" in err) == (jobs == "2")
+        assert [line for line in err.splitlines() if "error" in line] == [f"esr: error: {inputs / 'm_bad.png'}: empty file (0 bytes)"]
+        runs[jobs] = [Path(line).name for line in stdout.split()]
+    assert runs["1"] == runs["2"] == ["deep.png", "gray.png", "la.png", "rgb.jpg", "rgba.png"]  # input order
+    for name in runs["1"]:
+        a, b = (cv2.imread(str(tmp_path / jobs / name), -1) for jobs in ("1", "2"))
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        step = 257 if a.dtype == np.uint16 else 1  # one 8-bit level
+        assert np.abs(a.astype(np.int64) - b).max() <= step, name
+
+
+def test_ctrl_c_amid_a_batch_with_workers_leaves_only_whole_images(esr, models, inputs, tmp_path, monkeypatch):
+    import esrcli.cli.upscale as cli_upscale
+
+    real_read = cli_upscale.read_image
+    calls = []
+
+    def read_then_interrupt(path):
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C while two images are in flight
+        return real_read(path)
+
+    monkeypatch.setattr(cli_upscale, "read_image", read_then_interrupt)
+    before = torch.get_num_threads()
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", inputs, out, "--model", models["rrdb"], "--jobs", "2")
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err
+    assert torch.get_num_threads() == before
+    written = sorted(p.name for p in out.iterdir())
+    assert not [n for n in written if n.startswith(".")]  # no temporary files left
+    assert len(written) <= 3
+    for name in written:  # whatever was written is whole
+        assert cv2.imread(str(out / name), -1) is not None, name

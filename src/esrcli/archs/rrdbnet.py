@@ -229,13 +229,15 @@ class RRDBNet(nn.Module):
                 a, b, c = w.unbind(dim)
                 return torch.stack((a, b + c) if phase == 0 else (a + b, c), dim)
 
-            self._subpixel = {}
+            subpixel = {}
             for name, conv in convs.items():
                 w = conv.weight.float()
                 phases = [merge(merge(w, 2, dy), 3, dx) for dy in (0, 1) for dx in (0, 1)]
                 weight = torch.cat(phases).to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
-                self._subpixel[name] = (weight, conv.bias.repeat(4))
-            self._subpixel_key = key
+                subpixel[name] = (weight, conv.bias.repeat(4))
+            # Built whole, then published: threads running the same network (esrcli.infer.workers)
+            # may rebuild it at once but never see a half-filled cache.
+            self._subpixel, self._subpixel_key = subpixel, key
         return self._subpixel
 
     def _up_conv_lrelu(self, name: str, feat: Tensor) -> Tensor:

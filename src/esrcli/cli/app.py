@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=args, prog_name="esr", standalone_mode=False)
         code = rc if isinstance(rc, int) else 0
+        if code == 130:  # typer turns Ctrl-C into a silent Exit(130); no command returns 130 itself
+            console.error("interrupted")
     except typer.Exit as exc:
         code = exc.exit_code
     except TyperException as exc:  # usage errors (exit 2) and other parser errors

@@ -8,7 +8,11 @@ and the summary on stderr. A batch goes on past bad files and exits 1 if any fai
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -79,6 +83,22 @@ def _target_ext(src: Path, ext: str, image: Image | None) -> str | None:
     return suffix
 
 
+class _Cancelled(Exception):
+    """Raised in a worker once the run is interrupted: stop before the next tile."""
+
+
+@dataclass
+class _Job:
+    """One input of the batch: its worker's future, or why it was skipped or failed early."""
+
+    src: Path
+    dst: Path | None = None
+    future: Future[list[str]] | None = None
+    warnings: list[str] = field(default_factory=list)
+    skip: str | None = None
+    error: BaseException | None = None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
@@ -101,6 +121,7 @@ def upscale(
     alpha: str = typer.Option("network", "--alpha", help="Alpha channel upscaling: network or bicubic."),
     batch: int = typer.Option(1, "--batch", min=1, help="Tiles per forward pass."),
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Images processed at once, sharing the CPU threads; 0 = auto (2 on a CPU with 2+ threads, 1 on a GPU). Each one in flight needs its own memory."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
     if len(paths) < 2:
@@ -147,6 +168,7 @@ def upscale(
     import torch
 
     from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
+    from esrcli.infer.workers import WorkerPool, default_jobs
     from esrcli.weights import default_model_name, load_model
 
     name = model if model is not None else default_model_name()
@@ -175,58 +197,102 @@ def upscale(
             release_memory()
         return nets[dtype]
 
+    jobs = min(jobs or default_jobs(dev), len(files))
     tiling = f"tile {tile}, overlap {options.tile_overlap}" if tile else "no tiling"
-    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s)")
+    at_once = f", {jobs} at a time" if jobs > 1 else ""
+    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s){at_once}")
+    cancel = threading.Event()
+
+    def between_tiles(done: int = 0, total: int = 0) -> None:
+        if cancel.is_set():
+            raise _Cancelled
+        pool.rebalance()
+
+    def work(image: Image, net: torch.nn.Module, dst: Path) -> list[str]:
+        """Upscale and write one image (in a worker); returns the pass's notices."""
+        notes: list[str] = []
+        result = upscale_image(image, net, info, options, notify=notes.append, progress=between_tiles)
+        if cancel.is_set():
+            raise _Cancelled
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_image(dst, result, quality=quality)
+        del result, image
+        # Freed memory stays mapped during each image's pass (tiled_forward); between
+        # images it goes back, so that images of other sizes do not pile up the heap.
+        release_memory()
+        return notes
+
+    def start(src: Path, stem: Path) -> _Job:
+        """Read one input and check its output name (in order, here), then hand it to a worker."""
+        early = out_file or (stem.with_name(stem.name + e) if (e := _target_ext(src, ext, None)) else None)
+        if early is not None and early.exists() and not overwrite and early.resolve() not in input_set:
+            return _Job(src, skip=f"esr: skip {src}: {early} exists (use --overwrite)")
+        image = read_image(src)
+        dst = out_file or stem.with_name(stem.name + (_target_ext(src, ext, image) or ".png"))
+        resolved = dst.resolve()
+        if resolved in input_set:
+            raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")
+        if resolved in seen:
+            raise ImageError(f"{src}: output {dst} was already written by another input of this run")
+        seen.add(resolved)
+        if dst.exists() and not overwrite:
+            return _Job(src, skip=f"esr: skip {src}: {dst} exists (use --overwrite)")
+        warnings = []
+        if image.frames > 1:
+            warnings.append(f"{src}: {image.frames} frames or pages; only the first is upscaled")
+        if ext == "jpg" and image.alpha is not None:
+            warnings.append(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
+        return _Job(src, dst=dst, warnings=warnings, future=pool.submit(work, image, net_for(image), dst))
+
+    def finish(job: _Job) -> None:
+        """Report one input, in input order: wait for its worker, print what happened."""
+        nonlocal written, skipped, failed
+        try:
+            for message in job.warnings:
+                console.warn(message)
+            if job.error is not None:
+                raise job.error
+            if job.skip is not None:
+                console.info(job.skip)
+                skipped += 1
+                return
+            assert job.future is not None
+            for note in job.future.result():
+                console.warn(f"{job.src}: {note}")
+            written += 1
+            print(job.dst, flush=True)  # the progress bar does not redirect stdout
+        except EsrError as exc:
+            failed += 1
+            msg = str(exc)
+            console.error(msg if str(job.src) in msg else f"{job.src}: {msg}", exc.hint)
+        except (ValueError, RuntimeError, MemoryError, OSError) as exc:
+            failed += 1
+            console.error(f"{job.src}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
     written = skipped = failed = 0
     seen: set[Path] = set()
     input_set = {f.resolve() for f, _ in files}
     t0 = time.perf_counter()
-    with console.progress("upscale", total=len(files)) as advance:
-        for src, stem in files:
-            try:
-                early = out_file or (stem.with_name(stem.name + e) if (e := _target_ext(src, ext, None)) else None)
-                if early is not None and early.exists() and not overwrite and early.resolve() not in input_set:
-                    console.info(f"esr: skip {src}: {early} exists (use --overwrite)")
-                    skipped += 1
-                    continue
-                image = read_image(src)
-                dst = out_file or stem.with_name(stem.name + (_target_ext(src, ext, image) or ".png"))
-                resolved = dst.resolve()
-                if resolved in input_set:
-                    raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")
-                if resolved in seen:
-                    raise ImageError(f"{src}: output {dst} was already written by another input of this run")
-                seen.add(resolved)
-                if dst.exists() and not overwrite:
-                    console.info(f"esr: skip {src}: {dst} exists (use --overwrite)")
-                    skipped += 1
-                    continue
-                if image.frames > 1:
-                    console.warn(f"{src}: {image.frames} frames or pages; only the first is upscaled")
-                if ext == "jpg" and image.alpha is not None:
-                    console.warn(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
-                notes: list[str] = []
-                result = upscale_image(image, net_for(image), info, options, notify=notes.append)
-                for note in notes:
-                    console.warn(f"{src}: {note}")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                write_image(dst, result, quality=quality)
-                del result, image
-                # Freed memory stays mapped during each image's pass (tiled_forward); between
-                # images it goes back, so that images of other sizes do not pile up the heap.
-                release_memory()
-                written += 1
-                print(dst, flush=True)  # the progress bar does not redirect stdout
-            except EsrError as exc:
-                failed += 1
-                msg = str(exc)
-                console.error(msg if str(src) in msg else f"{src}: {msg}", exc.hint)
-            except (ValueError, RuntimeError, MemoryError, OSError) as exc:
-                failed += 1
-                console.error(f"{src}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            finally:
+    # Up to `jobs` images are in flight; results are reported in input order.
+    pending: deque[_Job] = deque()
+    with console.progress("upscale", total=len(files)) as advance, WorkerPool(jobs) as pool:
+        try:
+            for i, (src, stem) in enumerate(files, 1):
+                try:
+                    pending.append(start(src, stem))
+                except (EsrError, ValueError, RuntimeError, MemoryError, OSError) as exc:
+                    pending.append(_Job(src, error=exc))
+                if i == len(files):
+                    pool.no_more_work()
+                while sum(job.future is not None for job in pending) >= jobs or (pending and pending[0].future is None):
+                    finish(pending.popleft())
+                    advance()
+            while pending:
+                finish(pending.popleft())
                 advance()
+        except BaseException:
+            cancel.set()  # Ctrl-C: the workers stop at their next tile; nothing half-written
+            raise
     dt = time.perf_counter() - t0
     rate = written / dt if dt > 0 else 0.0
     console.info(f"esr: upscale: {written} written, {skipped} skipped, {failed} failed in {dt:.1f} s ({rate:.2f} img/s)")
