@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -273,8 +273,15 @@ def upscale(
     seen: set[Path] = set()
     input_set = {f.resolve() for f, _ in files}
     t0 = time.perf_counter()
-    # Up to `jobs` images are in flight; results are reported in input order.
+    # Up to `jobs` images are in flight, a new one read as soon as a worker is free; results are
+    # reported in input order, as soon as everything before them is.
     pending: deque[_Job] = deque()
+
+    def report_ready() -> None:
+        while pending and (pending[0].future is None or pending[0].future.done()):
+            finish(pending.popleft())
+            advance()
+
     with console.progress("upscale", total=len(files)) as advance, WorkerPool(jobs) as pool:
         try:
             for i, (src, stem) in enumerate(files, 1):
@@ -284,9 +291,10 @@ def upscale(
                     pending.append(_Job(src, error=exc))
                 if i == len(files):
                     pool.no_more_work()
-                while sum(job.future is not None for job in pending) >= jobs or (pending and pending[0].future is None):
-                    finish(pending.popleft())
-                    advance()
+                report_ready()
+                while len(running := [job.future for job in pending if job.future is not None and not job.future.done()]) >= jobs:
+                    wait(running, return_when=FIRST_COMPLETED)
+                    report_ready()
             while pending:
                 finish(pending.popleft())
                 advance()

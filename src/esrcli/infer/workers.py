@@ -5,9 +5,10 @@ every convolution ends at a barrier across threads, elementwise layers scale wor
 convolutions, and the cores idle while an image is decoded or encoded (one thread each).
 Two images at once, each with half the threads, keep the cores busy. Measured on 2 Zen 4
 cores in bf16, 256x256 inputs at x4, images/s against one image at a time with 2 threads:
-RRDBNet (23 blocks) +6-10%, SRVGGNetCompact (64/32) +0-8% (about +3.5% on average), same
-run, alternating. The cost is memory: each image in flight holds its own input, output
-and activations.
+RRDBNet (23 blocks) +6-10% over three rounds, SRVGGNetCompact (64/32) -1% to +8% (+3.7% on
+average over nine), same process, alternating; ``esr upscale`` on the nine real images
+3-10% faster. The cost is memory: each image in flight holds its own input, output and
+activations.
 
 oneDNN and ATen read the OpenMP thread count of the calling thread, and a new thread takes
 torch's process-wide count when it first runs an op, so each worker sets its own share
