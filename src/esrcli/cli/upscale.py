@@ -1,8 +1,10 @@
 """`esr upscale`: restore and enlarge images or folders of images with a generator model.
 
-Parses options, expands inputs, loops over files and reports; the work happens in
-:mod:`esrcli.infer`. One line per written file on stdout; progress, notices, errors
-and the summary on stderr. A batch goes on past bad files and exits 1 if any failed.
+Parses options, expands inputs, reads them and checks their output names in input order,
+hands each to a worker (:class:`esrcli.infer.workers.WorkerPool`; several images in flight
+on the CPU) and reports in input order; the work happens in :mod:`esrcli.infer`. One line
+per written file on stdout; progress, notices, errors and the summary on stderr. A batch
+goes on past bad files and exits 1 if any failed.
 """
 
 from __future__ import annotations
