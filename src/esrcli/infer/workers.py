@@ -62,7 +62,6 @@ class WorkerPool:
     def __init__(self, jobs: int) -> None:
         if jobs < 1:
             raise ValueError(f"jobs: must be >= 1, got {jobs}")
-        self.jobs = jobs
         self._total = torch.get_num_threads()
         self._share = max(1, self._total // jobs)
         self._lock = threading.Lock()
@@ -98,20 +97,15 @@ class WorkerPool:
     def rebalance(self) -> None:
         """From inside a task, between steps: use all threads when it is the last task
         left at the end of the work, else the worker's share. No-op outside workers."""
-        if self._pool is None or getattr(self._local, "threads", None) is None:
+        if not getattr(self._local, "is_worker", False):
             return
         with self._lock:
             n = self._total if self._closing and self._active == 1 else self._share
-        self._set_threads(n)
-
-    def _set_threads(self, n: int) -> None:
-        if self._local.threads != n:
-            torch.set_num_threads(n)  # this thread's OpenMP count (and torch's default for new threads)
-            self._local.threads = n
+        if torch.get_num_threads() != n:  # this thread's own OpenMP count
+            torch.set_num_threads(n)  # (and torch's default for threads started later)
 
     def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if getattr(self._local, "threads", None) is None:
-            self._local.threads = 0
+        self._local.is_worker = True
         with self._lock:
             self._active += 1
         try:
