@@ -13,6 +13,11 @@ RRDBNet gets PyTorch's default init, see :func:`random_rrdbnet`):
   Real-ESRGAN script's way); achieved GFLOP/s (convolution FLOPs counted by hooks,
   2 per multiply-add) and the ratio of the two.
 * SRVGGNetCompact x4 (num_feat 64, num_conv 32): output megapixels/s, same way.
+* ``--tiles 256,384,512``: ``esr upscale``'s default tile size, chosen by measurement: output
+  MP/s of esr's path (``tiled_forward`` with those tiles and the default overlap of 32) on
+  photo-sized inputs (``--photo``, default 1000x750), each tile size against the first one,
+  in alternating rounds (``--rounds``) of ``jobs`` images at once. Larger tiles waste less
+  work on overlaps; smaller ones keep activations in the processor's caches.
 * ``--rss``: peak resident memory of ``esr upscale`` on a 1024x1024 input at x4 with
   ``--tile 256`` (RRDBNet), run in a subprocess (``ru_maxrss`` of the child).
 
@@ -35,6 +40,7 @@ avx512_bf16): RRDBNet >= 0.16 MP/s, compact >= 2.5 MP/s, peak RSS <= 1 GB.
 Usage::
 
     python benchmarks/bench_upscale.py --threads 2 --images 6 [--jobs N] [--rss] [--skip-fp32]
+    python benchmarks/bench_upscale.py --models compact --tiles 256,384,512 --photo 1000x750
 """
 
 from __future__ import annotations
@@ -202,6 +208,40 @@ def bench_rss(threads: int, precision: str) -> None:
         print(f"rss: esr upscale 1024x1024 x4 --tile 256 (RRDBNet): precision {precision}: peak RSS {peak_kb / 1024:.0f} MiB, wall {dt:.0f} s", flush=True)
 
 
+def bench_tiles(name: str, net: nn.Module, tiles: list[int], photo: tuple[int, int], rounds: int, jobs: int, device: torch.device, precision: str) -> None:
+    """Output MP/s of esr's tiled path on ``photo``-sized (W, H) inputs for each tile size,
+    ``rounds`` rounds of ``jobs`` images at once, tile sizes in alternating order per round;
+    each against the first tile size as the median of per-round ratios."""
+    scale, (w, h) = 4, photo
+    g = torch.Generator().manual_seed(0)
+    # Smooth content, as photos have (speed does not depend on it).
+    group = [torch.nn.functional.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bicubic").clamp(0, 1) for _ in range(jobs)]
+    prec = select_precision(precision, device, net, 3, key=name)
+    fast = prepare_model(copy.deepcopy(net), device, prec.dtype)
+
+    def one(x: torch.Tensor, tile: int) -> None:
+        tiled_forward(fast, x, scale, tile, 32)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def path(tile: int) -> Callable[[list[torch.Tensor]], None]:
+        def run(images: list[torch.Tensor]) -> None:
+            for fut in [pool.submit(one, x, tile) for x in images]:
+                fut.result()
+        return run
+
+    with WorkerPool(jobs) as pool:
+        times = time_groups({str(t): path(t) for t in tiles}, [group] * rounds)
+    mp = w * h * scale * scale / 1e6
+    first = times[str(tiles[0])]
+    for t in tiles:
+        ts = times[str(t)]
+        ratio = statistics.median(a / b for a, b in zip(first, ts))
+        print(f"{name}: {w}x{h} at x4, tile {t}, overlap 32 ({prec.name}, {jobs} image(s) at a time): "
+              f"{mp / statistics.median(ts):.3f} output MP/s (median of {rounds}; {mp / max(ts):.3f}-{mp / min(ts):.3f}), "
+              f"{ratio:.2f}x tile {tiles[0]}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -212,12 +252,20 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--models", default="rrdb,compact", help="comma list of rrdb, compact (empty: none)")
     ap.add_argument("--skip-fp32", action="store_true", help="skip the plain fp32 NCHW baseline")
+    ap.add_argument("--tiles", default="", help="comma list of tile sizes (0: whole image) to compare on --photo inputs instead of the speed figures above")
+    ap.add_argument("--photo", default="1000x750", help="input size WxH for --tiles (default 1000x750)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds for --tiles (default 3)")
     ap.add_argument("--rss", action="store_true", help="also measure peak memory of esr upscale (slow)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
     jobs = args.jobs or default_jobs(device)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {device}, {args.images} image(s) of {args.size}x{args.size}, {jobs} at a time on esr's path", flush=True)
+    tiles = [int(t) for t in filter(None, args.tiles.split(","))]
+    photo = tuple(int(v) for v in args.photo.lower().split("x"))
+    if len(photo) != 2 or min(photo) < 1 or min(tiles, default=0) < 0:
+        ap.error("--photo takes WxH and --tiles sizes >= 0 (0: the whole image in one pass)")
+    inputs = f"tile sizes {args.tiles} on {args.photo}" if tiles else f"{args.images} image(s) of {args.size}x{args.size}"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {device}, {inputs}, {jobs} at a time on esr's path", flush=True)
     models = {
         "rrdb": lambda: random_rrdbnet(**RRDB_PARAMS),
         "compact": lambda: SRVGGNetCompact(num_feat=64, num_conv=32, scale=4, act_type="prelu"),
@@ -225,7 +273,10 @@ def main() -> None:
     for key in filter(None, args.models.split(",")):
         torch.manual_seed(0)
         net = models[key.strip()]().eval().requires_grad_(False)
-        bench_model(key.strip(), net, args.size, args.images, jobs, device, args.precision, args.skip_fp32)
+        if tiles:
+            bench_tiles(key.strip(), net, tiles, photo, args.rounds, jobs, device, args.precision)
+        else:
+            bench_model(key.strip(), net, args.size, args.images, jobs, device, args.precision, args.skip_fp32)
     if args.rss:
         bench_rss(args.threads, args.precision)
 

@@ -76,7 +76,7 @@ def test_folder_keeps_gray_alpha_and_depth(esr, models, inputs, tmp_path):
     assert _mode(out / "deep.png")[1:] == ((48, 64), "uint16") and cv2.imread(str(out / "deep.png"), -1).shape[2] == 4
     assert _mode(out / "la.png") == ("LA", (56, 48), "uint8")
     assert "5 written, 0 skipped, 0 failed" in err
-    assert "tile 256, overlap 32" in err  # the CPU default bounds memory
+    assert "tile 512, overlap 32" in err  # the default bounds memory
     assert not list(out.glob(".*"))  # no temporary files left
 
 

@@ -25,8 +25,10 @@ from esrcli.data.imageio import IMAGE_EXTENSIONS, Image, list_images, read_image
 from esrcli.errors import EsrError, ImageError, WeightsError
 
 EXTENSIONS = ("auto", "png", "jpg", "webp")
-DEFAULT_TILE_CPU = 256  # input pixels: bounds the x4 network's full-resolution activations
-DEFAULT_TILE_GPU = 512
+# Input pixels: bounds the activations (an x4 RRDBNet's tail runs at output resolution).
+# On 2 CPU cores 512 was the fastest of 256/384/512 for both generators on photo-sized
+# inputs (benchmarks/bench_upscale.py --tiles): less work is spent on overlaps.
+DEFAULT_TILE = 512
 _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 
 
@@ -112,7 +114,7 @@ def upscale(
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth) or embedded model name; default: the embedded default model."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
-    tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 256 on CPU, 512 on GPU, to bound memory)."),
+    tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 512, to bound memory)."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
     ext: str = typer.Option("auto", "--ext", help="Output format: auto (as input; alpha/16-bit to jpg -> png), png, jpg, webp."),
     suffix: str = typer.Option("", "--suffix", help="Appended to output file names, e.g. _out."),
@@ -178,7 +180,7 @@ def upscale(
         raise WeightsError("no default model is embedded yet; pass --model NAME|PATH (a .safetensors or .pth file)")
     dev = select_device(device)
     if tile is None:
-        tile = DEFAULT_TILE_CPU if dev.type == "cpu" else DEFAULT_TILE_GPU
+        tile = DEFAULT_TILE
     options = UpscaleOptions(outscale=scale, tile=tile, tile_overlap=min(tile_overlap, tile // 2), alpha=alpha, batch=batch)
     net, info = load_model(name, device="cpu")
     if info.arch not in ("RRDBNet", "SRVGGNetCompact"):
