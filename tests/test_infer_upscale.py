@@ -208,3 +208,23 @@ def test_prepared_model_is_channels_last_and_matches_fp32(device):
     assert out.device.type == "cpu" and out.dtype == torch.float32 and out.shape == ref.shape
     mse = float(((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
     assert mse < 10 ** (-40 / 10)  # PSNR >= 40 dB in the half-precision dtypes
+
+
+def test_working_memory_counts_the_full_size_buffers():
+    from esrcli.infer.upscale import working_memory
+
+    info = SimpleNamespace(arch="SRVGGNetCompact", scale=4)
+    rgb = Image(np.zeros((100, 150, 3), np.float32))
+    px = 100 * 150 * 16
+    base = working_memory(rgb, info)
+    # At least the float32 RGB accumulator of the x4 output and its 8-bit samples.
+    assert base >= px * (12 + 3)
+    assert base == 21 * px  # and 1.32x the RSS measured for a 3000x2000 photo (see the docstring)
+    deep = Image(rgb.color, bit_depth=16)
+    assert working_memory(deep, info) == base + 3 * 3 * px  # 16-bit samples: twice the bytes
+    rgba = Image(rgb.color, np.full((100, 150), 0.5, np.float32))
+    with_alpha_net = working_memory(rgba, info)
+    assert with_alpha_net == 40 * px  # a second network pass (12 + 4 gray) and a fourth channel
+    assert working_memory(rgba, info, UpscaleOptions(alpha="bicubic")) == with_alpha_net - 16 * px
+    # Another output scale adds the resized float32 image: x2 -> a quarter of the pixels.
+    assert working_memory(rgb, info, UpscaleOptions(outscale=2)) == 12 * px + (12 + 9) * px // 4

@@ -325,3 +325,39 @@ def test_ctrl_c_amid_a_batch_with_workers_leaves_only_whole_images(esr, models, 
     assert len(written) <= 3
     for name in written:  # whatever was written is whole
         assert cv2.imread(str(out / name), -1) is not None, name
+
+
+@pytest.mark.parametrize("free_bytes", [None, 10**12, 1])
+def test_images_in_flight_stay_within_the_memory_budget(esr, models, inputs, tmp_path, monkeypatch, free_bytes):
+    import threading
+    import time
+
+    import esrcli.infer
+    import esrcli.memory
+
+    real_upscale = esrcli.infer.upscale_image
+    lock = threading.Lock()
+    now = peak = 0
+
+    def counting_upscale(*args, **kwargs):
+        nonlocal now, peak
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        try:
+            time.sleep(0.2)  # long enough for a second image to start if it may
+            return real_upscale(*args, **kwargs)
+        finally:
+            with lock:
+                now -= 1
+
+    monkeypatch.setattr(esrcli.infer, "upscale_image", counting_upscale)
+    monkeypatch.setattr(esrcli.memory, "available_memory", lambda: free_bytes)
+    rc, stdout, err = esr("upscale", inputs, tmp_path / "out", "--model", models["nearest4"], "--jobs", "2")
+    assert rc == 0, err
+    assert [Path(line).name for line in stdout.split()] == ["deep.png", "gray.png", "la.png", "rgb.jpg", "rgba.png"]
+    waits = [line for line in err.splitlines() if "waits until it fits" in line]
+    if free_bytes == 1:  # no room for two: one image at a time, said once
+        assert peak == 1 and len(waits) == 1 and "gray.png needs about 0 MB" in waits[0], err
+    else:  # memory unknown, or plenty: two at a time
+        assert peak == 2 and not waits, err

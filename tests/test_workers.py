@@ -89,3 +89,29 @@ def test_leaving_on_an_error_cancels_pending_tasks(four_threads):
     assert sorted(ran) == [0, 1]  # the running ones finished, the waiting ones never started
     assert [f.cancelled() for f in futures] == [False, False, True, True, True, True]
     assert torch.get_num_threads() == 4
+
+
+def test_task_alone_while_the_caller_waits_for_room_takes_all_threads(four_threads):
+    waiting, resumed = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def task(pool: WorkerPool) -> None:
+        pool.rebalance()
+        seen.append(torch.get_num_threads())  # alone, but more work may come: the share
+        waiting.wait(30)
+        pool.rebalance()
+        seen.append(torch.get_num_threads())  # the caller holds back its next task: all
+        resumed.wait(30)
+        pool.rebalance()
+        seen.append(torch.get_num_threads())  # the caller may submit again: the share
+
+    with WorkerPool(2) as pool:
+        fut = pool.submit(task, pool)
+        with pool.waiting_for_room():
+            waiting.set()
+            while len(seen) < 2 and not fut.done():
+                threading.Event().wait(0.01)
+        resumed.set()
+        fut.result()
+    assert seen == [2, 4, 2]
+    assert torch.get_num_threads() == 4

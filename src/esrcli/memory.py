@@ -23,8 +23,9 @@ import ctypes.util
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 
-__all__ = ["keep_freed_memory", "release_memory"]
+__all__ = ["available_memory", "keep_freed_memory", "release_memory"]
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -95,3 +96,40 @@ def keep_freed_memory() -> Iterator[None]:
             if _depth == 0:
                 for param, value in _RESTORE:
                     libc.mallopt(param, value)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 says "max" for no limit
+
+
+def available_memory(root: Path = Path("/")) -> int | None:
+    """Bytes of memory this process can still take without swapping, or ``None`` if unknown.
+
+    Linux: ``MemAvailable`` of ``/proc/meminfo``, lowered to the room left under this
+    process's cgroup memory limit where one is set (containers: v2 ``memory.max`` minus
+    ``memory.current``, v1 ``memory.limit_in_bytes`` minus ``memory.usage_in_bytes``).
+    Elsewhere ``None``.
+
+    Args:
+        root: file-system root to read ``proc`` and ``sys`` from (tests).
+    """
+    avail = None
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024  # kB
+                break
+    except (OSError, ValueError, IndexError):
+        return None
+    if avail is None:
+        return None
+    cg = root / "sys/fs/cgroup"
+    for limit_file, used_file in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit, used = _read_int(cg / limit_file), _read_int(cg / used_file)
+        if limit is not None and used is not None and limit < 1 << 60:  # v1 says "no limit" with a huge number
+            avail = min(avail, max(0, limit - used))
+    return avail

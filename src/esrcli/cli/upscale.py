@@ -29,6 +29,10 @@ EXTENSIONS = ("auto", "png", "jpg", "webp")
 # On 2 CPU cores 512 was the fastest of 256/384/512 for both generators on photo-sized
 # inputs (benchmarks/bench_upscale.py --tiles): less work is spent on overlaps.
 DEFAULT_TILE = 512
+# Images in flight together may take this share of the memory available when the batch
+# starts (by esrcli.infer.upscale.working_memory's estimate); an image that would go over
+# waits until it fits or runs alone. One image always runs.
+MEMORY_SHARE = 0.8
 _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 
 
@@ -98,9 +102,15 @@ class _Job:
     src: Path
     dst: Path | None = None
     future: Future[list[str]] | None = None
+    image: Image | None = None  # read, waiting for a worker
+    cost: int = 0  # estimated working memory in bytes (esrcli.infer.upscale.working_memory)
     warnings: list[str] = field(default_factory=list)
     skip: str | None = None
     error: BaseException | None = None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -125,7 +135,7 @@ def upscale(
     alpha: str = typer.Option("network", "--alpha", help="Alpha channel upscaling: network or bicubic."),
     batch: int = typer.Option(1, "--batch", min=1, help="Tiles per forward pass."),
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Images processed at once, sharing the CPU threads; 0 = auto (2 on a CPU with 2+ threads, 1 on a GPU). Each one in flight needs its own memory."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Images processed at once, sharing the CPU threads; 0 = auto (2 on a CPU with 2+ threads, 1 on a GPU). Each one in flight needs its own memory: images that would not fit together run one at a time."),
 ) -> None:
     """Upscale images (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit and ICC."""
     if len(paths) < 2:
@@ -172,7 +182,9 @@ def upscale(
     import torch
 
     from esrcli.infer import UpscaleOptions, prepare_model, release_memory, select_device, select_precision, upscale_image
+    from esrcli.infer.upscale import working_memory
     from esrcli.infer.workers import WorkerPool, default_jobs
+    from esrcli.memory import available_memory
     from esrcli.weights import default_model_name, load_model
 
     name = model if model is not None else default_model_name()
@@ -227,7 +239,8 @@ def upscale(
         return notes
 
     def start(src: Path, stem: Path) -> _Job:
-        """Read one input and check its output name (in order, here), then hand it to a worker."""
+        """Read one input and check its output name (in order, here); :func:`admit` hands it
+        to a worker."""
         early = out_file or (stem.with_name(stem.name + e) if (e := _target_ext(src, ext, None)) else None)
         if early is not None and early.exists() and not overwrite and early.resolve() not in input_set:
             return _Job(src, skip=f"esr: skip {src}: {early} exists (use --overwrite)")
@@ -246,7 +259,7 @@ def upscale(
             warnings.append(f"{src}: {image.frames} frames or pages; only the first is upscaled")
         if ext == "jpg" and image.alpha is not None:
             warnings.append(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
-        return _Job(src, dst=dst, warnings=warnings, future=pool.submit(work, image, net_for(image), dst))
+        return _Job(src, dst=dst, warnings=warnings, image=image, cost=working_memory(image, info, options))
 
     def finish(job: _Job) -> None:
         """Report one input, in input order: wait for its worker, print what happened."""
@@ -277,8 +290,9 @@ def upscale(
     seen: set[Path] = set()
     input_set = {f.resolve() for f, _ in files}
     t0 = time.perf_counter()
-    # Up to `jobs` images are in flight, a new one read as soon as a worker is free; results are
-    # reported in input order, as soon as everything before them is.
+    # Up to `jobs` images are in flight; the next one is read while the workers are busy and
+    # starts when a worker is free and it fits in the memory budget. Results are reported in
+    # input order, as soon as everything before them is.
     pending: deque[_Job] = deque()
 
     def report_ready() -> None:
@@ -286,19 +300,42 @@ def upscale(
             finish(pending.popleft())
             advance()
 
+    avail = available_memory() if jobs > 1 else None
+    budget = None if avail is None else int(avail * MEMORY_SHARE)
+    told_memory = False
+
+    def admit(job: _Job) -> None:
+        """Wait for a free worker and, with others in flight, for room in the memory budget;
+        then start ``job`` on a worker."""
+        nonlocal told_memory
+        assert job.image is not None and job.dst is not None
+        while running := [j for j in pending if j.future is not None and not j.future.done()]:
+            room = budget is None or sum(j.cost for j in running) + job.cost <= budget
+            if len(running) < jobs and room:
+                break
+            if not room and not told_memory:
+                console.info(f"esr: {job.src} needs about {_megabytes(job.cost)}: it waits until it fits in the "
+                             f"{_megabytes(budget or 0)} free for images (large images run one at a time)")
+                told_memory = True
+            with pool.waiting_for_room():  # an image left alone meanwhile takes all threads
+                wait([j.future for j in running], return_when=FIRST_COMPLETED)
+            report_ready()
+        job.future = pool.submit(work, job.image, net_for(job.image), job.dst)
+        job.image = None
+
     with console.progress("upscale", total=len(files)) as advance, WorkerPool(jobs) as pool:
         try:
             for i, (src, stem) in enumerate(files, 1):
                 try:
-                    pending.append(start(src, stem))
+                    job = start(src, stem)  # read while the workers are busy
+                    if job.image is not None:
+                        admit(job)
                 except (EsrError, ValueError, RuntimeError, MemoryError, OSError) as exc:
-                    pending.append(_Job(src, error=exc))
+                    job = _Job(src, error=exc)
+                pending.append(job)
                 if i == len(files):
                     pool.no_more_work()
                 report_ready()
-                while len(running := [job.future for job in pending if job.future is not None and not job.future.done()]) >= jobs:
-                    wait(running, return_when=FIRST_COMPLETED)
-                    report_ready()
             while pending:
                 finish(pending.popleft())
                 advance()

@@ -13,14 +13,17 @@ activations.
 oneDNN and ATen read the OpenMP thread count of the calling thread, and a new thread takes
 torch's process-wide count when it first runs an op, so each worker sets its own share
 (:func:`torch.set_num_threads` from that thread) and the process-wide count is put back
-when the pool closes. At the end of a batch, when no more work will come and one task is
-left, that task takes all the threads at its next :meth:`WorkerPool.rebalance` (a tile
-boundary), instead of finishing alone on its share.
+when the pool closes. When one task is left running and no new one will come soon (the
+end of a batch, or the caller waiting for memory to free before it submits the next), that
+task takes all the threads at its next :meth:`WorkerPool.rebalance` (a tile boundary),
+instead of running alone on its share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -67,6 +70,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._active = 0
         self._closing = False
+        self._waiting = False
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(jobs, thread_name_prefix="esr-worker") if jobs > 1 else None
 
@@ -94,13 +98,27 @@ class WorkerPool:
         with self._lock:
             self._closing = True
 
+    @contextlib.contextmanager
+    def waiting_for_room(self) -> Iterator[None]:
+        """Say, for the block's duration, that the caller holds back its next task (e.g.
+        until memory frees): a task left running alone meanwhile may take all threads."""
+        with self._lock:
+            self._waiting = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting = False
+
     def rebalance(self) -> None:
-        """From inside a task, between steps: use all threads when it is the last task
-        left at the end of the work, else the worker's share. No-op outside workers."""
+        """From inside a task, between steps: use all threads when it is the only task
+        running and no other will start soon (:meth:`no_more_work`, :meth:`waiting_for_room`),
+        else the worker's share. No-op outside workers."""
         if not getattr(self._local, "is_worker", False):
             return
         with self._lock:
-            n = self._total if self._closing and self._active == 1 else self._share
+            alone = self._active == 1 and (self._closing or self._waiting)
+            n = self._total if alone else self._share
         if torch.get_num_threads() != n:  # this thread's own OpenMP count
             torch.set_num_threads(n)  # (and torch's default for threads started later)
 
