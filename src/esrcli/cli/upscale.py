@@ -300,8 +300,8 @@ def upscale(
             finish(pending.popleft())
             advance()
 
-    avail = available_memory() if jobs > 1 else None
-    budget = None if avail is None else int(avail * MEMORY_SHARE)
+    avail = available_memory()
+    budget = None if avail is None or jobs == 1 else int(avail * MEMORY_SHARE)
     told_memory = False
 
     def admit(job: _Job) -> None:
@@ -309,6 +309,9 @@ def upscale(
         then start ``job`` on a worker."""
         nonlocal told_memory
         assert job.image is not None and job.dst is not None
+        if avail is not None and job.cost > avail:
+            console.warn(f"{job.src}: needs about {_megabytes(job.cost)} of memory, more than the {_megabytes(avail)} "
+                         "available: it may fail (a smaller --scale needs less)")
         while running := [j for j in pending if j.future is not None and not j.future.done()]:
             room = budget is None or sum(j.cost for j in running) + job.cost <= budget
             if len(running) < jobs and room:
