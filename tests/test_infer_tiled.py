@@ -194,3 +194,15 @@ def test_progress_callback_counts_tiles():
     calls: list[tuple[int, int]] = []
     tiled_forward(BlurNet(), _input(40, 40), 4, 24, 8, batch=2, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (4, 4) and [d for d, _ in calls] == [2, 4]
+
+
+def test_accumulate_option():
+    """``accumulate`` picks where tiles are blended; on the CPU every choice is the CPU."""
+    net = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    x = torch.rand(1, 3, 40, 50)
+    ref = tiled_forward(net, x, 2, 16, 4)
+    for acc in ("cpu", "device", "auto"):
+        out = tiled_forward(net, x, 2, 16, 4, accumulate=acc)
+        assert out.device.type == "cpu" and torch.allclose(out, ref)
+    with pytest.raises(ValueError, match="accumulate"):
+        tiled_forward(net, x, 2, 16, 4, accumulate="gpu")

@@ -156,6 +156,9 @@ def _check_gt(gt: torch.Tensor, scale: int) -> None:
         raise DataError(f"image of {w}x{h} pixels is smaller than the scale factor {scale}")
 
 
+GPU_DEGRADE_THREADS = 8
+
+
 def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
     """Apply given degradation parameters (from :func:`sample_params`) to a batch.
 
@@ -179,7 +182,10 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
     if len(scales) != 1:
         raise ValueError(f"parameter sets mix scales {sorted(scales)}")
     _check_gt(gt, scales.pop())
-    workers = min(torch.get_num_threads(), len(params)) if gt.device.type == "cpu" else 1
+    # On the CPU the samples run on torch's threads. On a GPU a few threads too: each sample
+    # makes two round trips through libjpeg on the CPU, which then overlap the other samples'
+    # kernels instead of leaving the GPU idle (measured on an H200, batch 48: see docs/gpu.md).
+    workers = min(torch.get_num_threads() if gt.device.type == "cpu" else GPU_DEGRADE_THREADS, len(params))
 
     def one(i: int) -> torch.Tensor:
         with torch.no_grad():
@@ -187,7 +193,7 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
 
     if workers <= 1:
         return torch.cat([one(i) for i in range(len(params))])
-    # Samples are independent (each has its own noise generator), so on CPU they run on a few
+    # Samples are independent (each has its own noise generator), so they run on a few
     # threads: OpenCV, libjpeg and most torch kernels release the GIL. Same result as serial.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return torch.cat(list(pool.map(one, range(len(params)))))

@@ -70,6 +70,9 @@ class PairPool:
             raise ValueError(f"PairPool expects batches of {self.batch_size}, got {[t.shape[0] for t in batch.values()]}")
         if not self._store:
             self._store = {k: torch.zeros((self.pool_size, *t.shape[1:]), dtype=t.dtype, device=t.device) for k, t in batch.items()}
+        if any(t.device != lq.device for t in self._store.values()):
+            # a restored checkpoint's pool is read onto the CPU: follow the batches' device
+            self._store = {k: t.to(lq.device) for k, t in self._store.items()}
         if set(batch) != set(self._store) or any(batch[k].shape[1:] != self._store[k].shape[1:] for k in batch):
             raise ValueError("PairPool: tensors differ from those pooled so far (names or shapes)")
         if self._ptr < self.pool_size:

@@ -110,7 +110,13 @@ CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 
 def prepare_model(net: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Move ``net`` to ``device``/``dtype`` for inference: eval mode, no grads, channels_last
-    weights on the CPU and CUDA (:data:`CHANNELS_LAST_DEVICES`)."""
+    weights on the CPU and CUDA (:data:`CHANNELS_LAST_DEVICES`).
+
+    On CUDA this also sets ``torch.backends.cudnn.benchmark`` (process-wide): tiles share one
+    size, so cuDNN times its algorithms once per shape and keeps the fastest.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     net = net.eval().requires_grad_(False).to(device=device, dtype=dtype)
     if device.type in CHANNELS_LAST_DEVICES:
         net = net.to(memory_format=torch.channels_last)

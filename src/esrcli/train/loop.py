@@ -397,6 +397,8 @@ def train(
     main = dist_info.is_main
     say = on_message if (on_message and main) else (lambda m: None)
     device = select_device(t.device, dist_info)
+    if device.type == "cuda":  # fixed patch sizes: cuDNN picks its fastest algorithms once
+        torch.backends.cudnn.benchmark = True
     if t.threads:
         torch.set_num_threads(t.threads)
     prec = build.select_precision(t.precision, device)
