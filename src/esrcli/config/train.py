@@ -154,6 +154,9 @@ class TrainOptions:
         grad_clip: clip the gradient norm to this value (0: no clipping).
         accum_steps: gradient accumulation steps per iteration (each reads a full batch).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        degrade_on_cpu: synthesise the training pairs on the CPU (one thread per sample) and
+            move them to ``device`` (for GPUs on machines with many cores: the JPEG steps run
+            on the CPU anyway); false: on ``device``.
         checkpoint_interval: iterations between checkpoints (and EMA exports).
         keep_checkpoints: how many checkpoints to keep (oldest deleted first).
         log_interval: iterations between lines in ``metrics.jsonl``.
@@ -181,6 +184,7 @@ class TrainOptions:
     grad_clip: float = 0.0
     accum_steps: int = 1
     device: str = "auto"
+    degrade_on_cpu: bool = False
     checkpoint_interval: int = 5000
     keep_checkpoints: int = 3
     log_interval: int = 100
