@@ -409,8 +409,7 @@ def paired_catalogue(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     folder.mkdir()
     arch, params = CONFIGS[4]
-    torch.manual_seed(0)
-    nets = {n: _net(arch, params) for n in ("net", "gan", "lone")}
+    nets = {n: _net(arch, params, seed=i) for i, n in enumerate(("net", "gan", "lone"))}
     for n, net in nets.items():
         save_model(folder / f"{n}.safetensors", net, ModelInfo(arch, params, 4))
     entries = [
@@ -428,8 +427,9 @@ def test_sharpness_interpolates_a_model_with_its_partner(paired_catalogue, esr):
     from esrcli.weights import sharpness_pair
 
     sd = paired_catalogue
-    assert sharpness_pair("m-gan") == ("m-net", "m-gan") == sharpness_pair("m-net")  # either end
     key = next(k for k, v in sd["gan"].items() if v.is_floating_point())
+    assert not torch.equal(sd["net"][key], sd["gan"][key])  # two different networks
+    assert sharpness_pair("m-gan") == ("m-net", "m-gan") == sharpness_pair("m-net")  # either end
     for s in (0.0, 0.25, 1.0):
         net, info = load_model("m-gan", sharpness=s)
         want = (1 - s) * sd["net"][key] + s * sd["gan"][key]
@@ -447,3 +447,23 @@ def test_sharpness_interpolates_a_model_with_its_partner(paired_catalogue, esr):
         load_model("m-gan", sharpness=1.5)
     rc, out, _ = esr("model", "list")
     assert rc == 0 and out.count("partner:       m-net") == 1 and "partner:       m-gan" in out
+
+
+def test_cli_upscale_with_sharpness(paired_catalogue, esr, tmp_path):
+    """--sharpness 0 gives the PSNR-stage model's image, 1 the GAN model's, 0.5 neither."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    outs = {}
+    for label, args in {"net": ("-m", "m-net"), "gan": ("-m", "m-gan"), "s0": ("-m", "m-gan", "--sharpness", "0"),
+                        "s1": ("-m", "m-net", "--sharpness", "1"), "s05": ("-m", "m-gan", "--sharpness", "0.5")}.items():
+        rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / label, *args, "--precision", "fp32")
+        assert rc == 0, err
+        outs[label] = np.asarray(Image.open(tmp_path / label / "in.png"), dtype=np.int16)
+    assert "at sharpness 0.5" in err
+    assert np.array_equal(outs["s0"], outs["net"]) and np.array_equal(outs["s1"], outs["gan"])
+    assert not np.array_equal(outs["s05"], outs["net"]) and not np.array_equal(outs["s05"], outs["gan"])
+    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "x", "-m", "lone", "--sharpness", "0.5")
+    assert rc == 1 and err.startswith("esr: error: lone: no PSNR-stage partner") and err.count("\n") == 1
