@@ -276,7 +276,7 @@ def test_feature_matching_in_the_step_matches_the_loss(data, tmp_path, monkeypat
 
     def spy(fake, real):
         v = fm(fake, real)
-        values.append(float(v))
+        values.append(float(v.detach()))
         return v
 
     monkeypatch.setattr(loop_mod, "feature_matching_loss", spy)

@@ -180,7 +180,8 @@ class Teacher:
     def __call__(self, lq: Tensor) -> Tensor:
         """The teacher's output on ``lq`` ``(B, 3, h, w)`` float in [0, 1]: float32
         ``(B, 3, h*s, w*s)`` clamped to [0, 1], computed without gradients."""
-        with torch.no_grad():
+        # Outside the training step's autocast: the teacher runs in its own dtype.
+        with torch.no_grad(), torch.autocast(lq.device.type, enabled=False):
             x = lq.to(self.dtype)
             if x.device.type in ("cpu", "cuda"):
                 x = x.contiguous(memory_format=torch.channels_last)
