@@ -11,7 +11,7 @@
 
 Usage::
 
-    python benchmarks/eval_model.py [--model esr-general-x4 | FILE] [--out /tmp/esr-eval] [--threads 2]
+    python benchmarks/eval_model.py [--model esr-general-x4-net | FILE] [--out /tmp/esr-eval] [--threads 2]
 
 Prints a Markdown table; writes ``summary.json``, ``comparison.png`` and ``example.png`` into ``--out``.
 """
@@ -128,7 +128,7 @@ def example_picture(model: str, work: Path, env: dict) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="esr-general-x4")
+    ap.add_argument("--model", default="esr-general-x4-net")
     ap.add_argument("--out", type=Path, default=Path("/tmp/esr-eval"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = ap.parse_args()

@@ -623,3 +623,16 @@ def test_srvgg_under_torch_compile_matches_eager():
     assert len(got) == len(ref_grads)
     for a, b in zip(got, ref_grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_discriminators_return_their_features():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    d = UNetDiscriminatorSN(3, num_feat=4).eval()
+    out, feats = d(x, return_features=True)
+    assert torch.equal(out, d(x)) and len(feats) == 9
+    assert [f.shape[1] for f in feats] == [4, 8, 16, 32, 16, 8, 4, 4, 4] and feats[-1].shape[-2:] == (32, 32)
+    v = VGGStyleDiscriminator(3, num_feat=4, input_size=128).eval()
+    x = torch.rand(2, 3, 128, 128)
+    out, feats = v(x, return_features=True)
+    assert torch.equal(out, v(x)) and len(feats) == 2 + 2 * v.num_stages + 1 and feats[-1].shape == (2, 100)

@@ -228,3 +228,28 @@ def test_working_memory_counts_the_full_size_buffers():
     assert working_memory(rgba, info, UpscaleOptions(alpha="bicubic")) == with_alpha_net - 16 * px
     # Another output scale adds the resized float32 image: x2 -> a quarter of the pixels.
     assert working_memory(rgb, info, UpscaleOptions(outscale=2)) == 12 * px + (12 + 9) * px // 4
+
+
+@pytest.mark.parametrize("name", ["realesrgan-x4plus", "esr-general-x4-net"])
+def test_auto_precision_holds_on_real_photo_crops(monkeypatch, shared, name):
+    """--precision auto keeps each embedded model within BF16_MIN_PSNR dB of fp32 on real photos
+    (crops of Real-ESRGAN's demo inputs; the x4plus crop of 00003.png is 43 dB in bf16)."""
+    import numpy as np
+
+    from esrcli.data.imageio import read_image
+    from esrcli.weights import load_model
+
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    net, _ = load_model(name)
+    prec = select_precision("auto", torch.device("cpu"), net, key=f"test-{name}")
+    low_params = {k: v.to(prec.dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    for file in ("00003.png", "OST_009.png"):
+        img = read_image(shared / "data" / "real" / file).color
+        h, w = img.shape[:2]
+        crop = np.ascontiguousarray(img[h // 2 - 24 : h // 2 + 24, w // 2 - 24 : w // 2 + 24, :3], dtype=np.float32)
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            ref = net(x)
+            out = torch.func.functional_call(net, low_params, (x.to(prec.dtype),)).float()
+        mse = float(((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
+        assert mse == 0 or 10 * np.log10(1 / mse) >= device_mod.BF16_MIN_PSNR, (name, file, prec.name)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from esrcli.archs import VGG19FeatureExtractor
 from esrcli.errors import TrainingError
-from esrcli.losses import discriminator_gan_loss, gan_target_loss, generator_gan_loss, pixel_loss
+from esrcli.losses import discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss, pixel_loss
 from esrcli.losses.perceptual import PerceptualLoss
 
 LAYERS = ("conv1_2", "conv2_2")
@@ -105,3 +105,21 @@ def test_perceptual_loss_rejects_a_foreign_file(tmp_path):
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
     with pytest.raises(TrainingError, match="features.0"):
         PerceptualLoss(path, LAYERS, (0.1, 1.0))
+
+
+def test_feature_matching_loss_hand_computed():
+    """Mean over layers of each layer's mean |fake - real|: (0.5 + (0 + 2) / 2) / 2 = 0.75."""
+    fake = [torch.full((1, 1, 2, 2), 0.5, requires_grad=True), torch.tensor([[1.0, 2.0]], requires_grad=True)]
+    real = [torch.zeros(1, 1, 2, 2, requires_grad=True), torch.tensor([[1.0, 4.0]], requires_grad=True)]
+    loss = feature_matching_loss(fake, real)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(0.75)
+    loss.backward()
+    # d/dfake: sign(fake - real) / numel / layers; real is a target (detached, no gradient)
+    assert torch.allclose(fake[0].grad, torch.full((1, 1, 2, 2), 1 / 4 / 2))
+    assert torch.allclose(fake[1].grad, torch.tensor([[0.0, -1 / 2 / 2]]))
+    assert real[0].grad is None and real[1].grad is None
+    assert feature_matching_loss([torch.ones(3)], [torch.ones(3)]).item() == 0.0
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        feature_matching_loss([torch.ones(1)], [])
+    with pytest.raises(ValueError, match="layer 0 shapes differ"):
+        feature_matching_loss([torch.ones(2)], [torch.ones(3)])

@@ -86,10 +86,31 @@ def test_train_net_runs_logs_validates_and_exports(data, tmp_path):
     assert load_model(tmp_path / "run" / "exports" / "net_g_ema_iter_00000002.safetensors")[1].arch == "SRVGGNetCompact"
 
 
-@pytest.mark.parametrize("gan", [False, True], ids=["net", "gan"])
-def test_resume_after_kill_is_exact(data, tmp_path, gan):
+def _teacher_file(root: Path, zero: bool = False) -> Path:
+    """A tiny SRVGGNetCompact x4 teacher; ``zero``: all weights 0, so its output is the
+    nearest-neighbour x4 upsampling of its input (the network adds that base to its residual)."""
+    from esrcli.archs import build_generator
+
+    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 4, "num_conv": 1, "scale": 4, "act_type": "prelu"}
+    torch.manual_seed(5)
+    net = build_generator("SRVGGNetCompact", params)
+    if zero:
+        net = net.requires_grad_(False)
+        for p in net.parameters():
+            p.zero_()
+    path = root / ("teacher_zero.safetensors" if zero else "teacher.safetensors")
+    save_model(path, net, ModelInfo("SRVGGNetCompact", params, 4))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["net", "gan", "gan-fm-teacher"])
+def test_resume_after_kill_is_exact(data, tmp_path, variant):
     """N iterations in one go == k iterations, a kill right after the checkpoint at k, resume to N."""
-    cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3})
+    gan = variant != "net"
+    tables = {}
+    if variant == "gan-fm-teacher":
+        tables = {"loss": {"feature_matching_weight": 0.5}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
+    cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3}, **tables)
 
     class Killed(Exception):
         pass
@@ -108,6 +129,9 @@ def test_resume_after_kill_is_exact(data, tmp_path, gan):
     assert len(a) == 6 and a == b  # every loss of every iteration, bit for bit
     sa, sb = read_checkpoint(tmp_path / "a" / "checkpoints" / "iter_00000006.pt"), read_checkpoint(res.checkpoint)
     assert all(torch.equal(v, sb["net_g_ema"][k]) for k, v in sa["net_g_ema"].items())
+    if variant == "gan-fm-teacher":
+        assert all(r["l_g_fm"] > 0 and r["l_g_teacher"] > 0 for r in a)
+        assert not any("teacher" in k for k in sb) and set(sb["net_g"]) == set(sb["net_g_ema"])  # no teacher stored
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
@@ -195,6 +219,70 @@ def test_train_gan_vgg_discriminator(data, tmp_path):
     res = train(cfg, tmp_path / "gan")
     assert res.iteration == 1 and all(np.isfinite(v) for v in res.losses.values())
     assert any(k.startswith("conv0_0") for k in read_checkpoint(res.checkpoint)["net_d"])
+
+
+def test_train_gan_teacher_and_feature_matching_values(data, tmp_path, monkeypatch):
+    """l_g_teacher = weight * mean|sr - teacher(lq)|, with a teacher whose output is known
+    (nearest x4 of lq); l_g_fm = weight * feature_matching_loss; the export records both;
+    without VGG19 weights and perceptual_optional the perceptual term is skipped."""
+    from esrcli.train import build as build_mod
+
+    recorded = []
+    real_call = build_mod.Teacher.__call__
+
+    def spy(self, lq):
+        out = real_call(self, lq)
+        recorded.append((lq.clone(), out))
+        return out
+
+    seen = []
+    real_pixel = loop_mod.pixel_loss
+
+    def pixel_spy(sr, target, criterion="l1"):
+        value = real_pixel(sr, target, criterion)
+        if recorded and target is recorded[-1][1]:
+            seen.append((sr.detach().clone(), float(value.detach())))
+        return value
+
+    monkeypatch.setattr(build_mod.Teacher, "__call__", spy)
+    monkeypatch.setattr(loop_mod, "pixel_loss", pixel_spy)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no VGG19 file there
+    cfg = _cfg(data, gan=True, train={"total_iter": 2},
+               loss={"vgg_weights": None, "perceptual_optional": True, "feature_matching_weight": 2.0},
+               teacher={"model": str(_teacher_file(tmp_path, zero=True)), "weight": 0.5})
+    messages = []
+    res = train(cfg, tmp_path / "gan", on_message=messages.append)
+    assert any("no VGG19 perceptual loss" in m for m in messages) and any("teacher:" in m for m in messages)
+    assert len(recorded) == len(seen) == 2
+    for (lq, out), (sr, l1) in zip(recorded, seen):
+        want = torch.nn.functional.interpolate(lq, scale_factor=4, mode="nearest").clamp(0, 1)
+        assert torch.allclose(out, want, atol=1e-2)  # bf16/fp32 teacher by the CPU's support
+        assert l1 == pytest.approx(float((sr - out).abs().mean()), rel=1e-5)
+    log = _log(tmp_path / "gan")
+    assert log[-1]["l_g_teacher"] == pytest.approx(0.5 * seen[-1][1], rel=1e-5)
+    assert log[-1]["l_g_percep"] == 0.0 and log[-1]["l_g_fm"] > 0
+    meta = load_model(res.export)[1].metadata
+    assert meta["teacher"].startswith(str(tmp_path / "teacher_zero.safetensors"))
+    assert "feature_matching 2" in meta["losses"] and "teacher 0.5" in meta["losses"] and "perceptual 0," in meta["losses"]
+    with pytest.raises(TrainingError, match="teacher.model: .*no such model file or embedded model"):
+        train(_cfg(data, gan=True, teacher={"model": str(tmp_path / "nope")}), tmp_path / "g2")
+
+
+def test_feature_matching_in_the_step_matches_the_loss(data, tmp_path, monkeypatch):
+    """The logged l_g_fm is weight * feature_matching_loss of net_d's features on sr and gt."""
+    from esrcli.losses import feature_matching_loss as fm
+
+    values = []
+
+    def spy(fake, real):
+        v = fm(fake, real)
+        values.append(float(v.detach()))
+        return v
+
+    monkeypatch.setattr(loop_mod, "feature_matching_loss", spy)
+    res = train(_cfg(data, gan=True, train={"total_iter": 1}, loss={"feature_matching_weight": 3.0, "gan_weight": 0.0}), tmp_path / "g")
+    assert len(values) == 1 and res.losses["l_g_fm"] == pytest.approx(3.0 * values[0], rel=1e-6) and values[0] > 0
+    assert res.losses["l_g_gan"] == 0.0
 
 
 def _write_cfg(path: Path, cfg) -> Path:

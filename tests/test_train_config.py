@@ -98,3 +98,19 @@ def test_cli_reports_config_errors(esr, tmp_path):
     assert "train.batch_size: expected an integer" in err and str(f) in err
     rc, _, err = esr("train-net", tmp_path / "missing.toml")
     assert rc == 1 and "config file not found" in err
+
+
+def test_gan_teacher_and_feature_matching_keys():
+    cfg = from_dict(TrainGanConfig, {"teacher": {"model": "realesrgan-x4plus", "weight": 0.5}, "loss": {"feature_matching_weight": 1.0}})
+    assert cfg.teacher.weight == 0.5 and cfg.teacher.precision == "auto" and cfg.loss.feature_matching_weight == 1.0
+    assert TrainGanConfig().teacher.model is None and TrainGanConfig().loss.feature_matching_weight == 0.0
+    with pytest.raises(ConfigError, match=r"^teacher.weight: must be >= 0"):
+        from_dict(TrainGanConfig, {"teacher": {"weight": -1}})
+    with pytest.raises(ConfigError, match=r"^teacher.precision: 'int8' is not one of"):
+        from_dict(TrainGanConfig, {"teacher": {"precision": "int8"}})
+    with pytest.raises(ConfigError, match=r"teacher.modle"):
+        from_dict(TrainGanConfig, {"teacher": {"modle": "x"}})
+    with pytest.raises(ConfigError, match=r"^loss.feature_matching_weight: must be >= 0"):
+        from_dict(TrainGanConfig, {"loss": {"feature_matching_weight": -0.1}})
+    with pytest.raises(ConfigError, match=r"^loss.perceptual_optional: expected true or false"):
+        from_dict(TrainGanConfig, {"loss": {"perceptual_optional": "yes"}})

@@ -133,3 +133,20 @@ def test_compiled_kernels_switched_on_only_where_they_apply():
     assert flags(net) == {False}
     assert use_compiled_kernels(net, opts, cpu) and flags(net) == {True}
     assert not use_compiled_kernels(RRDBNet(num_feat=4, num_block=1, num_grow_ch=2), opts, cpu)
+
+
+def test_pairs_degraded_on_the_cpu_are_the_same_pairs():
+    """train.degrade_on_cpu only moves where the degradation runs: same seed, same pairs."""
+    from esrcli.config import from_dict
+    from esrcli.config.train import TrainNetConfig
+    from esrcli.train.pairs import PairMaker
+
+    out = []
+    for flag in (False, True):
+        cfg = from_dict(TrainNetConfig, {"data": {"gt_size": 32, "crop_size": 40}, "train": {"batch_size": 2, "pool_size": 4, "degrade_on_cpu": flag}})
+        maker = PairMaker(cfg, torch.device("cpu"), seed=3)
+        torch.manual_seed(0)
+        crops = torch.rand(2, 3, 40, 40)
+        out.append([maker.make(crops) for _ in range(3)])
+    for a, b in zip(*out):
+        assert a["lq"].shape == (2, 3, 8, 8) and all(torch.equal(a[k], b[k]) for k in ("lq", "gt", "gt_usm"))

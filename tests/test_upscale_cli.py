@@ -278,11 +278,15 @@ def test_embedded_default_model_is_used_without_model_option(esr, tmp_path):
     cv2.imwrite(str(tmp_path / "in.png"), img[:, :, ::-1])
     rc, out, err = esr("upscale", tmp_path / "in.png", tmp_path / "out")
     assert rc == 0, err
-    assert "esr-general-x4" in err
+    assert "realesrgan-x4plus" in err
     sr = cv2.imread(str(tmp_path / "out" / "in.png"))[:, :, ::-1].astype(np.float32)
     assert sr.shape == (160, 192, 3)
     ref = cv2.resize(img, (192, 160), interpolation=cv2.INTER_CUBIC).astype(np.float32)
     assert np.abs(sr - ref)[8:-8, 8:-8].mean() < 6  # a smooth ramp stays the same ramp: no colour shift
+    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "o2", "--model", "esr-general-x4-net", "--sharpness", "0.5")
+    assert rc == 1 and err.count("\n") == 1 and "esr-general-x4-net: no PSNR-stage partner" in err
+    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "o2", "--sharpness", "2")
+    assert rc == 2 and "--sharpness" in err
 
 
 def test_jobs_give_the_same_images_reported_in_input_order(esr, models, inputs, tmp_path):

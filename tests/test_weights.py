@@ -21,6 +21,7 @@ from esrcli.weights import (
     load_model,
     load_state_dict,
     read_model_file,
+    read_model_info,
     save_model,
 )
 
@@ -290,14 +291,26 @@ def test_catalogue_without_a_model_says_so(esr, tmp_path, monkeypatch):
 
 
 def test_shipped_catalogue_default_model(esr):
-    """The embedded default loads by name and is the architecture the catalogue says."""
+    """The embedded default is the official x4plus (metadata, licence beside it); the compact
+    esr-general-x4-net loads by name too."""
+    from importlib import resources
+
     entries = catalogue()
     if not entries:
         pytest.skip("no embedded model ships in this build yet")
-    assert default_model_name() == "esr-general-x4"
-    entry = next(e for e in entries if e.name == "esr-general-x4")
-    assert entry.default and entry.arch == "SRVGGNetCompact" and entry.scale == 4 and entry.iterations > 0
-    net, info = load_model("esr-general-x4")
+    assert default_model_name() == "realesrgan-x4plus"
+    x4plus = next(e for e in entries if e.name == "realesrgan-x4plus")
+    assert x4plus.default and x4plus.official == "RealESRGAN_x4plus" and "BSD-3-Clause" in x4plus.license
+    _, info = read_model_info(resources.files("esrcli.models").joinpath(x4plus.file))
+    assert info.arch == "RRDBNet" and info.scale == 4 and info.params["num_block"] == 23
+    assert info.metadata["dtype"] == "float16" and info.metadata["license"].startswith("BSD-3-Clause")
+    assert "Xintao Wang" in info.metadata["authors"] and "convert_x4plus.py" in info.metadata["provenance"]
+    licence = resources.files("esrcli.models").joinpath("realesrgan-x4plus.LICENSE").read_text()
+    assert licence.startswith("BSD 3-Clause License") and "Xintao Wang" in licence
+
+    entry = next(e for e in entries if e.name == "esr-general-x4-net")
+    assert not entry.default and entry.arch == "SRVGGNetCompact" and entry.scale == 4 and entry.iterations > 0
+    net, info = load_model("esr-general-x4-net")
     assert info.arch == "SRVGGNetCompact" and info.scale == 4
     assert (info.params["num_feat"], info.params["num_conv"], info.params["act_type"]) == (64, 32, "prelu")
     assert info.metadata["dtype"] == "float16" and next(net.parameters()).dtype == torch.float32
@@ -307,7 +320,9 @@ def test_shipped_catalogue_default_model(esr):
     with pytest.raises(WeightsError, match="no such model file or embedded model"):
         load_model("realesrgan-x4")
     rc, out, _ = esr("model", "list")
-    assert rc == 0 and out.startswith("esr-general-x4 (default): SRVGGNetCompact x4")
+    assert rc == 0 and out.startswith("realesrgan-x4plus (default): RRDBNet x4")
+    assert "official name: RealESRGAN_x4plus" in out and "licence:       BSD-3-Clause" in out
+    assert "esr-general-x4-net: SRVGGNetCompact x4" in out and "origin:" in out
     assert "training data:" in out and "iterations:" in out
 
 
@@ -384,3 +399,71 @@ def test_cli_model_info_batch_goes_on(esr, tmp_path, good_pth):
     assert "arch:       RRDBNet" in out and "1 of 2 files failed" in err
     rc, out, err = esr("model", "convert", bad, tmp_path / "x.safetensors")
     assert rc == 1 and err.count("\n") == 1 and "zero.pth: empty file" in err
+
+
+@pytest.fixture
+def paired_catalogue(tmp_path, monkeypatch):
+    """A models folder with a PSNR-stage model, its GAN-stage partner and a lone model."""
+    import esrcli.weights.embedded as cat
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    arch, params = CONFIGS[4]
+    nets = {n: _net(arch, params, seed=i) for i, n in enumerate(("net", "gan", "lone"))}
+    for n, net in nets.items():
+        save_model(folder / f"{n}.safetensors", net, ModelInfo(arch, params, 4))
+    entries = [
+        {"name": "m-net", "file": "net.safetensors"},
+        {"name": "m-gan", "file": "gan.safetensors", "partner": "m-net", "default": True},
+        {"name": "lone", "file": "lone.safetensors"},
+    ]
+    (folder / "catalogue.json").write_text(json.dumps(entries))
+    monkeypatch.setattr(cat, "_models_dir", lambda: folder)
+    return {n: net.state_dict() for n, net in nets.items()}
+
+
+def test_sharpness_interpolates_a_model_with_its_partner(paired_catalogue, esr):
+    from esrcli.errors import ConfigError
+    from esrcli.weights import sharpness_pair
+
+    sd = paired_catalogue
+    key = next(k for k, v in sd["gan"].items() if v.is_floating_point())
+    assert not torch.equal(sd["net"][key], sd["gan"][key])  # two different networks
+    assert sharpness_pair("m-gan") == ("m-net", "m-gan") == sharpness_pair("m-net")  # either end
+    for s in (0.0, 0.25, 1.0):
+        net, info = load_model("m-gan", sharpness=s)
+        want = (1 - s) * sd["net"][key] + s * sd["gan"][key]
+        assert torch.allclose(net.state_dict()[key], want, atol=1e-6)
+        assert info.metadata["parents"] == "m-net,m-gan" and float(info.metadata["alpha"]) == s
+    same, _ = load_model("m-net", sharpness=0.25)  # the PSNR end names the same pair
+    assert torch.allclose(same.state_dict()[key], 0.75 * sd["net"][key] + 0.25 * sd["gan"][key], atol=1e-6)
+    plain, _ = load_model("m-gan")
+    assert torch.equal(plain.state_dict()[key], sd["gan"][key])
+    with pytest.raises(WeightsError, match=r"^lone: no PSNR-stage partner.*m-gan, m-net"):
+        load_model("lone", sharpness=0.5)
+    with pytest.raises(WeightsError, match="needs an embedded model with a PSNR-stage partner"):
+        load_model("some/file.safetensors", sharpness=0.5)
+    with pytest.raises(ConfigError, match=r"^sharpness: must be in \[0, 1\]"):
+        load_model("m-gan", sharpness=1.5)
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and out.count("partner:       m-net") == 1 and "partner:       m-gan" in out
+
+
+def test_cli_upscale_with_sharpness(paired_catalogue, esr, tmp_path):
+    """--sharpness 0 gives the PSNR-stage model's image, 1 the GAN model's, 0.5 neither."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    outs = {}
+    for label, args in {"net": ("-m", "m-net"), "gan": ("-m", "m-gan"), "s0": ("-m", "m-gan", "--sharpness", "0"),
+                        "s1": ("-m", "m-net", "--sharpness", "1"), "s05": ("-m", "m-gan", "--sharpness", "0.5")}.items():
+        rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / label, *args, "--precision", "fp32")
+        assert rc == 0, err
+        outs[label] = np.asarray(Image.open(tmp_path / label / "in.png"), dtype=np.int16)
+    assert "at sharpness 0.5" in err
+    assert np.array_equal(outs["s0"], outs["net"]) and np.array_equal(outs["s1"], outs["gan"])
+    assert not np.array_equal(outs["s05"], outs["net"]) and not np.array_equal(outs["s05"], outs["gan"])
+    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "x", "-m", "lone", "--sharpness", "0.5")
+    assert rc == 1 and err.startswith("esr: error: lone: no PSNR-stage partner") and err.count("\n") == 1

@@ -34,6 +34,8 @@ class UNetDiscriminatorSN(nn.Module):
 
     Shapes:
         ``(B, num_in_ch, H, W)`` -> ``(B, 1, H, W)`` logits; H and W must be divisible by 8.
+        With ``return_features=True``: ``(logits, [x0, x1, x2, x3, x4, x5, x6, x7, x8])``, the
+        activations after ``conv0`` .. ``conv8`` (the input of feature matching).
     """
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True) -> None:
@@ -51,7 +53,7 @@ class UNetDiscriminatorSN(nn.Module):
         self.conv8 = spectral_norm(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
         self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         def act(t: Tensor) -> Tensor:
             return F.leaky_relu(t, _SLOPE)
 
@@ -71,9 +73,12 @@ class UNetDiscriminatorSN(nn.Module):
         x6 = act(self.conv6(up(x5)))
         if self.skip_connection:
             x6 = x6 + x0
-        out = act(self.conv7(x6))
-        out = act(self.conv8(out))
-        return self.conv9(out)
+        x7 = act(self.conv7(x6))
+        x8 = act(self.conv8(x7))
+        out = self.conv9(x8)
+        if return_features:
+            return out, [x0, x1, x2, x3, x4, x5, x6, x7, x8]
+        return out
 
 
 class VGGStyleDiscriminator(nn.Module):
@@ -89,7 +94,9 @@ class VGGStyleDiscriminator(nn.Module):
         input_size: patch size, 128 or 256.
 
     Shapes:
-        ``(B, num_in_ch, input_size, input_size)`` -> ``(B, 1)`` logits.
+        ``(B, num_in_ch, input_size, input_size)`` -> ``(B, 1)`` logits. With
+        ``return_features=True``: ``(logits, features)``, the activation after each conv
+        (``conv0_0`` .. ``convN_1``) and after ``linear1``.
 
     Raises:
         ValueError: ``input_size`` not 128/256 (constructor), or an input of another size (forward).
@@ -116,16 +123,16 @@ class VGGStyleDiscriminator(nn.Module):
         self.linear1 = nn.Linear(nf * 8 * 4 * 4, 100)
         self.linear2 = nn.Linear(100, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise ValueError(
                 f"VGGStyleDiscriminator: expected {self.input_size}x{self.input_size} input, got {tuple(x.shape[-2:])}"
             )
-        feat = F.leaky_relu(self.conv0_0(x), _SLOPE)
-        feat = F.leaky_relu(self.bn0_1(self.conv0_1(feat)), _SLOPE)
+        feats = [F.leaky_relu(self.conv0_0(x), _SLOPE)]
+        feats.append(F.leaky_relu(self.bn0_1(self.conv0_1(feats[-1])), _SLOPE))
         for i in range(1, self.num_stages + 1):
-            feat = F.leaky_relu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feat)), _SLOPE)
-            feat = F.leaky_relu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feat)), _SLOPE)
-        feat = feat.flatten(1)
-        feat = F.leaky_relu(self.linear1(feat), _SLOPE)
-        return self.linear2(feat)
+            feats.append(F.leaky_relu(getattr(self, f"bn{i}_0")(getattr(self, f"conv{i}_0")(feats[-1])), _SLOPE))
+            feats.append(F.leaky_relu(getattr(self, f"bn{i}_1")(getattr(self, f"conv{i}_1")(feats[-1])), _SLOPE))
+        feats.append(F.leaky_relu(self.linear1(feats[-1].flatten(1)), _SLOPE))
+        out = self.linear2(feats[-1])
+        return (out, feats) if return_features else out

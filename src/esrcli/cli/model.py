@@ -131,6 +131,15 @@ def list_cmd() -> None:
     for e in entries:
         mark = " (default)" if e.name == default else ""
         typer.echo(f"{e.name}{mark}: {e.arch or '?'} x{e.scale or '?'}  {e.description}".rstrip())
+        if e.official:
+            typer.echo(f"  official name: {e.official}")
+        if e.origin:
+            typer.echo(f"  origin:        {e.origin}")
+        if e.license:
+            typer.echo(f"  licence:       {e.license}")
+        partners = [e.partner] if e.partner else [g.name for g in entries if g.partner == e.name]
+        if partners:
+            typer.echo(f"  partner:       {', '.join(partners)} (--sharpness 0..1 blends the two)")
         if e.training_data:
             typer.echo(f"  training data: {e.training_data}")
         if e.iterations is not None:

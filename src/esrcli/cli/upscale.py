@@ -123,6 +123,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def upscale(
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth) or embedded model name; default: the embedded default model."),
+    sharpness: Optional[float] = typer.Option(None, "--sharpness", help="0..1: blend an embedded model with its PSNR-stage partner (0 smooth, 1 the GAN model's full detail); see esr model list."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
     tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 512, to bound memory)."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
@@ -150,6 +151,8 @@ def upscale(
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
     if scale is not None and not (scale > 0 and math.isfinite(scale)):
         raise typer.BadParameter(f"must be a finite number > 0, got {scale}", param_hint="--scale")
+    if sharpness is not None and not 0.0 <= sharpness <= 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1, got {sharpness}", param_hint="--sharpness")
     if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
@@ -194,10 +197,10 @@ def upscale(
     if tile is None:
         tile = DEFAULT_TILE
     options = UpscaleOptions(outscale=scale, tile=tile, tile_overlap=min(tile_overlap, tile // 2), alpha=alpha, batch=batch)
-    net, info = load_model(name, device="cpu")
+    net, info = load_model(name, device="cpu", sharpness=sharpness)
     if info.arch not in ("RRDBNet", "SRVGGNetCompact"):
         raise WeightsError(f"{name}: {info.arch} is not an image generator")
-    prec = select_precision(precision, dev, net, int(info.params.get("num_in_ch", 3)), key=str(name))
+    prec = select_precision(precision, dev, net, int(info.params.get("num_in_ch", 3)), key=(str(name), sharpness))
     if prec.note:
         console.info(f"esr: {prec.note}")
     nets = {prec.dtype: prepare_model(net, dev, prec.dtype)}
@@ -209,14 +212,15 @@ def upscale(
         # (the fp32 network is loaded again when first needed, to keep memory low otherwise).
         dtype = torch.float32 if precision == "auto" and image.bit_depth == 16 else prec.dtype
         if dtype not in nets:
-            nets[dtype] = prepare_model(load_model(name, device="cpu")[0], dev, dtype)
+            nets[dtype] = prepare_model(load_model(name, device="cpu", sharpness=sharpness)[0], dev, dtype)
             release_memory()
         return nets[dtype]
 
     jobs = min(jobs or default_jobs(dev), len(files))
     tiling = f"tile {tile}, overlap {options.tile_overlap}" if tile else "no tiling"
     at_once = f", {jobs} at a time" if jobs > 1 else ""
-    console.info(f"esr: model {name} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s){at_once}")
+    blend = f" at sharpness {sharpness:g}" if sharpness is not None else ""
+    console.info(f"esr: model {name}{blend} ({info.arch} x{info.scale}) on {dev} in {prec.name}, {tiling}; {len(files)} image(s){at_once}")
     cancel = threading.Event()
 
     def between_tiles(done: int = 0, total: int = 0) -> None:

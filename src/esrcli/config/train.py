@@ -9,7 +9,7 @@ gt_size 256, a training-pair pool of 180, USM-sharpened ground truth for the L1 
 perceptual terms.
 
 Tables: ``[model]``, ``[data]``, ``[degrade.*]`` (:class:`~esrcli.config.degrade.DegradeConfig`),
-``[train]``, ``[val]``, ``[loss]`` and (GAN only) ``[net_d]``. Paths resolve relative to the
+``[train]``, ``[val]``, ``[loss]`` and (GAN only) ``[net_d]`` and ``[teacher]``. Paths resolve relative to the
 config file; unknown keys and wrong types are :class:`~esrcli.errors.ConfigError` naming the
 dotted key.
 """
@@ -32,6 +32,7 @@ __all__ = [
     "LossConfig",
     "GanLossConfig",
     "NetDConfig",
+    "TeacherConfig",
     "TrainNetConfig",
     "TrainGanConfig",
     "VGG_LAYERS",
@@ -153,6 +154,9 @@ class TrainOptions:
         grad_clip: clip the gradient norm to this value (0: no clipping).
         accum_steps: gradient accumulation steps per iteration (each reads a full batch).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        degrade_on_cpu: synthesise the training pairs on the CPU (one thread per sample) and
+            move them to ``device`` (for GPUs on machines with many cores: the JPEG steps run
+            on the CPU anyway); false: on ``device``.
         checkpoint_interval: iterations between checkpoints (and EMA exports).
         keep_checkpoints: how many checkpoints to keep (oldest deleted first).
         log_interval: iterations between lines in ``metrics.jsonl``.
@@ -180,6 +184,7 @@ class TrainOptions:
     grad_clip: float = 0.0
     accum_steps: int = 1
     device: str = "auto"
+    degrade_on_cpu: bool = False
     checkpoint_interval: int = 5000
     keep_checkpoints: int = 3
     log_interval: int = 100
@@ -263,23 +268,31 @@ class GanLossConfig(LossConfig):
         perceptual_layers: VGG19 conv layers (features before activation).
         perceptual_layer_weights: one weight per layer (0.1, 0.1, 1, 1, 1).
         vgg_weights: torchvision's ``vgg19-dcbb9e9d.pth``; unset: the torch hub cache.
+        perceptual_optional: when the VGG19 file is absent, train without the perceptual
+            term (a notice says so) instead of stopping with an error.
         gan_type: ``"vanilla"``, ``"lsgan"``, ``"hinge"`` or ``"ragan"`` (ESRGAN's relativistic average).
         gan_weight: weight of the adversarial term for the generator.
+        feature_matching_weight: weight of the discriminator feature-matching loss (L1
+            between the discriminator's intermediate activations on real and generated
+            images, pix2pixHD Eq. 4; 0 disables it). Needs no ImageNet weights.
     """
 
     perceptual_weight: float = 1.0
     perceptual_layers: tuple[str, ...] = VGG_LAYERS
     perceptual_layer_weights: tuple[float, ...] = (0.1, 0.1, 1.0, 1.0, 1.0)
     vgg_weights: Path | None = None
+    perceptual_optional: bool = False
     gan_type: Literal["vanilla", "lsgan", "hinge", "ragan"] = "vanilla"
     gan_weight: float = 0.1
+    feature_matching_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per perceptual layer")
-        if self.perceptual_weight < 0 or self.gan_weight < 0:
-            raise ConfigError("perceptual_weight, gan_weight: must be >= 0")
+        for name in ("perceptual_weight", "gan_weight", "feature_matching_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +321,32 @@ class NetDConfig:
         _positive("lr", self.lr)
         if self.d_init_iters < 0:
             raise ConfigError("d_init_iters: must be >= 0")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """``[teacher]`` of train-gan (optional): L1 between the generator's output and a frozen
+    teacher network's output on the same LQ input (knowledge distillation).
+
+    The teacher runs without gradients in half precision; its weights are never stored in
+    checkpoints (a resumed run loads it again); the export's metadata records it.
+
+    Attributes:
+        model: a model file esr loads (``.safetensors`` / ``.pth``, relative to the config
+            file) or, when no such file exists, an embedded model name such as
+            ``"realesrgan-x4plus"``; unset: no teacher term.
+        weight: weight of the teacher L1 term.
+        precision: ``"auto"`` (bf16 on GPUs and CPUs that support it, else fp16 on GPUs and
+            fp32 on CPUs), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+    """
+
+    model: Path | None = None
+    weight: float = 1.0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"weight: must be >= 0, got {self.weight}")
 
 
 def _check_common(cfg: TrainNetConfig | TrainGanConfig) -> None:
@@ -354,6 +393,7 @@ class TrainGanConfig:
     val: ValConfig = field(default_factory=ValConfig)
     loss: GanLossConfig = field(default_factory=GanLossConfig)
     net_d: NetDConfig = field(default_factory=NetDConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
         _check_common(self)

@@ -3,13 +3,14 @@
 ``PerceptualLoss`` lives in :mod:`esrcli.losses.perceptual` (it needs the VGG19 weights).
 """
 
-from esrcli.losses.gan import GAN_TYPES, discriminator_gan_loss, gan_target_loss, generator_gan_loss
+from esrcli.losses.gan import GAN_TYPES, discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss
 from esrcli.losses.pixel import PIXEL_CRITERIA, pixel_loss
 
 __all__ = [
     "GAN_TYPES",
     "PIXEL_CRITERIA",
     "discriminator_gan_loss",
+    "feature_matching_loss",
     "gan_target_loss",
     "generator_gan_loss",
     "pixel_loss",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GAN_TYPES", "gan_target_loss", "generator_gan_loss", "discriminator_gan_loss"]
+__all__ = ["GAN_TYPES", "gan_target_loss", "generator_gan_loss", "discriminator_gan_loss", "feature_matching_loss"]
 
 GAN_TYPES = ("vanilla", "lsgan", "hinge", "ragan")
 
@@ -88,3 +88,32 @@ def discriminator_gan_loss(real_pred: Tensor, fake_pred: Tensor, gan_type: str) 
         l_fake = gan_target_loss(fake_pred - real_pred.detach().mean(), False, gan_type) * 0.5
         return l_real, l_fake
     return gan_target_loss(real_pred, True, gan_type), gan_target_loss(fake_pred, False, gan_type)
+
+
+def feature_matching_loss(fake_feats: list[Tensor], real_feats: list[Tensor]) -> Tensor:
+    """Discriminator feature matching: the mean over layers of the L1 distance between the
+    discriminator's intermediate activations on generated and on real images (unweighted).
+
+    Source: Wang et al., "High-Resolution Image Synthesis and Semantic Manipulation with
+    Conditional GANs" (pix2pixHD), CVPR 2018, Sec. 3.2, Eq. 4 (one discriminator; each
+    layer's L1 is the mean over its elements, layers weigh equally). It needs no pretrained
+    network, unlike the VGG perceptual loss.
+
+    Args:
+        fake_feats: activations on ``net_g``'s output (gradients flow to the generator).
+        real_feats: activations on the ground truth, same shapes (detached here).
+
+    Returns:
+        A scalar float32 tensor: ``sum_i mean|fake_i - real_i| / len(fake_feats)``.
+
+    Raises:
+        ValueError: no features, or lists of different lengths or shapes.
+    """
+    if not fake_feats or len(fake_feats) != len(real_feats):
+        raise ValueError(f"feature_matching_loss: expected two equal, non-empty lists, got {len(fake_feats)} and {len(real_feats)}")
+    total = fake_feats[0].new_zeros((), dtype=torch.float32)
+    for i, (f, r) in enumerate(zip(fake_feats, real_feats)):
+        if f.shape != r.shape:
+            raise ValueError(f"feature_matching_loss: layer {i} shapes differ, {tuple(f.shape)} vs {tuple(r.shape)}")
+        total = total + F.l1_loss(f.float(), r.detach().float())
+    return total / len(fake_feats)

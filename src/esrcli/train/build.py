@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from esrcli.archs import SRVGGNetCompact, UNetDiscriminatorSN, VGGStyleDiscriminator, build_generator
-from esrcli.config.train import ModelConfig, NetDConfig, TrainGanConfig, TrainNetConfig, TrainOptions
+from esrcli.config.train import ModelConfig, NetDConfig, TeacherConfig, TrainGanConfig, TrainNetConfig, TrainOptions
 from esrcli.data.dataset import HRCropDataset, InfiniteSampler, ScanResult, mix_seed
 from esrcli.errors import TrainingError, WeightsError
 from esrcli.train.schedule import build_scheduler
@@ -30,6 +30,8 @@ __all__ = [
     "build_net_d",
     "build_optimizers",
     "build_loader",
+    "build_teacher",
+    "Teacher",
     "EXPORT_NAME",
 ]
 
@@ -159,6 +161,78 @@ def build_net_d(cfg: NetDConfig, gt_size: int, seed: int) -> nn.Module:
         if cfg.type == "unet":
             return UNetDiscriminatorSN(num_in_ch=3, num_feat=cfg.num_feat, skip_connection=cfg.skip_connection)
         return VGGStyleDiscriminator(num_in_ch=3, num_feat=cfg.num_feat, input_size=gt_size)
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher network for train-gan's ``[teacher]`` term.
+
+    Attributes:
+        net: the network on the training device, eval mode, no grads, in ``dtype``.
+        dtype: its compute dtype (bf16, fp16 or fp32).
+        source: what was loaded (a file path or an embedded model name), for metadata.
+    """
+
+    net: nn.Module
+    dtype: torch.dtype
+    source: str
+
+    def __call__(self, lq: Tensor) -> Tensor:
+        """The teacher's output on ``lq`` ``(B, 3, h, w)`` float in [0, 1]: float32
+        ``(B, 3, h*s, w*s)`` clamped to [0, 1], computed without gradients."""
+        # Outside the training step's autocast: the teacher runs in its own dtype.
+        with torch.no_grad(), torch.autocast(lq.device.type, enabled=False):
+            x = lq.to(self.dtype)
+            if x.device.type in ("cpu", "cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.net(x).float().clamp_(0, 1)
+
+
+def teacher_source(model: Path) -> str:
+    """``teacher.model`` as something :func:`esrcli.weights.load_model` opens: the file when it
+    exists, else the embedded model of that (bare) name.
+
+    Raises:
+        TrainingError: neither a file nor an embedded model name.
+    """
+    from esrcli.weights import catalogue, find_entry
+
+    model = Path(model)
+    if model.is_file():
+        return str(model)
+    if not model.suffix and find_entry(model.name) is not None:
+        return model.name
+    names = ", ".join(e.name for e in catalogue()) or "none"
+    raise TrainingError(f"teacher.model: {model}: no such model file or embedded model (embedded: {names})")
+
+
+def build_teacher(cfg: TeacherConfig, scale: int, device: torch.device) -> Teacher | None:
+    """Load the ``[teacher]`` network frozen in half precision, or ``None`` without one.
+
+    Raises:
+        TrainingError: no such file or model, unreadable weights, or a teacher whose scale
+            differs from ``model.scale``.
+    """
+    if cfg.model is None:
+        return None
+    from esrcli.weights import load_model
+
+    source = teacher_source(cfg.model)
+    try:
+        net, info = load_model(source, device="cpu")
+    except WeightsError as exc:
+        raise TrainingError(f"teacher.model: {exc}", exc.hint) from None
+    if info.scale != scale:
+        raise TrainingError(f"teacher.model: {source} is x{info.scale}, the generator is x{scale}")
+    name = cfg.precision
+    if name == "auto":
+        bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_bf16_supported()
+        name = "bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    net = net.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    if device.type in ("cpu", "cuda"):
+        net = net.to(memory_format=torch.channels_last)
+    return Teacher(net, dtype, source)
 
 
 def _fused_ok(net: nn.Module) -> bool | None:

@@ -32,7 +32,7 @@ from esrcli.config import to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
 from esrcli.errors import TrainingError
-from esrcli.losses import discriminator_gan_loss, generator_gan_loss, pixel_loss
+from esrcli.losses import discriminator_gan_loss, feature_matching_loss, generator_gan_loss, pixel_loss
 from esrcli.train import build
 from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
@@ -55,6 +55,7 @@ class Nets:
     net_g_ema: nn.Module
     net_d: nn.Module | None = None
     perceptual: nn.Module | None = None
+    teacher: build.Teacher | None = None  # frozen, never in checkpoints
     forward_g: Callable[[Tensor], Tensor] | None = None  # compiled ``net_g`` (train.compile)
 
     def g(self, lq: Tensor) -> Tensor:
@@ -178,15 +179,18 @@ def _set_requires_grad(net: nn.Module, flag: bool) -> None:
 def train_step_gan(
     nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], cfg: TrainGanConfig, prec: build.Precision, iteration: int
 ) -> dict[str, float]:
-    """One Real-ESRGAN iteration: generator (pixel + perceptual + GAN), then discriminator.
+    """One Real-ESRGAN iteration: generator (pixel + perceptual + GAN [+ feature matching]
+    [+ teacher]), then discriminator.
 
     USM GT for the pixel and perceptual terms (when ``train.gt_usm``), plain GT for the GAN
-    term (Real-ESRGAN's ``l1_gt_usm``/``percep_gt_usm`` true, ``gan_gt_usm`` false). During the
-    first ``net_d.d_init_iters`` iterations only the discriminator learns.
+    and feature-matching terms (Real-ESRGAN's ``l1_gt_usm``/``percep_gt_usm`` true,
+    ``gan_gt_usm`` false); the teacher term is L1 to the frozen teacher's output on the same
+    LQ. During the first ``net_d.d_init_iters`` iterations only the discriminator learns.
 
     Returns:
         ``l_g_pix``, ``l_g_percep``, ``l_g_gan``, ``l_d_real``, ``l_d_fake``, ``out_d_real``,
-        ``out_d_fake`` (mean logits), each averaged over micro-batches.
+        ``out_d_fake`` (mean logits), and ``l_g_fm`` / ``l_g_teacher`` when those terms are
+        on, each averaged over micro-batches.
     """
     lc, n = cfg.loss, len(batches)
     net_g, net_d = nets.net_g, nets.net_d
@@ -206,12 +210,25 @@ def train_step_gan(
             continue
         with _no_sync(net_g, last), prec.autocast():
             l_pix = lc.pixel_weight * pixel_loss(sr, target, lc.pixel_criterion)
-            l_percep = lc.perceptual_weight * nets.perceptual(sr, target) if lc.perceptual_weight > 0 else sr.new_zeros(())
-            fake_pred = net_d(sr)
-            real_pred = net_d(b["gt"]).detach() if lc.gan_type == "ragan" else None
-            l_gan = lc.gan_weight * generator_gan_loss(fake_pred, real_pred, lc.gan_type)
-            loss = l_pix + l_percep + l_gan
-            for k, v in (("l_g_pix", l_pix), ("l_g_percep", l_percep), ("l_g_gan", l_gan)):
+            use_percep = lc.perceptual_weight > 0 and nets.perceptual is not None
+            l_percep = lc.perceptual_weight * nets.perceptual(sr, target) if use_percep else sr.new_zeros(())
+            terms = [("l_g_pix", l_pix), ("l_g_percep", l_percep)]
+            if lc.feature_matching_weight > 0:
+                fake_pred, fake_feats = net_d(sr, return_features=True)
+                with torch.no_grad():
+                    real_out, real_feats = net_d(b["gt"], return_features=True)
+                real_pred = real_out if lc.gan_type == "ragan" else None
+                terms.append(("l_g_fm", lc.feature_matching_weight * feature_matching_loss(fake_feats, real_feats)))
+                del fake_feats, real_feats
+            else:
+                fake_pred = net_d(sr)
+                real_pred = net_d(b["gt"]).detach() if lc.gan_type == "ragan" else None
+            terms.insert(2, ("l_g_gan", lc.gan_weight * generator_gan_loss(fake_pred, real_pred, lc.gan_type)))
+            if nets.teacher is not None and cfg.teacher.weight > 0:
+                teacher_sr = nets.teacher(b["lq"])
+                terms.append(("l_g_teacher", cfg.teacher.weight * pixel_loss(sr, teacher_sr, "l1")))
+            loss = sum(v for _, v in terms)
+            for k, v in terms:
                 add(k, _finite(k, v))
             _optimizer_step(loss.float() / n, net_g, optim.opt_g, optim.scaler, cfg.train.grad_clip, last)
     _set_requires_grad(net_d, True)
@@ -310,7 +327,16 @@ def _export(out_dir: Path, name: str, nets: Nets, cfg: Config, iteration: int) -
     path = out_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = "train-gan" if isinstance(cfg, TrainGanConfig) else "train-net"
-    save_model(path, nets.net_g_ema, build.generator_info(cfg.model), extra_metadata={"provenance": f"esr {stage}", "iterations": str(iteration)})
+    extra = {"provenance": f"esr {stage}", "iterations": str(iteration)}
+    if isinstance(cfg, TrainGanConfig):
+        lc = cfg.loss
+        percep = lc.perceptual_weight if nets.perceptual is not None else 0.0
+        extra["losses"] = (f"pixel {lc.pixel_weight:g} ({lc.pixel_criterion}), perceptual {percep:g}, "
+                           f"gan {lc.gan_weight:g} ({lc.gan_type}), feature_matching {lc.feature_matching_weight:g}")
+        if nets.teacher is not None:
+            extra["losses"] += f", teacher {cfg.teacher.weight:g}"
+            extra["teacher"] = f"{nets.teacher.source} ({str(nets.teacher.dtype).removeprefix('torch.')})"
+    save_model(path, nets.net_g_ema, build.generator_info(cfg.model), extra_metadata=extra)
     return path
 
 
@@ -332,9 +358,17 @@ def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], r
         from esrcli.losses.perceptual import PerceptualLoss
 
         nets.net_d = build.build_net_d(cfg.net_d, cfg.data.gt_size, t.seed).to(device, memory_format=fmt).train()
-        if cfg.loss.perceptual_weight > 0:
-            lc = cfg.loss
-            nets.perceptual = PerceptualLoss(lc.vgg_weights, lc.perceptual_layers, lc.perceptual_layer_weights).to(device, memory_format=fmt)
+        lc = cfg.loss
+        if lc.perceptual_weight > 0:
+            try:
+                nets.perceptual = PerceptualLoss(lc.vgg_weights, lc.perceptual_layers, lc.perceptual_layer_weights).to(device, memory_format=fmt)
+            except TrainingError as exc:
+                if not lc.perceptual_optional:
+                    raise
+                say(f"note: no VGG19 perceptual loss ({str(exc).split(' (')[0]}; loss.perceptual_optional)")
+        nets.teacher = build.build_teacher(cfg.teacher, cfg.model.scale, device)
+        if nets.teacher is not None:
+            say(f"teacher: {nets.teacher.source} in {str(nets.teacher.dtype).removeprefix('torch.')}, frozen (weight {cfg.teacher.weight:g})")
     return nets
 
 

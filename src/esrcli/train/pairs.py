@@ -38,12 +38,15 @@ class PairMaker:
         self.gt_usm = cfg.train.gt_usm
         self.device = device
         self.channels_last = cfg.train.channels_last
+        # Degrading on the CPU threads while the network trains on a GPU: the JPEG steps use
+        # libjpeg on the CPU anyway, and many cores beat per-sample round trips.
+        self.degrade_device = torch.device("cpu") if cfg.train.degrade_on_cpu else device
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pool = PairPool(cfg.train.pool_size, cfg.train.batch_size) if cfg.train.pool_size else None
 
     def make(self, crops: Tensor) -> dict[str, Tensor]:
         """HR crops ``(B, 3, S, S)`` in [0, 1] -> ``lq (B, 3, g/s, g/s)``, ``gt``/``gt_usm (B, 3, g, g)``."""
-        crops = crops.to(self.device, non_blocking=True)
+        crops = crops.to(self.degrade_device, non_blocking=True)
         with torch.no_grad():
             # Both Real-ESRGAN stages degrade the USM-sharpened GT when gt_usm is on.
             gt, gt_usm, lq, _ = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
@@ -51,7 +54,8 @@ class PairMaker:
                 lq, gt, pooled_usm = self.pool.exchange(lq, gt, gt_usm if self.gt_usm else None, generator=self.generator)
                 gt_usm = pooled_usm if self.gt_usm else gt
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return {k: v.contiguous(memory_format=fmt) for k, v in (("lq", lq), ("gt", gt), ("gt_usm", gt_usm))}
+        out = (("lq", lq), ("gt", gt), ("gt_usm", gt_usm))
+        return {k: v.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k, v in out}
 
     def state_dict(self) -> dict[str, Any]:
         """The pool's contents (the generator state is saved with the other RNG states)."""

@@ -8,7 +8,7 @@ Typical use::
 """
 
 from esrcli.weights.canonical import canonicalize, unwrap_checkpoint
-from esrcli.weights.embedded import CatalogueEntry, catalogue, default_model_name, find_entry, resolve_model
+from esrcli.weights.embedded import CatalogueEntry, catalogue, default_model_name, find_entry, resolve_model, sharpness_pair
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch, params_text
 from esrcli.weights.interp import interpolate, interpolate_files
 from esrcli.weights.io import load_model, load_state_dict, read_model_file, read_model_info, save_model
@@ -32,4 +32,5 @@ __all__ = [
     "default_model_name",
     "find_entry",
     "resolve_model",
+    "sharpness_pair",
 ]

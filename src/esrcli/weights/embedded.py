@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from esrcli.errors import WeightsError
 
-__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "resolve_model"]
+__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "resolve_model", "sharpness_pair"]
 
 _PACKAGE = "esrcli.models"
 _INDEX = "catalogue.json"
@@ -41,6 +41,12 @@ class CatalogueEntry:
         iterations: training iterations, or ``None``.
         figures: validation figures, e.g. ``{"set5_psnr_y": 30.12}``.
         default: whether this is the default model.
+        official: the official Real-ESRGAN model name this file equals (e.g.
+            ``"RealESRGAN_x4plus"``), or ``""`` for esr's own models.
+        origin: where the weights come from (project, release, how converted).
+        license: licence of the weights (the licence text ships beside the file).
+        partner: name of the PSNR-stage model of the same architecture that this (GAN-stage)
+            model pairs with for ``--sharpness`` network interpolation, or ``""``.
     """
 
     name: str
@@ -52,6 +58,10 @@ class CatalogueEntry:
     iterations: int | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     default: bool = False
+    official: str = ""
+    origin: str = ""
+    license: str = ""
+    partner: str = ""
 
 
 def _parse(items: Any) -> list[CatalogueEntry]:
@@ -103,6 +113,32 @@ def default_model_name() -> str | None:
 def find_entry(name: str) -> CatalogueEntry | None:
     """The catalogue entry called ``name``, or ``None``."""
     return next((e for e in catalogue() if e.name == name), None)
+
+
+def sharpness_pair(name: str) -> tuple[str, str]:
+    """The ``(psnr_stage, gan_stage)`` model names that ``--sharpness`` interpolates for ``name``.
+
+    ``name`` may be either end: a GAN-stage entry whose ``partner`` names its PSNR-stage
+    model, or a PSNR-stage entry that some GAN-stage entry names as its partner.
+
+    Raises:
+        WeightsError: ``name`` is not an embedded model, or it has no partner (the message
+            lists the models that have one).
+    """
+    entries = catalogue()
+    entry = next((e for e in entries if e.name == name), None)
+    paired = [e.name for e in entries if e.partner] + [e.partner for e in entries if e.partner]
+    have = f"models with a partner: {', '.join(paired)}" if paired else "no embedded model has a partner yet"
+    if entry is None:
+        raise WeightsError(f"{name}: --sharpness needs an embedded model with a PSNR-stage partner ({have})")
+    if entry.partner:
+        if find_entry(entry.partner) is None:
+            raise WeightsError(f"{_INDEX}: {name}'s partner {entry.partner!r} is not in the catalogue")
+        return entry.partner, entry.name
+    gan = next((e for e in entries if e.partner == name), None)
+    if gan is None:
+        raise WeightsError(f"{name}: no PSNR-stage partner to interpolate with for --sharpness ({have})")
+    return entry.name, gan.name
 
 
 @contextmanager

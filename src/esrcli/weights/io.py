@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from esrcli import __version__
 from esrcli.archs import build_generator
 from esrcli.atomic import atomic_output
-from esrcli.errors import WeightsError
+from esrcli.errors import ConfigError, WeightsError
 from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
 
@@ -151,24 +151,61 @@ def read_model_info(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelIn
     return sd, info
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+def _read_named(path_or_name: str | os.PathLike) -> tuple[dict[str, Tensor], ModelInfo]:
+    from esrcli.weights.embedded import resolve_model
+
+    with resolve_model(path_or_name) as path:
+        return read_model_info(path)
+
+
+def _read_sharpness(name: str, sharpness: float) -> tuple[dict[str, Tensor], ModelInfo]:
+    """Weights of ``(1 - sharpness) * psnr_stage + sharpness * gan_stage`` for an embedded pair."""
+    from esrcli.weights.embedded import sharpness_pair
+    from esrcli.weights.interp import interpolate
+
+    psnr_name, gan_name = sharpness_pair(name)
+    sd_a, info_a = _read_named(psnr_name)
+    sd_b, info_b = _read_named(gan_name)
+    if (info_a.arch, info_a.params) != (info_b.arch, info_b.params):
+        raise WeightsError(f"{psnr_name} and {gan_name}: partners of different architectures, cannot interpolate")
+    try:
+        sd = interpolate(sd_a, sd_b, sharpness)
+    except WeightsError as exc:
+        raise WeightsError(f"{psnr_name} and {gan_name}: {exc}") from None
+    metadata = {**info_b.metadata, "parents": f"{psnr_name},{gan_name}", "alpha": repr(float(sharpness))}
+    return sd, ModelInfo(arch=info_b.arch, params=dict(info_b.params), scale=info_b.scale, metadata=metadata)
+
+
+def load_model(
+    path_or_name: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    sharpness: float | None = None,
+) -> tuple[nn.Module, ModelInfo]:
     """Load a generator ready for inference.
 
     Args:
         path_or_name: a ``.safetensors`` / ``.pth`` file, or the name of an embedded model
             (see :func:`esrcli.weights.catalogue`), tried when no such file exists.
         device: where to put the network.
+        sharpness: ``None`` for the model as stored; else a value in ``[0, 1]`` that
+            interpolates, once here, between the embedded model's PSNR-stage partner (0) and
+            its GAN-stage model (1) (ESRGAN network interpolation, Wang et al. 2018, Sec. 3.4;
+            see :func:`esrcli.weights.sharpness_pair`).
 
     Returns:
         ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
 
     Raises:
-        WeightsError: no such file or model name, unreadable file, unknown architecture.
+        ConfigError: ``sharpness`` outside ``[0, 1]``.
+        WeightsError: no such file or model name, unreadable file, unknown architecture;
+            ``sharpness`` for a file or a model without a partner.
     """
-    from esrcli.weights.embedded import resolve_model
-
-    with resolve_model(path_or_name) as path:
-        sd, info = read_model_info(path)
+    if sharpness is None:
+        sd, info = _read_named(path_or_name)
+    else:
+        if not 0.0 <= float(sharpness) <= 1.0:
+            raise ConfigError(f"sharpness: must be in [0, 1], got {sharpness}")
+        sd, info = _read_sharpness(str(path_or_name), float(sharpness))
     # Built on the meta device and given the file's tensors (``assign``): no random
     # initialisation to compute and throw away (0.1-0.25 s for RRDBNet), no second copy.
     with torch.device("meta"):

@@ -1,0 +1,159 @@
+"""Compare x4 models side by side on the CPU: bicubic | esr-general-x4-net | candidate(s) | x4plus.
+
+For judging a newly trained model (e.g. the EMA export of a GPU slice, scripts/train_slice.sh)
+before it ships (docs/training.md):
+
+1. Set5 and Set14 (``../shared/data/val``) degraded with esr's default second-order pipeline at
+   seed 0 (``esr degrade --seed 0``, as benchmarks/eval_model.py): PSNR_Y / SSIM_Y, crop border 4.
+2. ``../shared/data/real`` (nine real inputs, no ground truth): mean NIQE of the x4 outputs, and
+   the wall time of ``esr upscale`` on them.
+3. ``montage.png``: the same crops of real and degraded Set14 outputs in one row per crop and one
+   column per model (stays local: ../shared's images are not committed).
+
+Each model's figures are cached in ``--out/<label>/result.json`` (keyed by the model file's size
+and time), so comparing a second candidate re-runs only that one.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/compare_models.py [CANDIDATE.safetensors ...]
+        [--out /tmp/esr-compare] [--baseline esr-general-x4-net] [--reference realesrgan-x4plus]
+        [--fresh]
+
+Prints a Markdown table; writes ``summary.json`` and ``montage.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_model import SHARED, bicubic_folder, esr  # noqa: E402
+
+SETS = ("set5", "set14")
+PICKS = [  # (folder, stem, (y, x) in the x4 output, side)
+    ("real", "0014", (40, 40)), ("real", "OST_009", (700, 600)), ("real", "ADE_val_00000114", (300, 300)),
+    ("real", "00003", (400, 200)), ("set14", "coastguard", (0, 16)), ("set14", "barbara", (200, 350)),
+]
+
+
+def _key(model: str) -> str:
+    p = Path(model)
+    if p.is_file():
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    return model
+
+
+def _label(model: str) -> str:
+    p = Path(model)
+    if not p.is_file():
+        return model
+    return p.parent.name + "-" + p.stem if p.stem == "net_g_ema" else p.stem
+
+
+def degraded_sets(out: Path, env: dict) -> dict[str, Path]:
+    folders = {}
+    for name in SETS:
+        d = out / "data" / name
+        if not (d / "lq").is_dir():
+            esr("degrade", SHARED / "data" / "val" / name, d, "--seed", "0", env=env)
+        folders[name] = d / "lq"
+    return folders
+
+
+def run_model(model: str | None, label: str, out: Path, lq: dict[str, Path], env: dict, fresh: bool) -> dict:
+    """Figures of one model (``None``: MATLAB bicubic), cached in ``out/label/result.json``."""
+    d = out / label
+    cache = d / "result.json"
+    key = _key(model) if model else "bicubic"
+    if cache.is_file() and not fresh:
+        res = json.loads(cache.read_text())
+        if res.get("key") == key:
+            return res
+    if d.exists():
+        shutil.rmtree(d)
+    res: dict = {"key": key, "sets": {}}
+    inputs = {**lq, "real": SHARED / "data" / "real"}
+    for name, src in inputs.items():
+        t0 = time.perf_counter()
+        if model is None:
+            bicubic_folder(src, d / name)
+        else:
+            esr("upscale", src, d / name, "--model", model, "--overwrite", env=env)
+        if name == "real":
+            res["real_seconds"] = round(time.perf_counter() - t0, 1)
+            res["real_niqe"] = json.loads(esr("niqe", d / name, "--json", env=env))["mean"]["niqe"]
+        else:
+            m = json.loads(esr("eval", d / name, SHARED / "data" / "val" / name, "--scale", "4", "--no-niqe", "--json", env=env))["mean"]
+            res["sets"][name] = {"psnr_y": m["psnr_y"], "ssim_y": m["ssim_y"]}
+    cache.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def montage(out: Path, labels: list[str], size: int = 224) -> Path:
+    """One row per crop in :data:`PICKS`, one column per model, a header of labels."""
+    gap = 4
+    rows = []
+    for folder, stem, (y, x) in PICKS:
+        tiles = []
+        for label in labels:
+            found = sorted((out / label / folder).glob(stem + ".*"))
+            im = cv2.imread(str(found[0]), cv2.IMREAD_COLOR) if found else None
+            crop = np.zeros((size, size, 3), np.uint8) if im is None else im[y : y + size, x : x + size]
+            crop = cv2.copyMakeBorder(crop, 0, size - crop.shape[0], 0, size - crop.shape[1], cv2.BORDER_CONSTANT)
+            tiles += [crop, np.full((size, gap, 3), 255, np.uint8)]
+        rows += [np.concatenate(tiles[:-1], 1), np.full((gap, len(labels) * (size + gap) - gap, 3), 255, np.uint8)]
+    sheet = np.concatenate(rows[:-1], 0)
+    head = np.full((26, sheet.shape[1], 3), 255, np.uint8)
+    for i, label in enumerate(labels):
+        cv2.putText(head, label[:30], (i * (size + gap) + 4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    path = out / "montage.png"
+    cv2.imwrite(str(path), np.concatenate([head, sheet], 0))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("candidates", nargs="*", help="model files or embedded names to judge")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/esr-compare"))
+    ap.add_argument("--baseline", default="esr-general-x4-net")
+    ap.add_argument("--reference", default="realesrgan-x4plus", help="'' to skip (x4plus takes ~3 min on 2 cores)")
+    ap.add_argument("--fresh", action="store_true", help="ignore cached figures")
+    args = ap.parse_args()
+    if not (SHARED / "data").exists():
+        raise SystemExit("../shared is absent: this comparison needs ../shared/data/val and data/real")
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    lq = degraded_sets(args.out, env)
+    models: list[tuple[str | None, str]] = [(None, "bicubic"), (args.baseline, _label(args.baseline))]
+    models += [(c, _label(c)) for c in args.candidates]
+    if args.reference:
+        models.append((args.reference, _label(args.reference)))
+    results = {}
+    for model, label in models:
+        results[label] = run_model(model, label, args.out, lq, env, args.fresh)
+        print(f"done: {label}", file=sys.stderr)
+    print("| model | Set5 PSNR_Y / SSIM_Y | Set14 PSNR_Y / SSIM_Y | real NIQE | real time (s) |")
+    print("|---|---|---|---|---|")
+    for label, r in results.items():
+        s5, s14 = r["sets"]["set5"], r["sets"]["set14"]
+        t = "-" if label == "bicubic" else f"{r['real_seconds']:.1f}"
+        print(f"| {label} | {s5['psnr_y']:.2f} / {s5['ssim_y']:.4f} | {s14['psnr_y']:.2f} / {s14['ssim_y']:.4f} | {r['real_niqe']:.3f} | {t} |")
+    pic = montage(args.out, list(results))
+    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+    print(f"\nmontage: {pic} (columns: {' | '.join(results)})")
+
+
+if __name__ == "__main__":
+    main()
