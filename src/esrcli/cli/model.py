@@ -4,7 +4,11 @@
   parameter count, metadata (``--json`` for one JSON object per line).
 * ``esr model convert IN OUT.safetensors [--half]``  official ``.pth`` (or any loadable
   file) to an esr safetensors file with metadata.
-* ``esr model list``  the embedded models.
+* ``esr model list [--all]``  the embedded models (``--all``: and the cached and
+  downloadable ones).
+* ``esr model fetch NAME...``  download official / user-catalogue models into the cache.
+* ``esr model export MODEL --format onnx|ncnn -o OUT``  for ONNX Runtime and ncnn apps.
+* ``esr model import NAME.param NAME.bin -o OUT.safetensors``  ncnn models back to esr.
 """
 
 from __future__ import annotations
@@ -114,9 +118,17 @@ def convert_cmd(
     typer.echo(f"{dst}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(sd):,} parameters, {dtype}")
 
 
+def _size_text(size: int | None) -> str:
+    if size is None:
+        return "?"
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
 @model_app.command("list")
-def list_cmd() -> None:
-    """List the models embedded in esr."""
+def list_cmd(
+    show_all: bool = typer.Option(False, "--all", "-a", help="Also the cached and downloadable models (official and user catalogue)."),
+) -> None:
+    """List the models embedded in esr (--all: and those a name downloads)."""
     from esrcli.weights import catalogue, default_model_name
 
     try:
@@ -124,6 +136,9 @@ def list_cmd() -> None:
     except WeightsError as exc:
         console.error(str(exc))
         raise typer.Exit(1)
+    if show_all:
+        _list_all(default_model_name())
+        return
     if not entries:
         typer.echo("no embedded models yet")
         return
@@ -137,6 +152,72 @@ def list_cmd() -> None:
             typer.echo(f"  iterations:    {e.iterations:,}")
         for k, v in e.figures.items():
             typer.echo(f"  {k}: {v}")
+
+
+def _list_all(default: str | None) -> None:
+    from esrcli.weights.remote import cache_dir, list_models, user_catalogue_path
+
+    rows = list_models()
+    width = max([len(r.name) for r in rows] + [4])
+    for r in rows:
+        mark = " (default)" if r.name == default else ""
+        arch = f"{r.arch or '?'} x{r.scale or '?'}"
+        typer.echo(f"{r.name:<{width}}  {r.kind:<8}  {arch:<19}  {_size_text(r.size):>8}  {r.description}{mark}".rstrip())
+    console.info(f"cache: {cache_dir()}  (ESR_CACHE_DIR)")
+    console.info(f"user catalogue: {user_catalogue_path()}  (ESR_MODELS_FILE)")
+
+
+@model_app.command("fetch")
+def fetch_cmd(
+    names: List[str] = typer.Argument(..., help="Model names (case-insensitive, .pth optional), see `esr model list --all`.", show_default=False),
+    original: bool = typer.Option(False, "--original", help="Download the official file even where an embedded model stands for it."),
+) -> None:
+    """Download official or user-catalogue models into the cache (verified; resumes after an interruption)."""
+    from esrcli.weights.remote import find_remote, unknown_name_error
+    from esrcli.weights.download import fetch_model, file_sha256
+    from esrcli.weights.embedded import _find_embedded_alias, catalogue
+
+    failed = 0
+    for name in names:
+        try:
+            entry = None if original else _find_embedded_alias(name)
+            if entry is not None:
+                typer.echo(f"{name}: embedded as {entry.name}, nothing to download (--original downloads the official file)")
+                continue
+            model = find_remote(name)
+            if model is None:
+                raise unknown_name_error(name, [e.name for e in catalogue()])
+            with _byte_progress(f"fetch {model.name}") as progress:
+                path = fetch_model(model, progress=progress)
+            note = "" if model.sha256 else f"  (no published hash; sha256 {file_sha256(path)})"
+            typer.echo(f"{model.name}: {path}{note}")
+        except EsrError as exc:
+            console.error(str(exc), exc.hint)
+            failed += 1
+    if failed:
+        raise typer.Exit(1)
+
+
+def _byte_progress(description: str):
+    """A rich download bar on stderr; yields ``progress(done_bytes, total_or_None)``."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=console.err, transient=True, disable=not console.err.is_terminal,
+        ) as prog:
+            task = prog.add_task(description, total=None)
+
+            def update(done: int, total: int | None) -> None:
+                prog.update(task, completed=done, total=total)
+
+            yield update
+
+    return bar()
 
 
 def register(app: typer.Typer) -> None:

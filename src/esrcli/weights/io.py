@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -151,23 +151,30 @@ def read_model_info(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelIn
     return sd, info
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+def load_model(
+    path_or_name: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int | None], None] | None = None,
+) -> tuple[nn.Module, ModelInfo]:
     """Load a generator ready for inference.
 
     Args:
-        path_or_name: a ``.safetensors`` / ``.pth`` file, or the name of an embedded model
-            (see :func:`esrcli.weights.catalogue`), tried when no such file exists.
+        path_or_name: a ``.safetensors`` / ``.pth`` file, or a model name tried when no such
+            file exists: an embedded model (:func:`esrcli.weights.embedded.catalogue`) or an official /
+            user-catalogue model (:mod:`esrcli.weights.remote`), downloaded on first use.
         device: where to put the network.
+        progress: ``progress(done_bytes, total_bytes_or_None)`` while a download runs.
 
     Returns:
         ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
 
     Raises:
-        WeightsError: no such file or model name, unreadable file, unknown architecture.
+        WeightsError: no such file or model name, unreadable file, unknown architecture,
+            a download that failed or did not verify.
     """
     from esrcli.weights.embedded import resolve_model
 
-    with resolve_model(path_or_name) as path:
+    with resolve_model(path_or_name, progress=progress) as path:
         sd, info = read_model_info(path)
     # Built on the meta device and given the file's tensors (``assign``): no random
     # initialisation to compute and throw away (0.1-0.25 s for RRDBNet), no second copy.
