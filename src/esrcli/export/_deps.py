@@ -1,0 +1,28 @@
+"""Optional packages of the ``export`` extra, imported on use with a clear message when missing."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from esrcli.errors import EsrError
+
+__all__ = ["require"]
+
+_PIP = {"onnx": "onnx", "onnxruntime": "onnxruntime", "ncnn": "ncnn"}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` or raise a one-line :class:`EsrError` naming the extra to install.
+
+    Raises:
+        EsrError: ``"<purpose> needs the Python package '<pkg>', which is not installed"``
+            with the hint ``pip install 'esrcli[export]'``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EsrError(
+            f"{purpose} needs the Python package '{_PIP.get(module, module)}', which is not installed",
+            "pip install 'esrcli[export]'  (onnx, onnxruntime, ncnn)",
+        ) from None
