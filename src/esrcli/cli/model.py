@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # esrcli.weights loads torch: imported in the commands, so --
 
 model_app = typer.Typer(
     name="model",
-    help="Inspect, convert and list model files (.pth / .safetensors).",
+    help="Inspect, convert, list, fetch, export (ONNX, ncnn) and import (ncnn) models.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -220,6 +220,84 @@ def _byte_progress(description: str):
     return bar()
 
 
+def _model_stem(model: str) -> str:
+    """A file name for exports of ``model`` (a path's stem or a model name without .pth)."""
+    name = Path(model).name
+    for suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@model_app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="Model file or name (embedded, official or user catalogue).", show_default=False),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or ncnn.", show_default=False),
+    out: Path = typer.Option(..., "--output", "-o", help="onnx: the .onnx file (or a folder); ncnn: the folder for NAME.param + NAME.bin.", show_default=False),
+    fp16: bool = typer.Option(False, "--fp16", help="onnx: float16 weights, input and output (GPU runtimes). ncnn always stores float16 weights."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="ncnn: the model name (file names); default: the model's name."),
+    opset: int = typer.Option(17, "--opset", min=11, help="onnx: opset version."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the export in onnxruntime / ncnn against PyTorch (needs esrcli[export])."),
+) -> None:
+    """Export a model to ONNX or ncnn (realesrgan-ncnn-vulkan, Upscayl) and check it against PyTorch."""
+    from esrcli.export import check_ncnn, check_onnx, export_ncnn, export_onnx
+    from esrcli.weights import load_model
+
+    fmt = fmt.lower()
+    if fmt not in ("onnx", "ncnn"):
+        raise typer.BadParameter(f"{fmt}: expected onnx or ncnn", param_hint="--format")
+    stem = name or _model_stem(model)
+    net, info = load_model(model, device="cpu")
+    if fmt == "onnx":
+        if name is not None:
+            raise typer.BadParameter("--name is for ncnn exports (an ONNX file is named by -o)", param_hint="--name")
+        target = out / f"{stem}.onnx" if out.is_dir() else out
+        if target.suffix.lower() != ".onnx":
+            raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
+        export_onnx(net, info, target, fp16=fp16, opset=opset)
+        dtype = "float16" if fp16 else "float32"
+        typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
+        results = check_onnx(target, net) if check else []
+    else:
+        if fp16:
+            raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
+        param, bin_ = export_ncnn(net, info, out, stem)
+        typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
+        results = check_ncnn(param, bin_, net) if check else []
+    if results:
+        figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+        typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
+
+
+@model_app.command("import")
+def import_cmd(
+    param: Path = typer.Argument(..., help="The ncnn NAME.param file.", show_default=False),
+    bin_: Path = typer.Argument(..., metavar="BIN", help="The ncnn NAME.bin file.", show_default=False),
+    out: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write.", show_default=False),
+    half: bool = typer.Option(False, "--half", help="Store float16 (ncnn models hold float16 weights anyway)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the ncnn files with the ncnn package and compare (needs esrcli[export])."),
+) -> None:
+    """Import a realesrgan-ncnn-vulkan / Upscayl ncnn model (RRDBNet or SRVGGNetCompact) as an esr .safetensors file."""
+    from esrcli.archs import build_generator
+    from esrcli.export import check_ncnn, import_ncnn
+    from esrcli.weights import params_text, save_model
+
+    if out.suffix.lower() != ".safetensors":
+        raise typer.BadParameter(f"{out}: the output must end in .safetensors", param_hint="-o")
+    result = import_ncnn(param, bin_)
+    info = result.info
+    save_model(out, result.state_dict, info, extra_metadata={"ncnn_storage": result.storage}, half=half)
+    typer.echo(f"{out}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(result.state_dict):,} parameters, from {result.storage} ncnn weights")
+    for note in result.notes:
+        console.warn(note)
+    if check and not result.notes:
+        net = build_generator(info.arch, info.params)
+        net.load_state_dict(result.state_dict)
+        net.eval()
+        figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in check_ncnn(param, bin_, net, sizes=((48, 64),))))
+        typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``esr model`` (info, convert, list) to the root app."""
+    """Add ``esr model`` (info, convert, list, fetch, export, import) to the root app."""
     app.add_typer(model_app, name="model")
