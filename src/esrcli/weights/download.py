@@ -209,7 +209,7 @@ def fetch_model(
     progress: ProgressFn | None = None,
     retries: int = 3,
     timeout: float = 30.0,
-    retry_wait: float = 1.0,
+    retry_wait: float = 0.5,
 ) -> Path:
     """The cached file of ``model``, downloaded first when it is not there yet.
 
@@ -258,7 +258,8 @@ def fetch_model(
         with _quiet_pooch():
             path = Path(pooch.retrieve(model.url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader))
     except requests.RequestException as exc:
-        raise WeightsError(f"{model.name}: cannot download {model.url} ({_reason(exc)}); {_by_hand(model, dest)}") from None
+        check = f" (sha256 {model.sha256})" if model.sha256 else ""
+        raise WeightsError(f"{model.name}: cannot download {model.url} ({_reason(exc)}); fetch it by hand and save it as {dest}{check}") from None
     except ValueError as exc:
         text = str(exc)
         if "hash" in text.lower():
