@@ -193,3 +193,17 @@ def test_cli_export_and_import(esr, tmp_path):
             assert (tmp_path / "tiny.onnx").exists() and "dB" in out
         else:
             assert "esrcli[export]" in err
+
+
+def test_run_ncnn_keeps_a_temporary_input_alive(tmp_path):
+    """ncnn.Mat wraps numpy memory: a non-contiguous input (copied inside) must give the same output."""
+    pytest.importorskip("ncnn", reason="the export extra (ncnn) is not installed")
+    from esrcli.export.check import run_ncnn
+
+    net, info = CASES["srvgg-x2-relu"]()
+    param, bin_ = export_ncnn(net, info, tmp_path, "m")
+    hwc = np.random.default_rng(0).random((40, 56, 3), dtype=np.float32)
+    ref = run_ncnn(param, bin_, np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+    for _ in range(3):
+        out = run_ncnn(param, bin_, hwc.transpose(2, 0, 1))  # a view: copied to a temporary inside
+        np.testing.assert_array_equal(out, ref)

@@ -229,6 +229,18 @@ def test_load_model_by_user_catalogue_name_downloads_once(served, tmp_path):
     assert len(server.requests) == 1
 
 
+def test_built_in_name_downloads_through_the_same_path(served, tmp_path, monkeypatch):
+    server, data = served
+    sha = hashlib.sha256(data).hexdigest()
+    local = tuple(
+        replace(m, url=server.url + "/tiny.pth", sha256=sha, size=len(data), scale=2) if m.name == "realesr-general-x4v3" else m
+        for m in cat.OFFICIAL_MODELS
+    )
+    monkeypatch.setattr(cat, "OFFICIAL_MODELS", local)
+    _, info = load_model("Realesr-General-X4v3.pth")
+    assert info.scale == 2 and (tmp_path / "cache" / "tiny.pth").read_bytes() == data
+
+
 def test_official_name_uses_the_embedded_file_it_declares(monkeypatch, tmp_path):
     monkeypatch.setenv("ESR_CACHE_DIR", str(tmp_path / "cache"))
     entries = embedded.catalogue()

@@ -175,12 +175,12 @@ def fetch_cmd(
     """Download official or user-catalogue models into the cache (verified; resumes after an interruption)."""
     from esrcli.weights.remote import find_remote, unknown_name_error
     from esrcli.weights.download import fetch_model, file_sha256
-    from esrcli.weights.embedded import _find_embedded_alias, catalogue
+    from esrcli.weights.embedded import find_embedded, catalogue
 
     failed = 0
     for name in names:
         try:
-            entry = None if original else _find_embedded_alias(name)
+            entry = None if original else find_embedded(name)
             if entry is not None:
                 typer.echo(f"{name}: embedded as {entry.name}, nothing to download (--original downloads the official file)")
                 continue

@@ -119,12 +119,18 @@ def run_ncnn(param: str | os.PathLike, bin_: str | os.PathLike, x: np.ndarray, t
             setattr(net.opt, opt, False)
     if net.load_param(str(param)) != 0 or net.load_model(str(bin_)) != 0:
         raise WeightsError(f"{param}: ncnn cannot load this .param / .bin pair")
+    # ncnn.Mat wraps the array's memory without copying: keep the array alive until the
+    # output has been copied out (a temporary freed early gives garbage results).
+    data = np.ascontiguousarray(x, dtype=np.float32)
+    mat = ncnn.Mat(data)
     ex = net.create_extractor()
-    ex.input("data", ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32)))
+    ex.input("data", mat)
     rc, out = ex.extract("output")
     if rc != 0:
         raise WeightsError(f"{param}: ncnn failed to run the model (error {rc})")
-    return np.array(out, dtype=np.float32)
+    result = np.array(out, dtype=np.float32, copy=True)
+    del ex, mat, data
+    return result
 
 
 def check_ncnn(

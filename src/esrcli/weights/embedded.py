@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from esrcli.errors import WeightsError
 
-__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "resolve_model"]
+__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "find_embedded", "resolve_model"]
 
 _PACKAGE = "esrcli.models"
 _INDEX = "catalogue.json"
@@ -133,7 +133,7 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     if path.exists():
         yield path
         return
-    entry = find_entry(text) or _find_embedded_alias(text)
+    entry = find_entry(text) or find_embedded(text)
     if entry is not None:
         with resources.as_file(_models_dir().joinpath(entry.file)) as real:
             yield Path(real)
@@ -156,9 +156,13 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     raise unknown_name_error(text, [e.name for e in catalogue()])
 
 
-def _find_embedded_alias(name: str) -> CatalogueEntry | None:
+def find_embedded(name: str) -> CatalogueEntry | None:
     """The embedded entry whose name or declared ``official`` name matches ``name``
-    case-insensitively, with or without ``.pth``."""
+    case-insensitively, with or without ``.pth``, or ``None``.
+
+    Raises:
+        WeightsError: a malformed ``catalogue.json`` (a packaging bug).
+    """
     from esrcli.weights.remote import normalize_name
 
     key = normalize_name(name)
