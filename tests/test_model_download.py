@@ -274,4 +274,4 @@ def test_cli_fetch_list_all_and_upscale_by_name(served, tmp_path, esr):
     assert rc == 0, err
     assert Image.open(tmp_path / "out.png").size == (16, 16)
     rc, out, err = esr("model", "fetch", "no-such-model")
-    assert rc == 1 and "no-such-model: no such model file or model name" in err
+    assert rc == 1 and "no-such-model: no such model file or embedded model (" in err and "nor a downloadable model" in err

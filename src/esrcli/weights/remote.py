@@ -332,10 +332,10 @@ def cached_file(model: RemoteModel, cache: str | os.PathLike | None = None) -> P
 def unknown_name_error(name: str, embedded: list[str]) -> WeightsError:
     """The error for a name that is neither a file, an embedded model nor a catalogue entry."""
     official = ", ".join(m.name for m in OFFICIAL_MODELS)
-    known = f"embedded: {', '.join(embedded)}; " if embedded else ""
+    known = f"embedded models: {', '.join(embedded)}" if embedded else "no embedded models yet"
     return WeightsError(
-        f"{name}: no such model file or model name",
-        f"{known}downloadable: {official} (esr model list --all)",
+        f"{name}: no such model file or embedded model ({known}), nor a downloadable model of that name",
+        f"downloadable: {official}; your own in the user catalogue (esr model list --all)",
     )
 
 
