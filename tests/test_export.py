@@ -207,3 +207,14 @@ def test_run_ncnn_keeps_a_temporary_input_alive(tmp_path):
     for _ in range(3):
         out = run_ncnn(param, bin_, hwc.transpose(2, 0, 1))  # a view: copied to a temporary inside
         np.testing.assert_array_equal(out, ref)
+
+
+def test_cli_export_without_the_runtime_writes_and_warns(esr, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ncnn", None)  # as if the export extra were not installed
+    net, info = CASES["srvgg-x2-relu"]()
+    src = tmp_path / "tiny.safetensors"
+    save_model(src, net, info)
+    rc, out, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "models")
+    assert rc == 0, err
+    assert (tmp_path / "models" / "tiny.bin").exists()
+    assert "written, not checked" in err and "esrcli[export]" in err and "dB" not in out

@@ -240,7 +240,7 @@ def export_cmd(
     check: bool = typer.Option(True, "--check/--no-check", help="Run the export in onnxruntime / ncnn against PyTorch (needs esrcli[export])."),
 ) -> None:
     """Export a model to ONNX or ncnn (realesrgan-ncnn-vulkan, Upscayl) and check it against PyTorch."""
-    from esrcli.export import check_ncnn, check_onnx, export_ncnn, export_onnx
+    from esrcli.export import MissingExtraError, check_ncnn, check_onnx, export_ncnn, export_onnx
     from esrcli.weights import load_model
 
     fmt = fmt.lower()
@@ -257,16 +257,27 @@ def export_cmd(
         export_onnx(net, info, target, fp16=fp16, opset=opset)
         dtype = "float16" if fp16 else "float32"
         typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
-        results = check_onnx(target, net) if check else []
+        results = _checked(lambda: check_onnx(target, net), check, MissingExtraError)
     else:
         if fp16:
             raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
         param, bin_ = export_ncnn(net, info, out, stem)
         typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
-        results = check_ncnn(param, bin_, net) if check else []
+        results = _checked(lambda: check_ncnn(param, bin_, net), check, MissingExtraError)
     if results:
         figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
         typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
+
+
+def _checked(run, enabled: bool, missing: type[Exception]) -> list:
+    """The check's results, or ``[]`` (with a warning) when its runtime is not installed."""
+    if not enabled:
+        return []
+    try:
+        return run()
+    except missing as exc:
+        console.warn(f"written, not checked: {exc} ({getattr(exc, 'hint', '')})")
+        return []
 
 
 @model_app.command("import")
@@ -279,7 +290,7 @@ def import_cmd(
 ) -> None:
     """Import a realesrgan-ncnn-vulkan / Upscayl ncnn model (RRDBNet or SRVGGNetCompact) as an esr .safetensors file."""
     from esrcli.archs import build_generator
-    from esrcli.export import check_ncnn, import_ncnn
+    from esrcli.export import MissingExtraError, check_ncnn, import_ncnn
     from esrcli.weights import params_text, save_model
 
     if out.suffix.lower() != ".safetensors":
@@ -294,8 +305,10 @@ def import_cmd(
         net = build_generator(info.arch, info.params)
         net.load_state_dict(result.state_dict)
         net.eval()
-        figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in check_ncnn(param, bin_, net, sizes=((48, 64),))))
-        typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
+        results = _checked(lambda: check_ncnn(param, bin_, net, sizes=((48, 64),)), True, MissingExtraError)
+        if results:
+            figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+            typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
 
 
 def register(app: typer.Typer) -> None:

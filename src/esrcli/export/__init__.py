@@ -14,6 +14,7 @@ The writers need no extra package; the checks need the ``export`` extra
 (RRDBNet, SRVGGNetCompact) at every scale they support.
 """
 
+from esrcli.export._deps import MissingExtraError
 from esrcli.export.check import Check, check_ncnn, check_onnx, psnr_db
 from esrcli.export.ncnn import NcnnImport, export_ncnn, import_ncnn, read_ncnn_param
 from esrcli.export.onnx import export_onnx
@@ -28,4 +29,5 @@ __all__ = [
     "check_onnx",
     "check_ncnn",
     "psnr_db",
+    "MissingExtraError",
 ]

@@ -7,7 +7,11 @@ from types import ModuleType
 
 from esrcli.errors import EsrError
 
-__all__ = ["require"]
+__all__ = ["require", "MissingExtraError"]
+
+
+class MissingExtraError(EsrError):
+    """An optional package of the ``export`` extra is not installed."""
 
 _PIP = {"onnx": "onnx", "onnxruntime": "onnxruntime", "ncnn": "ncnn"}
 
@@ -16,13 +20,13 @@ def require(module: str, purpose: str) -> ModuleType:
     """Import ``module`` or raise a one-line :class:`EsrError` naming the extra to install.
 
     Raises:
-        EsrError: ``"<purpose> needs the Python package '<pkg>', which is not installed"``
+        MissingExtraError: ``"<purpose> needs the Python package '<pkg>', which is not installed"``
             with the hint ``pip install 'esrcli[export]'``.
     """
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise EsrError(
+        raise MissingExtraError(
             f"{purpose} needs the Python package '{_PIP.get(module, module)}', which is not installed",
             "pip install 'esrcli[export]'  (onnx, onnxruntime, ncnn)",
         ) from None
