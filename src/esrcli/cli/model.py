@@ -4,14 +4,18 @@
   parameter count, metadata (``--json`` for one JSON object per line).
 * ``esr model convert IN OUT.safetensors [--half]``  official ``.pth`` (or any loadable
   file) to an esr safetensors file with metadata.
-* ``esr model list``  the embedded models.
+* ``esr model list [--all]``  the embedded models (``--all``: and the cached and
+  downloadable ones).
+* ``esr model fetch NAME...``  download official / user-catalogue models into the cache.
+* ``esr model export MODEL --format onnx|ncnn -o OUT``  for ONNX Runtime and ncnn apps.
+* ``esr model import NAME.param NAME.bin -o OUT.safetensors``  ncnn models back to esr.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -23,7 +27,7 @@ if TYPE_CHECKING:  # esrcli.weights loads torch: imported in the commands, so --
 
 model_app = typer.Typer(
     name="model",
-    help="Inspect, convert and list model files (.pth / .safetensors).",
+    help="Inspect, convert, list, fetch, export (ONNX, ncnn) and import (ncnn) models.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -114,9 +118,17 @@ def convert_cmd(
     typer.echo(f"{dst}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(sd):,} parameters, {dtype}")
 
 
+def _size_text(size: int | None) -> str:
+    if size is None:
+        return "?"
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
 @model_app.command("list")
-def list_cmd() -> None:
-    """List the models embedded in esr."""
+def list_cmd(
+    show_all: bool = typer.Option(False, "--all", "-a", help="Also the cached and downloadable models (official and user catalogue)."),
+) -> None:
+    """List the models embedded in esr (--all: and those a name downloads)."""
     from esrcli.weights import catalogue, default_model_name
 
     try:
@@ -124,6 +136,9 @@ def list_cmd() -> None:
     except WeightsError as exc:
         console.error(str(exc))
         raise typer.Exit(1)
+    if show_all:
+        _list_all(default_model_name())
+        return
     if not entries:
         typer.echo("no embedded models yet")
         return
@@ -148,6 +163,163 @@ def list_cmd() -> None:
             typer.echo(f"  {k}: {v}")
 
 
+def _list_all(default: str | None) -> None:
+    from esrcli.weights.remote import cache_dir, list_models, user_catalogue_path
+
+    rows = list_models()
+    width = max([len(r.name) for r in rows] + [4])
+    for r in rows:
+        mark = " (default)" if r.name == default else ""
+        arch = f"{r.arch or '?'} x{r.scale or '?'}"
+        typer.echo(f"{r.name:<{width}}  {r.kind:<8}  {arch:<19}  {_size_text(r.size):>8}  {r.description}{mark}".rstrip())
+    console.info(f"cache: {cache_dir()}  (ESR_CACHE_DIR)")
+    console.info(f"user catalogue: {user_catalogue_path()}  (ESR_MODELS_FILE)")
+
+
+@model_app.command("fetch")
+def fetch_cmd(
+    names: List[str] = typer.Argument(..., help="Model names (case-insensitive, .pth optional), see `esr model list --all`.", show_default=False),
+    original: bool = typer.Option(False, "--original", help="Download the official file even where an embedded model stands for it."),
+) -> None:
+    """Download official or user-catalogue models into the cache (verified; resumes after an interruption)."""
+    from esrcli.weights.remote import find_remote, unknown_name_error
+    from esrcli.weights.download import fetch_model, file_sha256
+    from esrcli.weights.embedded import find_embedded, catalogue
+
+    failed = 0
+    for name in names:
+        try:
+            entry = None if original else find_embedded(name)
+            if entry is not None:
+                typer.echo(f"{name}: embedded as {entry.name}, nothing to download (--original downloads the official file)")
+                continue
+            model = find_remote(name)
+            if model is None:
+                raise unknown_name_error(name, [e.name for e in catalogue()])
+            with _byte_progress(f"fetch {model.name}") as progress:
+                path = fetch_model(model, progress=progress)
+            note = "" if model.sha256 else f"  (no published hash; sha256 {file_sha256(path)})"
+            typer.echo(f"{model.name}: {path}{note}")
+        except EsrError as exc:
+            console.error(str(exc), exc.hint)
+            failed += 1
+    if failed:
+        raise typer.Exit(1)
+
+
+def _byte_progress(description: str):
+    """A rich download bar on stderr; yields ``progress(done_bytes, total_or_None)``."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    @contextmanager
+    def bar():
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=console.err, transient=True, disable=not console.err.is_terminal,
+        ) as prog:
+            task = prog.add_task(description, total=None)
+
+            def update(done: int, total: int | None) -> None:
+                prog.update(task, completed=done, total=total)
+
+            yield update
+
+    return bar()
+
+
+def _model_stem(model: str) -> str:
+    """A file name for exports of ``model`` (a path's stem or a model name without .pth)."""
+    name = Path(model).name
+    for suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@model_app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="Model file or name (embedded, official or user catalogue).", show_default=False),
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or ncnn.", show_default=False),
+    out: Path = typer.Option(..., "--output", "-o", help="onnx: the .onnx file (or a folder); ncnn: the folder for NAME.param + NAME.bin.", show_default=False),
+    fp16: bool = typer.Option(False, "--fp16", help="onnx: float16 weights, input and output (GPU runtimes). ncnn always stores float16 weights."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="ncnn: the model name (file names); default: the model's name."),
+    opset: int = typer.Option(17, "--opset", min=11, help="onnx: opset version."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the export in onnxruntime / ncnn against PyTorch (needs esrcli[export])."),
+) -> None:
+    """Export a model to ONNX or ncnn (realesrgan-ncnn-vulkan, Upscayl) and check it against PyTorch."""
+    from esrcli.export import MissingExtraError, check_ncnn, check_onnx, export_ncnn, export_onnx
+    from esrcli.weights import load_model
+
+    fmt = fmt.lower()
+    if fmt not in ("onnx", "ncnn"):
+        raise typer.BadParameter(f"{fmt}: expected onnx or ncnn", param_hint="--format")
+    stem = name or _model_stem(model)
+    net, info = load_model(model, device="cpu")
+    if fmt == "onnx":
+        if name is not None:
+            raise typer.BadParameter("--name is for ncnn exports (an ONNX file is named by -o)", param_hint="--name")
+        target = out / f"{stem}.onnx" if out.is_dir() else out
+        if target.suffix.lower() != ".onnx":
+            raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
+        export_onnx(net, info, target, fp16=fp16, opset=opset)
+        dtype = "float16" if fp16 else "float32"
+        typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
+        results = _checked(lambda: check_onnx(target, net), check, MissingExtraError)
+    else:
+        if fp16:
+            raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
+        param, bin_ = export_ncnn(net, info, out, stem)
+        typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
+        results = _checked(lambda: check_ncnn(param, bin_, net), check, MissingExtraError)
+    if results:
+        figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+        typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
+
+
+def _checked(run, enabled: bool, missing: type[Exception]) -> list:
+    """The check's results, or ``[]`` (with a warning) when its runtime is not installed."""
+    if not enabled:
+        return []
+    try:
+        return run()
+    except missing as exc:
+        console.warn(f"written, not checked: {exc} ({getattr(exc, 'hint', '')})")
+        return []
+
+
+@model_app.command("import")
+def import_cmd(
+    param: Path = typer.Argument(..., help="The ncnn NAME.param file.", show_default=False),
+    bin_: Path = typer.Argument(..., metavar="BIN", help="The ncnn NAME.bin file.", show_default=False),
+    out: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write.", show_default=False),
+    half: bool = typer.Option(False, "--half", help="Store float16 (ncnn models hold float16 weights anyway)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the ncnn files with the ncnn package and compare (needs esrcli[export])."),
+) -> None:
+    """Import a realesrgan-ncnn-vulkan / Upscayl ncnn model (RRDBNet or SRVGGNetCompact) as an esr .safetensors file."""
+    from esrcli.archs import build_generator
+    from esrcli.export import MissingExtraError, check_ncnn, import_ncnn
+    from esrcli.weights import params_text, save_model
+
+    if out.suffix.lower() != ".safetensors":
+        raise typer.BadParameter(f"{out}: the output must end in .safetensors", param_hint="-o")
+    result = import_ncnn(param, bin_)
+    info = result.info
+    save_model(out, result.state_dict, info, extra_metadata={"ncnn_storage": result.storage}, half=half)
+    typer.echo(f"{out}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(result.state_dict):,} parameters, from {result.storage} ncnn weights")
+    for note in result.notes:
+        console.warn(note)
+    if check and not result.notes:
+        net = build_generator(info.arch, info.params)
+        net.load_state_dict(result.state_dict)
+        net.eval()
+        results = _checked(lambda: check_ncnn(param, bin_, net, sizes=((48, 64),)), True, MissingExtraError)
+        if results:
+            figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+            typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``esr model`` (info, convert, list) to the root app."""
+    """Add ``esr model`` (info, convert, list, fetch, export, import) to the root app."""
     app.add_typer(model_app, name="model")

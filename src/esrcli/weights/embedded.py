@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from esrcli.errors import WeightsError
 
-__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "resolve_model", "sharpness_pair"]
+__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "find_embedded", "resolve_model", "sharpness_pair"]
 
 _PACKAGE = "esrcli.models"
 _INDEX = "catalogue.json"
@@ -41,8 +41,9 @@ class CatalogueEntry:
         iterations: training iterations, or ``None``.
         figures: validation figures, e.g. ``{"set5_psnr_y": 30.12}``.
         default: whether this is the default model.
-        official: the official Real-ESRGAN model name this file equals (e.g.
-            ``"RealESRGAN_x4plus"``), or ``""`` for esr's own models.
+        official: the official Real-ESRGAN name this file stands for, used as is
+            (e.g. ``"RealESRGAN_x4plus"``): that name then resolves to this file with
+            no download. ``""`` for esr's own models.
         origin: where the weights come from (project, release, how converted).
         license: licence of the weights (the licence text ships beside the file).
         partner: name of the PSNR-stage model of the same architecture that this (GAN-stage)
@@ -142,22 +143,63 @@ def sharpness_pair(name: str) -> tuple[str, str]:
 
 
 @contextmanager
-def resolve_model(path_or_name: str | os.PathLike) -> Iterator[Path]:
-    """Yield a real file path for a model file path or an embedded model name.
+def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> Iterator[Path]:
+    """Yield a real file path for a model file path or a model name.
 
-    An existing path wins; otherwise a bare name is looked up in the catalogue.
+    In order: an existing path; an embedded model name; the official name an embedded
+    model declares (``official``, used as is); a name in the user catalogue or the official
+    catalogue (:mod:`esrcli.weights.remote`), downloaded into the cache on first use.
+    Names match case-insensitively, with or without ``.pth``. Anything else that looks
+    like a path is yielded as is (reading it then says "no such file").
+
+    Args:
+        path_or_name: a file path or a model name.
+        progress: ``progress(done_bytes, total_bytes_or_None)`` while a download runs.
 
     Raises:
-        WeightsError: neither an existing file nor a catalogue name.
+        WeightsError: neither an existing file nor a known name; a download that fails or
+            does not verify (see :func:`esrcli.weights.download.fetch_model`).
+        ConfigError: a malformed user catalogue file.
     """
     path = Path(path_or_name)
-    if path.exists() or os.sep in str(path_or_name) or path.suffix in (".pth", ".safetensors", ".pt", ".ckpt"):
+    text = str(path_or_name)
+    if path.exists():
         yield path
         return
-    entry = find_entry(str(path_or_name))
-    if entry is None:
-        names = ", ".join(e.name for e in catalogue())
-        known = f"embedded models: {names}" if names else "no embedded models yet"
-        raise WeightsError(f"{path_or_name}: no such model file or embedded model ({known})")
-    with resources.as_file(_models_dir().joinpath(entry.file)) as real:
-        yield Path(real)
+    entry = find_entry(text) or find_embedded(text)
+    if entry is not None:
+        with resources.as_file(_models_dir().joinpath(entry.file)) as real:
+            yield Path(real)
+        return
+    looks_like_path = os.sep in text or (os.altsep is not None and os.altsep in text)
+    if not looks_like_path:
+        from esrcli.weights.remote import find_remote
+
+        remote = find_remote(text)
+        if remote is not None:
+            from esrcli.weights.download import fetch_model
+
+            yield fetch_model(remote, progress=progress)
+            return
+    if looks_like_path or path.suffix.lower() in (".pth", ".safetensors", ".pt", ".ckpt"):
+        yield path
+        return
+    from esrcli.weights.remote import unknown_name_error
+
+    raise unknown_name_error(text, [e.name for e in catalogue()])
+
+
+def find_embedded(name: str) -> CatalogueEntry | None:
+    """The embedded entry whose name or declared ``official`` name matches ``name``
+    case-insensitively, with or without ``.pth``, or ``None``.
+
+    Raises:
+        WeightsError: a malformed ``catalogue.json`` (a packaging bug).
+    """
+    from esrcli.weights.remote import normalize_name
+
+    key = normalize_name(name)
+    for e in catalogue():
+        if normalize_name(e.name) == key or (e.official and normalize_name(e.official) == key):
+            return e
+    return None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -151,10 +151,10 @@ def read_model_info(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelIn
     return sd, info
 
 
-def _read_named(path_or_name: str | os.PathLike) -> tuple[dict[str, Tensor], ModelInfo]:
+def _read_named(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> tuple[dict[str, Tensor], ModelInfo]:
     from esrcli.weights.embedded import resolve_model
 
-    with resolve_model(path_or_name) as path:
+    with resolve_model(path_or_name, progress=progress) as path:
         return read_model_info(path)
 
 
@@ -180,28 +180,32 @@ def load_model(
     path_or_name: str | os.PathLike,
     device: str | torch.device = "cpu",
     sharpness: float | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
     """Load a generator ready for inference.
 
     Args:
-        path_or_name: a ``.safetensors`` / ``.pth`` file, or the name of an embedded model
-            (see :func:`esrcli.weights.catalogue`), tried when no such file exists.
+        path_or_name: a ``.safetensors`` / ``.pth`` file, or a model name tried when no such
+            file exists: an embedded model (:func:`esrcli.weights.embedded.catalogue`) or an official /
+            user-catalogue model (:mod:`esrcli.weights.remote`), downloaded on first use.
         device: where to put the network.
         sharpness: ``None`` for the model as stored; else a value in ``[0, 1]`` that
             interpolates, once here, between the embedded model's PSNR-stage partner (0) and
             its GAN-stage model (1) (ESRGAN network interpolation, Wang et al. 2018, Sec. 3.4;
             see :func:`esrcli.weights.sharpness_pair`).
+        progress: ``progress(done_bytes, total_bytes_or_None)`` while a download runs.
 
     Returns:
         ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
 
     Raises:
         ConfigError: ``sharpness`` outside ``[0, 1]``.
-        WeightsError: no such file or model name, unreadable file, unknown architecture;
-            ``sharpness`` for a file or a model without a partner.
+        WeightsError: no such file or model name, unreadable file, unknown architecture,
+            a download that failed or did not verify; ``sharpness`` for a file or a model
+            without a partner.
     """
     if sharpness is None:
-        sd, info = _read_named(path_or_name)
+        sd, info = _read_named(path_or_name, progress)
     else:
         if not 0.0 <= float(sharpness) <= 1.0:
             raise ConfigError(f"sharpness: must be in [0, 1], got {sharpness}")
