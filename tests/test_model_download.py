@@ -262,7 +262,10 @@ def test_cli_fetch_list_all_and_upscale_by_name(served, tmp_path, esr):
     assert rc == 0, err
     line = next(l for l in out.splitlines() if l.startswith("tiny "))
     assert "download" in line and "a tiny test model" in line
-    assert any(l.startswith("RealESRGAN_x4plus ") and "download" in l for l in out.splitlines())
+    assert any(l.startswith("realesr-general-x4v3 ") and "download" in l for l in out.splitlines())
+    # x4plus is embedded (official name declared): listed once, as the embedded file
+    assert not any(l.startswith("RealESRGAN_x4plus ") for l in out.splitlines())
+    assert "(= RealESRGAN_x4plus, used as is)" in next(l for l in out.splitlines() if l.startswith("realesrgan-x4plus "))
     rc, out, err = esr("model", "fetch", "tiny")
     assert rc == 0, err
     assert str(tmp_path / "cache" / "tiny.pth") in out

@@ -296,7 +296,9 @@ class RRDBNet(nn.Module):
         feat = feat + self.conv_body(self.body(feat))
         b, c, h, w = feat.shape
         max_rows = max(4 * self._TAIL_HALO, self._TAIL_STRIP_ELEMENTS // max(1, b * c * w * 16) - 2 * self._TAIL_HALO)
-        if not torch.is_grad_enabled() and h > max_rows:
+        # Strips keep the CPU's working set in its caches; on a GPU they only add launches
+        # (an H200, 1024x1024 fp16: 288 ms in strips, 275 ms whole).
+        if not torch.is_grad_enabled() and feat.device.type == "cpu" and h > max_rows:
             strips = -(-h // max_rows)
             return self._tail_in_strips(feat, -(-h // strips))  # equal strips
         return self._tail(feat)

@@ -156,7 +156,7 @@ def _check_gt(gt: torch.Tensor, scale: int) -> None:
         raise DataError(f"image of {w}x{h} pixels is smaller than the scale factor {scale}")
 
 
-GPU_DEGRADE_THREADS = 8
+GPU_DEGRADE_THREADS = 1  # samples degraded at once on a GPU (see degrade_with_params)
 
 
 def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
@@ -182,9 +182,9 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
     if len(scales) != 1:
         raise ValueError(f"parameter sets mix scales {sorted(scales)}")
     _check_gt(gt, scales.pop())
-    # On the CPU the samples run on torch's threads. On a GPU a few threads too: each sample
-    # makes two round trips through libjpeg on the CPU, which then overlap the other samples'
-    # kernels instead of leaving the GPU idle (measured on an H200, batch 48: see docs/gpu.md).
+    # On the CPU the samples run on torch's threads. On a GPU one after another: threads
+    # there were slower (an H200, batch 48 of 400 px: 14.9 pairs/s on 8 threads against 20.2
+    # serially; docs/gpu.md), the libjpeg round trips do not overlap the kernels that way.
     workers = min(torch.get_num_threads() if gt.device.type == "cpu" else GPU_DEGRADE_THREADS, len(params))
 
     def one(i: int) -> torch.Tensor:
