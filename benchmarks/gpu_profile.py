@@ -13,7 +13,6 @@ PReLU vs torch's; the EMA update alone. Then the top CUDA kernels of each forwar
 from __future__ import annotations
 
 import copy
-import statistics
 import sys
 from pathlib import Path
 
@@ -26,20 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from esrcli.archs import RRDBNet, SRVGGNetCompact  # noqa: E402
 from esrcli.infer.tiled import tiled_forward  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import cuda_time  # noqa: E402
+
 
 def t(fn, reps: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
+    """Median milliseconds of ``fn`` on the GPU (CUDA events)."""
+    return 1000 * cuda_time(fn, warmup=warmup, reps=reps)
 
 
 def top_kernels(fn, n: int = 12) -> str:
