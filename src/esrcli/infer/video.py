@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from esrcli.infer.model import UpscaleModel
     from esrcli.infer.upscale import UpscaleOptions
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoOptions", "VideoProgress", "is_video", "upscale_video", "import_av"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoOptions", "VideoProgress", "is_video", "upscale_video", "import_av", "check_encoder"]
 
 #: Output containers by file extension.
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -103,7 +103,27 @@ def import_av() -> Any:
     return av
 
 
+def check_encoder(codec: str) -> None:
+    """Check that FFmpeg (in PyAV) has the video encoder ``codec``.
+
+    Raises:
+        EsrError: PyAV is not installed.
+        VideoError: no such video encoder (lists a few that are there).
+    """
+    av = import_av()
+    try:
+        c = av.Codec(codec, "w")
+    except (av.FFmpegError, ValueError, KeyError):
+        c = None
+    if c is None or c.type != "video":
+        have = [n for n in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "mpeg4") if n in av.codecs_available]
+        raise VideoError(f"video codec {codec!r}: no such video encoder in this FFmpeg (available: {', '.join(have)}, ...)")
+
+
 def _first_line(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None)  # FFmpegError: the reason without errno and file name
+    if isinstance(reason, str) and reason:
+        return reason
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
@@ -172,6 +192,11 @@ def upscale_video(
     fmt = _FORMATS.get(dst.suffix.lower())
     if fmt is None:
         raise VideoError(f"{dst}: unknown video output extension (use one of {', '.join(_FORMATS)})")
+    try:
+        if src.stat().st_size == 0:
+            raise VideoError(f"{src}: empty file (0 bytes)")
+    except OSError as exc:
+        raise VideoError(f"{src}: cannot read ({exc.strerror or exc})") from None
     try:
         inp = av.open(str(src), "r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
