@@ -185,11 +185,12 @@ def upscale(
             if isinstance(ev, (Skipped, Written, Failed)) and bar is not None:
                 bar()
     written, skipped, failed = distributed.sum_over_ranks(counts, rank)
+    (seconds,) = distributed.max_over_ranks([seconds], rank)
     distributed.finish(rank)
     if lead:
         rate = written / seconds if seconds > 0 else 0.0
         console.info(f"esr: upscale: {written} written, {skipped} skipped, {failed} failed in {seconds:.1f} s ({rate:.2f} img/s)")
-    if failed:
+    if failed and lead:  # under torchrun the others printed their errors; rank 0 says how it went
         raise typer.Exit(code=1)
 
 

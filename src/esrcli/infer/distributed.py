@@ -19,7 +19,7 @@ import torch
 
 from esrcli.errors import ConfigError
 
-__all__ = ["Rank", "rank_from_env", "shard", "rank_device", "sum_over_ranks", "join", "finish"]
+__all__ = ["Rank", "rank_from_env", "shard", "rank_device", "sum_over_ranks", "max_over_ranks", "join", "finish"]
 
 T = TypeVar("T")
 
@@ -97,14 +97,24 @@ def join(rank: Rank | None) -> None:
 def sum_over_ranks(values: Sequence[int], rank: Rank | None) -> list[int]:
     """``values`` summed element-wise over all ranks (gloo all-reduce on the CPU); unchanged
     without a rank. Every rank must call it (it waits for the others)."""
+    return [int(v) for v in _reduce(values, rank, "sum")]
+
+
+def max_over_ranks(values: Sequence[float], rank: Rank | None) -> list[float]:
+    """``values``' element-wise maximum over all ranks (e.g. the wall time of the slowest);
+    unchanged without a rank. Every rank must call it."""
+    return [float(v) for v in _reduce(values, rank, "max")]
+
+
+def _reduce(values: Sequence[float], rank: Rank | None, op: str) -> list[float]:
     if rank is None:
         return list(values)
     import torch.distributed as dist
 
     join(rank)
-    t = torch.tensor(list(values), dtype=torch.int64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return [int(v) for v in t.tolist()]
+    t = torch.tensor(list(values), dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def finish(rank: Rank | None) -> None:
