@@ -160,3 +160,23 @@ def test_missing_pyav_is_a_clear_message(esr, clip, tmp_path, monkeypatch):
     src, _ = clip
     rc, _, err = esr("upscale", src, tmp_path / "out", "--model", _compact_model())
     assert rc == 1 and "PyAV" in err and "esrcli[video]" in err and "Traceback" not in err
+
+
+def test_frames_in_one_pass_equal_frames_one_by_one():
+    """upscale_frames (several frames per pass, as on a GPU) gives what upscale_image gives per frame."""
+    import torch
+
+    from esrcli.archs import SRVGGNetCompact
+    from esrcli.data.imageio import Image
+    from esrcli.infer import UpscaleOptions, upscale_frames, upscale_image
+    from esrcli.weights import ModelInfo
+
+    torch.manual_seed(0)
+    q = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, scale=4, act_type="prelu")
+    net, info = SRVGGNetCompact(**q).eval(), ModelInfo("SRVGGNetCompact", q, 4)
+    frames = np.random.default_rng(0).random((3, 20, 28, 3)).astype(np.float32)
+    for opts in (UpscaleOptions(tile=16, tile_overlap=4, batch=2), UpscaleOptions(outscale=2.5)):
+        together = upscale_frames(frames, net, info, opts)
+        for k in range(3):
+            alone = upscale_image(Image(frames[k]), net, info, opts).color
+            np.testing.assert_allclose(together[k], alone, atol=1e-5)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from esrcli.data.imageio import Image, read_image, write_image
-from esrcli.errors import EsrError, ImageError
+from esrcli.errors import ConfigError, EsrError, ImageError
 from esrcli.infer.model import UpscaleModel
 from esrcli.infer.upscale import UpscaleOptions, upscale_image, working_memory
 from esrcli.infer.plan import BatchItem, collect_inputs, is_video, list_inputs, target_ext
@@ -90,6 +90,9 @@ class BatchOptions:
         jobs: images in flight at once; 0 = :func:`esrcli.infer.workers.default_jobs`.
         memory_share: share of the available memory that the images in flight may take.
         video: the :class:`esrcli.infer.video.VideoOptions` of videos.
+
+    Raises:
+        ConfigError: an unknown ``ext``.
     """
 
     upscale: UpscaleOptions = UpscaleOptions(tile=DEFAULT_TILE)
@@ -102,7 +105,7 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         if self.ext not in OUTPUT_EXTENSIONS:
-            raise ImageError(f"ext: expected one of {', '.join(OUTPUT_EXTENSIONS)}, got {self.ext!r}")
+            raise ConfigError(f"ext: expected one of {', '.join(OUTPUT_EXTENSIONS)}, got {self.ext!r}")
 
 
 @dataclass(frozen=True)

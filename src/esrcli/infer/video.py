@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from esrcli.errors import EsrError, ImageError
+from esrcli.errors import ConfigError, EsrError, ImageError
 from esrcli.infer.plan import VIDEO_EXTENSIONS, is_video
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class VideoOptions:
             GPU when a frame fits in one tile, else 1: on a CPU a larger batch does not pay).
 
     Raises:
-        EsrError: an out-of-range value.
+        ConfigError: an out-of-range value (message names the field).
     """
 
     codec: str = "libx264"
@@ -74,9 +74,9 @@ class VideoOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 63:
-            raise EsrError(f"crf: must be in 0..63, got {self.crf}")
+            raise ConfigError(f"crf: must be in 0..63, got {self.crf}")
         if self.frames_per_pass < 0:
-            raise EsrError(f"frames_per_pass: must be >= 0, got {self.frames_per_pass}")
+            raise ConfigError(f"frames_per_pass: must be >= 0, got {self.frames_per_pass}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,14 @@ def _first_line(exc: BaseException) -> str:
         return reason
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def _is_cover(stream: Any) -> bool:
+    """Whether a video stream is an attached picture (cover art), not moving pictures."""
+    try:
+        return bool(stream.disposition & stream.disposition.__class__.attached_pic)
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _even(n: int) -> int:
@@ -204,9 +212,11 @@ def upscale_video(
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
     out = None
     try:
-        if not inp.streams.video:
+        # The first video stream that is not a cover picture (MP4/MKV may carry one as a stream).
+        videos = [s for s in inp.streams.video if not _is_cover(s)]
+        if not videos:
             raise VideoError(f"{src}: no video stream")
-        vs = inp.streams.video[0]
+        vs = videos[0]
         vs.thread_type = "AUTO"
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         h, w = vs.codec_context.height, vs.codec_context.width
