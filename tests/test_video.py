@@ -180,3 +180,36 @@ def test_frames_in_one_pass_equal_frames_one_by_one():
         for k in range(3):
             alone = upscale_image(Image(frames[k]), net, info, opts).color
             np.testing.assert_allclose(together[k], alone, atol=1e-5)
+
+
+def test_audio_the_container_cannot_hold_is_re_encoded(esr, tmp_path):
+    """PCM audio into WebM (VP9 + Opus only): re-encoded to Opus with a warning, duration kept."""
+    src = tmp_path / "pcm.mkv"
+    out = av.open(str(src), "w")
+    vs = out.add_stream("libx264", rate=10)
+    vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
+    a = out.add_stream("pcm_s16le", rate=22050)
+    a.layout = "mono"
+    for i in range(4):
+        fr = (np.random.default_rng(i).random((24, 32, 3)) * 255).astype(np.uint8)
+        for p in vs.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+            out.mux(p)
+    tone = (np.sin(np.arange(22050 * 4 // 10) / 5) * 8000).astype(np.int16)[None]
+    for k in range(0, tone.shape[1], 1000):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1000]), format="s16", layout="mono")
+        af.sample_rate, af.pts = 22050, k
+        for p in a.encode(af):
+            out.mux(p)
+    for st in (vs, a):
+        for p in st.encode(None):
+            out.mux(p)
+    out.close()
+    dst = tmp_path / "out.webm"
+    rc, _, err = esr("upscale", src, dst, "--model", _compact_model(), "--video-codec", "libvpx-vp9", "--crf", "40")
+    assert rc == 0, err
+    assert "pcm_s16le) cannot go into webm: re-encoded to Opus" in err
+    with av.open(str(dst)) as c:
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "vp9"), ("audio", "opus")]
+        seconds = sum(f.samples for f in c.decode(audio=0)) / 48000
+        assert sum(1 for _ in av.open(str(dst)).decode(video=0)) == 4
+    assert seconds == pytest.approx(0.4, abs=0.03)

@@ -7,8 +7,8 @@ straight away (H.264 at CRF 17 by default) and muxed, so memory stays constant w
 length. Each frame keeps its timestamp and the stream its frame rate and time base (a
 container may refine the time base: MP4 stores video in a timescale of at least 10,000).
 Audio and subtitle streams are copied packet for packet (no re-encoding); an audio codec
-that the output container cannot hold is re-encoded to AAC, a subtitle stream it cannot
-hold is dropped, each with a notice. The output is written under a hidden temporary name
+that the output container cannot hold is re-encoded (to AAC; to Opus in WebM), a subtitle
+stream it cannot hold is dropped, each with a notice. The output is written under a hidden temporary name
 beside the target and renamed onto it at the end: an interrupted or failed run leaves no
 half-written video.
 """
@@ -235,10 +235,11 @@ def upscale_video(
             ovs = out.add_stream(video.codec, rate=rate)
         except (av.FFmpegError, ValueError, KeyError) as exc:
             raise VideoError(f"{dst}: video codec {video.codec!r} is not available ({_first_line(exc)})") from None
+        tb = vs.time_base or 1 / Fraction(rate)  # frames keep their timestamps in it
         ovs.width, ovs.height = size[1], size[0]
         ovs.pix_fmt = "yuv420p"
-        ovs.time_base = vs.time_base
-        ovs.codec_context.time_base = vs.time_base
+        ovs.time_base = tb
+        ovs.codec_context.time_base = tb
         opts = dict(_CRF_CODECS.get(video.codec, {}))
         if video.codec in _CRF_CODECS:
             opts["crf"] = str(video.crf)
@@ -253,11 +254,19 @@ def upscale_video(
                 continue
             name = s.codec_context.name if s.codec_context is not None else "unknown"
             if name in supported:
-                copies[s.index] = out.add_stream_from_template(s)
-            elif s.type == "audio":
-                a = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
+                try:
+                    copies[s.index] = out.add_stream_from_template(s)
+                    continue
+                except (av.FFmpegError, ValueError) as exc:
+                    if s.type != "audio":
+                        say(f"{s.type} stream {s.index} ({name}) cannot be copied ({_first_line(exc)}): dropped")
+                        continue
+            if s.type == "audio":
+                codec = "libopus" if fmt == "webm" else "aac"
+                rate_in = s.codec_context.sample_rate or 48000
+                a = out.add_stream(codec, rate=48000 if codec == "libopus" else rate_in)
                 recode[s.index] = a
-                say(f"audio stream {s.index} ({name}) cannot go into {fmt}: re-encoded to AAC")
+                say(f"audio stream {s.index} ({name}) cannot go into {fmt}: re-encoded to {'Opus' if codec == 'libopus' else 'AAC'}")
             else:
                 say(f"subtitle stream {s.index} ({name}) cannot go into {fmt}: dropped")
         streams = [vs] + [s for s in inp.streams if s.index in copies or s.index in recode]
@@ -265,7 +274,6 @@ def upscale_video(
         done = 0
         t0 = time.perf_counter()
         group: list[tuple[np.ndarray, int | None]] = []
-        tb = vs.time_base
 
         def encode_group() -> None:
             nonlocal done
