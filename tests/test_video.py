@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 av = pytest.importorskip("av", reason="PyAV (esrcli[video]) is not installed")
 
@@ -155,11 +156,14 @@ def test_ctrl_c_leaves_no_half_written_video(esr, clip, tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_missing_pyav_is_a_clear_message(esr, clip, tmp_path, monkeypatch):
+def test_missing_pyav_is_a_clear_message_and_images_still_run(esr, clip, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
-    src, _ = clip
-    rc, _, err = esr("upscale", src, tmp_path / "out", "--model", _compact_model())
-    assert rc == 1 and "PyAV" in err and "esrcli[video]" in err and "Traceback" not in err
+    src, frames = clip
+    PILImage.fromarray(frames[0]).save(tmp_path / "still.png")
+    rc, stdout, err = esr("upscale", src, tmp_path / "still.png", tmp_path / "out", "--model", _compact_model())
+    assert rc == 1 and "Traceback" not in err
+    assert f"esr: error: {src}: video needs PyAV, which is not installed\n  hint: pip install 'esrcli[video]'" in err, err
+    assert stdout.split() == [str(tmp_path / "out" / "still.png")]
 
 
 def test_frames_in_one_pass_equal_frames_one_by_one():

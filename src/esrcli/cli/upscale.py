@@ -133,10 +133,15 @@ def upscale(
     )
     from esrcli.infer.model import ModelSpec, load_upscale_model
     from esrcli.infer.upscale import UpscaleOptions
-    from esrcli.infer.video import VideoOptions, check_encoder
+    from esrcli.infer.video import VideoError, VideoOptions, check_encoder
 
     if any(is_video(it.src) for it in items):
-        check_encoder(video_codec)  # PyAV there, the encoder known: before the model loads
+        try:
+            check_encoder(video_codec)  # the encoder known: before the model loads
+        except VideoError:
+            raise
+        except EsrError:
+            pass  # no PyAV: each video fails with that message, the images still run
     rank = distributed.rank_from_env()  # torchrun: this process takes every N-th input
     lead = rank is None or rank.rank == 0
     if tile is None:
