@@ -307,9 +307,9 @@ def test_jobs_give_the_same_images_reported_in_input_order(esr, models, inputs, 
 
 
 def test_ctrl_c_amid_a_batch_with_workers_leaves_only_whole_images(esr, models, inputs, tmp_path, monkeypatch):
-    import esrcli.cli.upscale as cli_upscale
+    import esrcli.infer.batch as engine  # the batch engine reads the inputs (was: esrcli.cli.upscale)
 
-    real_read = cli_upscale.read_image
+    real_read = engine.read_image
     calls = []
 
     def read_then_interrupt(path):
@@ -318,7 +318,7 @@ def test_ctrl_c_amid_a_batch_with_workers_leaves_only_whole_images(esr, models, 
             raise KeyboardInterrupt  # Ctrl-C while two images are in flight
         return real_read(path)
 
-    monkeypatch.setattr(cli_upscale, "read_image", read_then_interrupt)
+    monkeypatch.setattr(engine, "read_image", read_then_interrupt)
     before = torch.get_num_threads()
     out = tmp_path / "out"
     rc, stdout, err = esr("upscale", inputs, out, "--model", models["rrdb"], "--jobs", "2")
@@ -336,10 +336,9 @@ def test_images_in_flight_stay_within_the_memory_budget(esr, models, inputs, tmp
     import threading
     import time
 
-    import esrcli.infer
-    import esrcli.memory
+    import esrcli.infer.batch as engine  # the batch engine runs the workers (was: esrcli.cli.upscale)
 
-    real_upscale = esrcli.infer.upscale_image
+    real_upscale = engine.upscale_image
     lock = threading.Lock()
     now = peak = 0
 
@@ -355,8 +354,8 @@ def test_images_in_flight_stay_within_the_memory_budget(esr, models, inputs, tmp
             with lock:
                 now -= 1
 
-    monkeypatch.setattr(esrcli.infer, "upscale_image", counting_upscale)
-    monkeypatch.setattr(esrcli.memory, "available_memory", lambda: free_bytes)
+    monkeypatch.setattr(engine, "upscale_image", counting_upscale)
+    monkeypatch.setattr(engine, "available_memory", lambda: free_bytes)
     rc, stdout, err = esr("upscale", inputs, tmp_path / "out", "--model", models["nearest4"], "--jobs", "2")
     assert rc == 0, err
     assert [Path(line).name for line in stdout.split()] == ["deep.png", "gray.png", "la.png", "rgb.jpg", "rgba.png"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,11 +42,41 @@ def info(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+class _Bar:
+    """What :func:`progress` yields: call it once per finished item; :meth:`frames` shows a
+    second line for the frames of the file in progress (a video)."""
+
+    def __init__(self, bar: Progress, task: object, unit: str) -> None:
+        self._bar, self._task, self._unit = bar, task, unit
+        self._frames: object | None = None
+
+    def __call__(self, n: int = 1, description: str | None = None) -> None:
+        self._bar.advance(self._task, n)
+        t = self._bar.tasks[self._task]
+        speed = t.finished_speed or t.speed
+        kw = {"rate": f"{speed:.2f} {self._unit}/s" if speed else ""}
+        if description is not None:
+            kw["description"] = description
+        self._bar.update(self._task, **kw)
+        if self._frames is not None:  # the file whose frames were shown is done
+            self._bar.remove_task(self._frames)
+            self._frames = None
+
+    def frames(self, name: str, done: int, total: int | None, fps: float, eta: float | None) -> None:
+        """Show ``done`` of ``total`` frames of ``name`` at ``fps`` frames/s, ``eta`` seconds left."""
+        left = f", {eta:.0f} s left" if eta is not None else ""
+        rate = f"{fps:.2f} frames/s{left}"
+        if self._frames is None:
+            self._frames = self._bar.add_task(name, total=total, rate=rate)
+        self._bar.update(self._frames, completed=done, total=total, rate=rate)
+
+
 @contextmanager
-def progress(description: str, total: int | None, unit: str = "img") -> Iterator[Callable[..., None]]:
+def progress(description: str, total: int | None, unit: str = "img") -> Iterator[_Bar]:
     """A rich progress bar on stderr with rate and ETA.
 
-    Yields ``advance(n=1, description=None)``; call it once per finished item.
+    Yields ``advance(n=1, description=None)``; call it once per finished item
+    (``advance.frames(...)`` adds a line for the frames of a video in progress).
     """
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -62,14 +92,4 @@ def progress(description: str, total: int | None, unit: str = "img") -> Iterator
         disable=not err.is_terminal and total is None,
     ) as bar:
         task = bar.add_task(description, total=total, rate="")
-
-        def advance(n: int = 1, description: str | None = None) -> None:
-            bar.advance(task, n)
-            t = bar.tasks[task]
-            speed = t.finished_speed or t.speed
-            kw = {"rate": f"{speed:.2f} {unit}/s" if speed else ""}
-            if description is not None:
-                kw["description"] = description
-            bar.update(task, **kw)
-
-        yield advance
+        yield _Bar(bar, task, unit)

@@ -1,0 +1,183 @@
+"""The Python API: :class:`Upscaler`, a model loaded once that upscales arrays, PIL images and files.
+
+Exported as ``esrcli.Upscaler``. It runs the same code as ``esr upscale`` (model loading
+through :func:`esrcli.infer.load_upscale_model`, :func:`esrcli.infer.upscale_image` with the
+same tiling), so its results equal the command's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from esrcli.data.imageio import Image, read_image
+from esrcli.errors import ImageError
+from esrcli.infer.batch import DEFAULT_TILE
+from esrcli.infer.model import ModelSpec, load_upscale_model
+from esrcli.infer.upscale import UpscaleOptions, upscale_image
+
+__all__ = ["Upscaler"]
+
+ImageLike = Union[np.ndarray, "os.PathLike[str]", str, Any]  # Any: a PIL.Image.Image
+
+
+def _from_array(a: np.ndarray) -> tuple[Image, tuple[str, ...]]:
+    """An :class:`Image` from a numpy array, and what the output should look like: its
+    ``ndim``-shape kind (``"2d"`` or ``"3d"``) and dtype name."""
+    if not isinstance(a, np.ndarray):
+        raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(a).__name__}")
+    if a.ndim == 2:
+        a3 = a[:, :, None]
+    elif a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
+        a3 = a
+    else:
+        raise ImageError(f"array of shape {a.shape}: expected (H, W) gray, (H, W, 1), (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA")
+    if a3.shape[0] < 1 or a3.shape[1] < 1:
+        raise ImageError(f"array of shape {a.shape}: empty image")
+    if a.dtype == np.uint8:
+        f, depth = a3.astype(np.float32) * np.float32(1 / 255), 8
+    elif a.dtype == np.uint16:
+        f, depth = a3.astype(np.float32) * np.float32(1 / 65535), 16
+    elif a.dtype in (np.float32, np.float64):
+        if not np.isfinite(a3).all():
+            raise ImageError("array contains NaN or infinite values")
+        f, depth = np.clip(a3, 0, 1).astype(np.float32), 16
+    else:
+        raise ImageError(f"array of dtype {a.dtype}: expected uint8, uint16 or float32 in [0, 1]")
+    c = f.shape[2]
+    color = np.ascontiguousarray(f[:, :, :1] if c in (1, 2) else f[:, :, :3])
+    alpha = np.ascontiguousarray(f[:, :, -1]) if c in (2, 4) else None
+    return Image(color, alpha, depth), ("2d" if a.ndim == 2 else "3d", a.dtype.name)
+
+
+def _from_pil(im: Any) -> tuple[Image, tuple[str, ...]]:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        a = np.asarray(im).astype(np.uint16)
+    elif mode in ("I", "F"):
+        a = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        a = np.asarray(im)
+    elif mode == "1":
+        a = np.asarray(im.convert("L"))
+    elif mode in ("P", "PA") and ("transparency" in im.info or mode == "PA"):
+        a = np.asarray(im.convert("RGBA"))
+    else:  # P, CMYK, YCbCr, LAB, HSV...
+        a = np.asarray(im.convert("RGB"))
+    return _from_array(a)
+
+
+def _to_array(image: Image, layout: tuple[str, ...]) -> np.ndarray:
+    kind, dtype = layout
+    planes = image.color if image.alpha is None else np.concatenate([image.color, image.alpha[:, :, None]], axis=2)
+    if dtype in ("float32", "float64"):
+        out = np.clip(planes, 0, 1).astype(dtype, copy=False)
+    else:
+        maxv = np.float32(65535 if dtype == "uint16" else 255)
+        q = np.clip(planes, 0, 1) * maxv
+        out = np.rint(q, out=q).astype(dtype)
+    return out[:, :, 0] if kind == "2d" else out
+
+
+class Upscaler:
+    """A generator loaded once, for upscaling many images from Python.
+
+    Args:
+        model: a model file (``.safetensors`` / ``.pth``) or an embedded model name
+            (``esr model list``); ``None`` = the embedded default.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (as ``esr upscale --precision``;
+            under ``auto``, 16-bit and float inputs run in fp32).
+        tile: tile size in input pixels; ``None`` = 512 (as ``esr upscale``), 0 = the
+            whole image in one pass.
+        tile_overlap: overlap of neighbouring tiles in input pixels (feathered).
+        alpha: ``"network"`` (alpha upscaled through the network as gray) or ``"bicubic"``.
+
+    Raises:
+        WeightsError: no such model, an unreadable file or not an image generator.
+        ConfigError: an unknown device or precision, a tile overlap over half the tile.
+
+    Thread safety: one instance may be used from several threads at once. The calls share
+    the loaded network (read only) and each holds its own activations, so memory grows with
+    the calls in flight; on a CPU they also share its threads (see
+    :class:`esrcli.infer.workers.WorkerPool` for splitting them).
+
+    Example:
+        >>> import numpy as np
+        >>> from esrcli import Upscaler
+        >>> up = Upscaler(precision="fp32")
+        >>> up.scale
+        4
+        >>> up.upscale(np.zeros((24, 32, 3), np.uint8)).shape
+        (96, 128, 3)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        tile_overlap: int = 32,
+        alpha: str = "network",
+    ) -> None:
+        tile = DEFAULT_TILE if tile is None else tile
+        self.options = UpscaleOptions(tile=tile, tile_overlap=tile_overlap, alpha=alpha)
+        self.model = load_upscale_model(ModelSpec(model, device, precision))
+
+    @property
+    def scale(self) -> int:
+        """The network's upscaling factor (e.g. 4)."""
+        return int(getattr(self.model.info, "scale", 4))
+
+    @property
+    def device(self) -> str:
+        """Where the network runs, e.g. ``"cpu"`` or ``"cuda:0"``."""
+        return str(self.model.device)
+
+    @property
+    def precision(self) -> str:
+        """The compute precision chosen: ``"fp32"``, ``"bf16"`` or ``"fp16"``."""
+        return self.model.precision.name
+
+    def __repr__(self) -> str:
+        return f"Upscaler(model={self.model.name!r}, scale={self.scale}, device={self.device!r}, precision={self.precision!r})"
+
+    def upscale(self, image: ImageLike, *, outscale: float | None = None) -> np.ndarray:
+        """Upscale one image.
+
+        Args:
+            image: a numpy array ``(H, W)`` gray, ``(H, W, 1)``, ``(H, W, 2)`` gray+alpha,
+                ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (RGB order, not OpenCV's BGR), of
+                dtype uint8, uint16 or float32/float64 in ``[0, 1]``; a PIL image (any mode;
+                16-bit gray stays 16-bit); or the path of an image file (EXIF orientation
+                applied).
+            outscale: output size factor (any number > 0); ``None`` = the network's scale.
+
+        Returns:
+            A numpy array with the input's layout (same number of dimensions and channels)
+            and dtype, ``round(H * outscale)`` by ``round(W * outscale)`` pixels. For a PIL
+            image, the layout of ``numpy.asarray`` of it (16-bit modes: uint16); for a path,
+            what the file holds: uint8 or uint16, gray ``(H, W)``, gray+alpha, RGB or RGBA.
+
+        Raises:
+            ImageError: an unreadable file, an unsupported array shape or dtype, NaN values.
+            ConfigError: ``outscale`` not a finite number > 0.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            img = read_image(Path(image))
+            kind = ("2d" if img.alpha is None and img.color.shape[2] == 1 else "3d", "uint16" if img.bit_depth == 16 else "uint8")
+        elif isinstance(image, np.ndarray):
+            img, kind = _from_array(image)
+        elif hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
+            img, kind = _from_pil(image)
+        else:
+            raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+        options = dataclasses.replace(self.options, outscale=outscale) if outscale is not None else self.options
+        out = upscale_image(img, self.model.net_for(img.bit_depth), self.model.info, options)
+        return _to_array(out, kind)

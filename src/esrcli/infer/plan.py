@@ -1,0 +1,109 @@
+"""What a batch does before any pixel is touched: inputs expanded, output names decided.
+
+Standard library only (no torch), so that the CLI checks its arguments before the second
+or so that importing torch takes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from esrcli.data.imageio import IMAGE_EXTENSIONS
+from esrcli.errors import ImageError
+
+if TYPE_CHECKING:
+    from esrcli.data.imageio import Image
+
+__all__ = ["VIDEO_EXTENSIONS", "BatchItem", "is_video", "list_inputs", "collect_inputs", "target_ext"]
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
+_NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a video by its extension (:data:`VIDEO_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One input and where its output goes.
+
+    Attributes:
+        src: the input file (image or video).
+        stem: output path without extension (the extension follows :attr:`BatchOptions.ext`),
+            or the exact output file when :attr:`exact` is set.
+        exact: ``stem`` is the full output file name (a single input with an output file).
+    """
+
+    src: Path
+    stem: Path
+    exact: bool = False
+
+
+def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
+    """Expand files and folders into input files: each folder's images and videos, sorted
+    (hidden files skipped); files named explicitly are kept whatever their extension.
+
+    Raises:
+        ImageError: a path that does not exist.
+    """
+    known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in known and not f.name.startswith(".")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: no such file or folder")
+    return out
+
+
+def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None = None, *, suffix: str = "", recursive: bool = False) -> list[BatchItem]:
+    """The batch's items: inputs expanded (:func:`list_inputs`) with their output paths.
+
+    A folder's files keep their path below it under ``out_dir`` (with ``recursive``);
+    a file goes to ``out_dir / (name + suffix)``, or to ``out_file`` when given.
+
+    Raises:
+        ImageError: an input that does not exist, or no images or videos found.
+    """
+    items: list[BatchItem] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            for f in list_inputs([p], recursive=recursive):
+                rel = f.relative_to(p)
+                items.append(BatchItem(f, out_dir / rel.parent / (rel.stem + suffix)))
+        else:
+            for f in list_inputs([p]):
+                if out_file is not None:
+                    items.append(BatchItem(f, out_file, exact=True))
+                else:
+                    items.append(BatchItem(f, out_dir / (f.stem + suffix)))
+    if not items:
+        raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+    return items
+
+
+def target_ext(src: Path, ext: str, image: Image | None) -> str | None:
+    """Output extension of an image; ``None`` when it depends on the pixels and ``image`` is
+    not read yet (``auto`` on BMP: alpha or 16-bit go to PNG)."""
+    if ext != "auto":
+        return "." + ext
+    suffix = src.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        suffix = ".png"
+    if suffix in (".jpg", ".jpeg"):
+        return suffix  # JPEG input: never alpha or 16-bit
+    if suffix in _NO_ALPHA_OR_16BIT:
+        if image is None:
+            return None
+        if image.alpha is not None or image.bit_depth == 16:
+            return ".png"
+    return suffix

@@ -1,0 +1,157 @@
+"""esrcli.Upscaler: layouts and dtypes kept, equal to the CLI, thread-safe; docs/api.md runs."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from esrcli.archs import SRVGGNetCompact
+from esrcli.errors import ImageError
+from esrcli.weights import ModelInfo, default_model_name, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A small random SRVGGNetCompact x4 (fast; its output is far from trivial)."""
+    torch.manual_seed(0)
+    q = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, scale=4, act_type="prelu")
+    path = tmp_path_factory.mktemp("m") / "compact.safetensors"
+    save_model(path, SRVGGNetCompact(**q), ModelInfo("SRVGGNetCompact", q, 4))
+    return path
+
+
+@pytest.fixture(scope="module")
+def up(model):
+    from esrcli import Upscaler
+
+    return Upscaler(model, precision="fp32", tile=32, tile_overlap=8)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def _rng(*shape, dtype=np.uint8, seed=0):
+    hi = 65535 if dtype == np.uint16 else 255
+    return (np.random.default_rng(seed).random(shape) * hi).astype(dtype)
+
+
+def test_import_esrcli_is_cheap_and_exports_upscaler():
+    code = "import sys, esrcli; assert 'torch' not in sys.modules; from esrcli import Upscaler; print(Upscaler.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""})
+    assert out.returncode == 0 and out.stdout.strip() == "Upscaler", out.stderr
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((20, 24), np.uint8), ((20, 24, 1), np.uint8), ((20, 24, 2), np.uint8), ((20, 24, 3), np.uint8), ((20, 24, 4), np.uint16), ((20, 24, 3), np.float32)],
+)
+def test_layout_and_dtype_are_kept(up, shape, dtype):
+    a = _rng(*shape, dtype=np.uint16 if dtype == np.uint16 else np.uint8)
+    if dtype == np.float32:
+        a = a.astype(np.float32) / 255
+    out = up.upscale(a)
+    assert out.dtype == dtype and out.shape == (80, 96, *shape[2:])
+    assert up.upscale(a, outscale=0.5).shape == (10, 12, *shape[2:])
+
+
+def test_rgb_order_and_alpha(up):
+    """Colour order is RGB (a red image stays red), an opaque alpha stays opaque."""
+    from esrcli import Upscaler
+
+    nearest = Upscaler(_nearest(up), precision="fp32")
+    a = np.zeros((8, 8, 4), np.uint8)
+    a[..., 0], a[..., 3] = 200, 255
+    out = nearest.upscale(a)
+    assert (out[..., 0] == 200).all() and (out[..., 1:3] == 0).all() and (out[..., 3] == 255).all()
+
+
+def _nearest(up) -> Path:
+    """A nearest-neighbour x4 model (SRVGG with a zero last conv), beside the fixture model."""
+    from torch import nn
+
+    path = Path(up.model.name).with_name("nearest.safetensors")
+    if not path.exists():
+        q = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=4, act_type="prelu")
+        net = SRVGGNetCompact(**q)
+        nn.init.zeros_(net.body[-1].weight)
+        nn.init.zeros_(net.body[-1].bias)
+        save_model(path, net, ModelInfo("SRVGGNetCompact", q, 4))
+    return path
+
+
+def test_api_equals_the_cli(esr, model, up, tmp_path):
+    rgb = cv2.GaussianBlur(_rng(40, 52, 3, seed=1), (0, 0), 1.5)
+    deep = _rng(24, 20, 4, dtype=np.uint16, seed=2)
+    cv2.imwrite(str(tmp_path / "rgb.png"), rgb[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "deep.png"), deep[:, :, [2, 1, 0, 3]])
+    rc, _, err = esr("upscale", tmp_path / "rgb.png", tmp_path / "deep.png", tmp_path / "out", "--model", model, "--precision", "fp32", "--tile", "32", "--tile-overlap", "8")
+    assert rc == 0, err
+    cli_rgb = cv2.imread(str(tmp_path / "out" / "rgb.png"))[:, :, ::-1]
+    cli_deep = cv2.imread(str(tmp_path / "out" / "deep.png"), -1)[:, :, [2, 1, 0, 3]]
+    assert _psnr(up.upscale(rgb), cli_rgb, 255) >= 60
+    assert _psnr(up.upscale(tmp_path / "rgb.png"), cli_rgb, 255) >= 60
+    api_deep = up.upscale(deep)
+    assert api_deep.dtype == np.uint16 and _psnr(api_deep, cli_deep, 65535) >= 60
+    assert _psnr(up.upscale(PILImage.fromarray(rgb)), cli_rgb, 255) >= 60
+
+
+def test_pil_modes(up):
+    assert up.upscale(PILImage.new("L", (6, 5))).shape == (20, 24)
+    assert up.upscale(PILImage.new("LA", (6, 5))).shape == (20, 24, 2)
+    i16 = PILImage.fromarray(np.full((5, 6), 30000, np.uint16))
+    assert up.upscale(i16).dtype == np.uint16
+    assert up.upscale(PILImage.new("P", (6, 5))).shape == (20, 24, 3)
+
+
+def test_bad_inputs_raise_image_error(up, tmp_path):
+    for bad in (np.zeros((4, 4, 5), np.uint8), np.zeros((4, 4), np.int32), np.zeros((2, 2, 2, 2), np.uint8), np.full((3, 3), np.nan, np.float32), "x"):
+        with pytest.raises(ImageError):
+            up.upscale(bad if not isinstance(bad, str) else tmp_path / "missing.png")
+    with pytest.raises(ImageError):
+        up.upscale([[1, 2], [3, 4]])
+
+
+def test_one_upscaler_from_several_threads(up):
+    images = [_rng(30, 30, 3, seed=s) for s in range(4)]
+    alone = [up.upscale(a) for a in images]
+    got: dict[int, np.ndarray] = {}
+
+    def run(k: int) -> None:
+        got[k] = up.upscale(images[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], alone[k])
+
+
+def test_docs_api_examples_run():
+    if default_model_name() is None:
+        pytest.skip("no embedded default model in this build")
+    result = doctest.testfile(str(ROOT / "docs" / "api.md"), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
+
+
+def test_api_module_docstring_example_runs():
+    import esrcli.api
+
+    if default_model_name() is None:
+        pytest.skip("no embedded default model in this build")
+    result = doctest.testmod(esrcli.api, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
