@@ -93,3 +93,21 @@ def progress(description: str, total: int | None, unit: str = "img") -> Iterator
     ) as bar:
         task = bar.add_task(description, total=total, rate="")
         yield _Bar(bar, task, unit)
+
+
+@contextmanager
+def download_progress(description: str) -> Iterator:
+    """A download bar on stderr (bytes, speed, time left; hidden when stderr is no terminal);
+    yields ``progress(done_bytes, total_bytes_or_None)`` for :mod:`esrcli.weights.download`."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    ) as prog:
+        task = prog.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update

@@ -196,7 +196,7 @@ def fetch_cmd(
             model = find_remote(name)
             if model is None:
                 raise unknown_name_error(name, [e.name for e in catalogue()])
-            with _byte_progress(f"fetch {model.name}") as progress:
+            with console.download_progress(f"fetch {model.name}") as progress:
                 path = fetch_model(model, progress=progress)
             note = "" if model.sha256 else f"  (no published hash; sha256 {file_sha256(path)})"
             typer.echo(f"{model.name}: {path}{note}")
@@ -205,28 +205,6 @@ def fetch_cmd(
             failed += 1
     if failed:
         raise typer.Exit(1)
-
-
-def _byte_progress(description: str):
-    """A rich download bar on stderr; yields ``progress(done_bytes, total_or_None)``."""
-    from contextlib import contextmanager
-
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    @contextmanager
-    def bar():
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=console.err, transient=True, disable=not console.err.is_terminal,
-        ) as prog:
-            task = prog.add_task(description, total=None)
-
-            def update(done: int, total: int | None) -> None:
-                prog.update(task, completed=done, total=total)
-
-            yield update
-
-    return bar()
 
 
 def _model_stem(model: str) -> str:

@@ -73,6 +73,22 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _fetch_with_progress(model: str) -> None:
+    """Download a catalogued model named ``model`` with a progress bar, if it is neither a
+    file, nor embedded, nor cached yet (``load_model`` would download it without a bar)."""
+    from esrcli.weights.download import fetch_model
+    from esrcli.weights.embedded import find_embedded
+    from esrcli.weights.remote import cached_file, find_remote
+
+    if Path(model).exists() or find_embedded(model) is not None:
+        return
+    remote = find_remote(model)
+    if remote is None or cached_file(remote).is_file():
+        return
+    with console.download_progress(f"download {remote.name}") as progress:
+        fetch_model(remote, progress=progress)
+
+
 def upscale(
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images, videos and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth), embedded model name, or official model name (downloaded once); default: the embedded default model."),
@@ -153,6 +169,8 @@ def upscale(
         upscale=UpscaleOptions(outscale=scale, tile=tile, tile_overlap=min(tile_overlap, tile // 2), alpha=alpha, batch=batch),
         ext=ext, overwrite=overwrite, quality=quality, jobs=jobs, video=VideoOptions(codec=video_codec, crf=crf),
     )
+    if lead and model is not None:
+        _fetch_with_progress(model)  # before the other ranks meet: they find it cached
     distributed.join(rank)
     loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness))
     if loaded.precision.note and lead:
