@@ -1,0 +1,1 @@
+"""Estimate how an image was degraded (noise, JPEG quality, blur) and the restoration strength it needs."""
