@@ -217,3 +217,53 @@ def test_audio_the_container_cannot_hold_is_re_encoded(esr, tmp_path):
         seconds = sum(f.samples for f in c.decode(audio=0)) / 48000
         assert sum(1 for _ in av.open(str(dst)).decode(video=0)) == 4
     assert seconds == pytest.approx(0.4, abs=0.03)
+
+
+def _clip_with_subtitles(tmp_path: Path) -> Path:
+    """A 4-frame H.264 MKV with an SRT subtitle stream ("hello" at 0 ms, "world" at 200 ms)."""
+    srt_path = tmp_path / "subs.srt"
+    srt_path.write_text("1\n00:00:00,000 --> 00:00:00,150\nhello\n\n2\n00:00:00,200 --> 00:00:00,350\nworld\n\n")
+    src = tmp_path / "subs.mkv"
+    with av.open(str(srt_path)) as srt:
+        out = av.open(str(src), "w")
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 32, 24, "yuv420p"
+        ss = out.add_stream_from_template(srt.streams[0])
+        packets = [p for p in srt.demux(srt.streams[0]) if p.size]
+        for i in range(4):
+            fr = (np.random.default_rng(i).random((24, 32, 3)) * 255).astype(np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                out.mux(p)
+        for p in packets:
+            p.stream = ss
+            out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        out.close()
+    return src
+
+
+def _subtitles(path: Path) -> list[tuple[bytes, int]]:
+    with av.open(str(path)) as c:
+        if not c.streams.subtitles:
+            return []
+        s = c.streams.subtitles[0]
+        return [(bytes(p), int(p.pts * p.time_base * 1000)) for p in c.demux(s) if p.size]
+
+
+def test_subtitle_streams_are_copied_or_dropped_with_a_message(esr, tmp_path):
+    """SRT subtitles: copied packet for packet (text and times) into MKV; MP4 cannot hold SRT."""
+    src = _clip_with_subtitles(tmp_path)
+    assert _subtitles(src) == [(b"hello", 0), (b"world", 200)]
+    rc, _, err = esr("upscale", src, tmp_path / "out.mkv", "--model", _compact_model())
+    assert rc == 0, err
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video", "subtitle"]
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+    assert _subtitles(tmp_path / "out.mkv") == [(b"hello", 0), (b"world", 200)]
+
+    rc, _, err = esr("upscale", src, tmp_path / "out.mp4", "--model", _compact_model())
+    assert rc == 0, err
+    assert "subtitle stream 1 (srt) cannot go into mp4: dropped (an .mkv output keeps it)" in err
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert [s.type for s in c.streams] == ["video"]

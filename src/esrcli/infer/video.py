@@ -268,7 +268,7 @@ def upscale_video(
                 recode[s.index] = a
                 say(f"audio stream {s.index} ({name}) cannot go into {fmt}: re-encoded to {'Opus' if codec == 'libopus' else 'AAC'}")
             else:
-                say(f"subtitle stream {s.index} ({name}) cannot go into {fmt}: dropped")
+                say(f"subtitle stream {s.index} ({name}) cannot go into {fmt}: dropped (an .mkv output keeps it)")
         streams = [vs] + [s for s in inp.streams if s.index in copies or s.index in recode]
 
         done = 0
