@@ -57,12 +57,18 @@ _CODE_GAIN = 0.1  # scale of the code-dependent part of the kernel parameters
 
 
 class _ResBlock(nn.Module):
-    """conv-ReLU-conv with an identity shortcut (no normalisation, so eval == train)."""
+    """conv-ReLU-conv with an identity shortcut (no normalisation, so eval == train).
+
+    The second convolution starts at zero (each block starts as the identity), which keeps
+    the features of a deep stack without normalisation at the scale of the head's output.
+    """
 
     def __init__(self, num_feat: int, ksize: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(num_feat, num_feat, ksize, 1, ksize // 2)
         self.conv2 = nn.Conv2d(num_feat, num_feat, ksize, 1, ksize // 2)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))
