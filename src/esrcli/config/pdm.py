@@ -72,7 +72,7 @@ class PdmModelConfig:
     scale: int = 4
     kernel_size: int = 21
     kernel: Literal["gaussian", "free"] = "gaussian"
-    init_sigma: float = 0.4
+    init_sigma: float = 0.45
     code_channels: int = 3
     spatial: bool = False
     kernel_feat: int = 64
@@ -91,8 +91,8 @@ class PdmModelConfig:
             raise ConfigError(f"kernel_size: must be a positive odd integer, got {self.kernel_size}")
         if self.noise_channels not in (1, 3):
             raise ConfigError(f"noise_channels: expected 1 or 3, got {self.noise_channels}")
-        if self.init_sigma <= 0.2:
-            raise ConfigError(f"init_sigma: must be > 0.2 (the narrowest kernel), got {self.init_sigma}")
+        if self.init_sigma <= 0.3:
+            raise ConfigError(f"init_sigma: must be > 0.3 (the narrowest kernel), got {self.init_sigma}")
         for name in ("code_channels", "kernel_feat", "noise_feat", "disc_feat", "disc_layers"):
             _positive(name, getattr(self, name))
         for name in ("kernel_blocks", "noise_blocks"):
@@ -140,8 +140,14 @@ class PdmTrainOptions:
     Attributes:
         total_iter: iterations to train.
         batch_size: HR and LR patches per iteration (paper 32).
-        lr: Adam learning rate of the degradation model (paper 2e-4).
+        lr: Adam learning rate of the degradation model's networks (paper 2e-4).
+        kernel_lr: Adam learning rate of the mean kernel's own parameters (the Gaussian's
+            log-widths and shear, or the free kernel's logits): larger than ``lr`` so the
+            kernel can travel from a delta to a wide blur within a CPU-sized run.
         lr_d: Adam learning rate of the discriminator (paper 2e-4).
+        d_warmup: first iterations that train only the discriminator, so the model's first
+            steps follow a discriminator that already tells real from degraded patches
+            (a random one pushed the kernel to a delta and the noise up).
         betas: Adam betas.
         milestones: iterations where both learning rates are multiplied by ``gamma``.
         gamma: learning-rate factor at each milestone.
@@ -160,8 +166,10 @@ class PdmTrainOptions:
 
     total_iter: int = 6000
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-4
+    kernel_lr: float = 5e-3
     lr_d: float = 2e-4
+    d_warmup: int = 100
     betas: tuple[float, float] = (0.5, 0.999)
     milestones: tuple[int, ...] = (3000, 4500)
     gamma: float = 0.5
@@ -178,7 +186,7 @@ class PdmTrainOptions:
     def __post_init__(self) -> None:
         for name in ("total_iter", "batch_size", "lr", "lr_d", "checkpoint_interval", "keep_checkpoints", "log_interval", "gamma"):
             _positive(name, getattr(self, name))
-        for name in ("grad_clip", "noise_mean_weight", "center_weight", "threads"):
+        for name in ("grad_clip", "noise_mean_weight", "center_weight", "threads", "d_warmup", "kernel_lr"):
             _non_negative(name, getattr(self, name))
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")

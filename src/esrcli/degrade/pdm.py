@@ -28,6 +28,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,12 +48,14 @@ __all__ = [
     "kernel_moments",
     "save_pdm",
     "load_pdm",
+    "read_pdm_metadata",
+    "pdm_sheet",
 ]
 
 PDM_FORMAT = "esr-pdm"
 PDM_FORMAT_VERSION = "1"
 _FREE_CENTER_LOGIT = 12.0  # softmax(12 at the centre, 0 elsewhere): 441 taps, centre weight > 0.997
-_MIN_SIGMA = 0.2  # pixels: the narrowest Gaussian kernel
+_MIN_SIGMA = 0.3  # pixels: the narrowest Gaussian kernel (its off-centre taps still carry a gradient)
 _CODE_GAIN = 0.1  # scale of the code-dependent part of the kernel parameters
 
 
@@ -123,7 +126,7 @@ class KernelNet(nn.Module):
         l22 = _MIN_SIGMA + span * torch.exp(f[:, 1:2])
         l21 = f[:, 2:3]
         s11, s12, s22 = l11 * l11, l11 * l21, l21 * l21 + l22 * l22
-        det = s11 * s22 - s12 * s12
+        det = (l11 * l22) ** 2  # = s11 * s22 - s12**2, without the cancellation
         xx, yy = _grid(self.ksize, z.device, z.dtype)
         xx = xx.reshape(1, -1, 1, 1)
         yy = yy.reshape(1, -1, 1, 1)
@@ -447,3 +450,58 @@ def load_pdm(path: str | os.PathLike, *, scale: int | None = None, device: str |
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: weights do not match the PDM configuration ({first})") from None
     return model.eval().requires_grad_(False).to(device)
+
+
+def pdm_sheet(hr: Tensor, lrs: Tensor, kernels: Tensor, noises: Tensor | None, title: str = "") -> Tensor:
+    """A picture of a learned degradation: per sample, the LR image, its kernel and its noise.
+
+    Row layout: the HR crop; then one row per sample with the LR image enlarged ``s`` x
+    (nearest), the kernel (enlarged, scaled to its maximum, captioned with its widths and
+    orientation) and the noise map (``0.5 + 8 * noise``, gray when one channel).
+
+    Args:
+        hr: ``(3, H, W)`` HR crop in [0, 1].
+        lrs: ``(N, 3, H/s, W/s)`` LR samples.
+        kernels: ``(N, k, k)`` their kernels.
+        noises: ``(N, 1|3, H/s, W/s)`` their noise, or ``None``.
+        title: caption of the HR tile.
+
+    Returns:
+        ``(rows, cols, 3)`` float32 RGB sheet in [0, 1] (numpy-compatible tensor layout).
+    """
+    from PIL import Image, ImageDraw
+
+    from esrcli.degrade.sheet import _font
+
+    _, h, w = hr.shape
+    s = h // lrs.shape[-2]
+    n, k = kernels.shape[0], kernels.shape[-1]
+    pad, cap = 6, 16
+    kz = max(1, min(h, w) // k)
+    cols = 3 if noises is not None else 2
+    cell_w = max(w, k * kz)
+    sheet = Image.new("RGB", (cols * (cell_w + pad) + pad, (n + 1) * (h + cap + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(11)
+
+    def paste(img: Tensor, col: int, row: int, caption: str) -> None:
+        a = (img.clamp(0, 1).permute(1, 2, 0).expand(-1, -1, 3) * 255).round().to(torch.uint8).cpu().numpy()
+        x0, y0 = pad + col * (cell_w + pad), pad + row * (h + cap + pad)
+        sheet.paste(Image.fromarray(a), (x0, y0))
+        draw.text((x0, y0 + img.shape[1] + 2), caption, fill=(0, 0, 0), font=font)
+
+    paste(hr, 0, 0, title or "HR crop")
+    for i in range(n):
+        big = lrs[i].repeat_interleave(s, 1).repeat_interleave(s, 2)
+        paste(big, 0, i + 1, f"LR sample {i + 1} (x{s} nearest)")
+        ki = kernels[i] / kernels[i].max()
+        st = kernel_moments(kernels[i : i + 1].double())[1][0]
+        ev, evec = torch.linalg.eigh(st)
+        ang = math.degrees(math.atan2(float(evec[1, 1]), float(evec[0, 1]))) % 180
+        paste(ki.repeat_interleave(kz, 0).repeat_interleave(kz, 1)[None], 1, i + 1,
+              f"kernel {float(ev[1].clamp_min(0).sqrt()):.2f}/{float(ev[0].clamp_min(0).sqrt()):.2f} px {ang:.0f} deg")
+        if noises is not None:
+            nz = noises[i]
+            big_n = (0.5 + 8 * nz).repeat_interleave(s, 1).repeat_interleave(s, 2)
+            paste(big_n, 2, i + 1, f"noise x8, std {float(nz.std()) * 255:.1f}/255")
+    return torch.from_numpy(np.asarray(sheet, dtype=np.float32) / 255.0)

@@ -162,7 +162,9 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     model = PdmModel(cfg.model).to(device)
     disc = PatchDiscriminator(cfg.model.disc_feat, cfg.model.disc_layers).to(device)
     t = cfg.train
-    opt_g = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas)
+    base = [model.kernel_net.base]
+    rest = [p for p in model.parameters() if p is not model.kernel_net.base]
+    opt_g = torch.optim.Adam([{"params": rest, "lr": t.lr}, {"params": base, "lr": t.kernel_lr}], betas=t.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr_d, betas=t.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(t.milestones), t.gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(t.milestones), t.gamma)
@@ -216,7 +218,7 @@ def _finite(name: str, v: Tensor) -> float:
     return x
 
 
-def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | None, cfg: PdmConfig) -> dict[str, float]:
+def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | None, cfg: PdmConfig, train_g: bool = True) -> dict[str, float]:
     """One iteration: the degradation model against the discriminator, then the discriminator.
 
     Args:
@@ -225,6 +227,7 @@ def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | Non
         lr: ``(B, 3, H/s, W/s)`` real LR patches in [0, 1].
         zk, zn: the codes of this iteration (:meth:`PdmModel.draw_codes`).
         cfg: the configuration.
+        train_g: update the degradation model (false during ``train.d_warmup``).
 
     Returns:
         Losses and statistics of this iteration (floats).
@@ -250,12 +253,13 @@ def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | Non
         loss_center = _centroid_penalty(kernels) * t.center_weight
         loss_g = loss_g + loss_center
     _finite("loss_g", loss_g)
-    nets.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-    with single_thread_on_cpu(list(model.parameters())):
-        nets.opt_g.step()
+    if train_g:
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        with single_thread_on_cpu(list(model.parameters())):
+            nets.opt_g.step()
     for p in disc.parameters():
         p.requires_grad_(True)
     # discriminator: real LR -> 1, fake -> 0
@@ -415,7 +419,7 @@ def train_pdm(
             zk, zn = nets.model.draw_codes(hr.shape[0], lr.shape[-2:], g)
             lr_now = nets.opt_g.param_groups[0]["lr"]
             try:
-                losses = pdm_step(nets, hr, lr, zk, zn, cfg)
+                losses = pdm_step(nets, hr, lr, zk, zn, cfg, train_g=it >= t.d_warmup)
             except _NonFinite as exc:
                 good = latest_checkpoint(out_dir)
                 kept = f"last good checkpoint kept: {good}" if good else "no checkpoint written yet"
