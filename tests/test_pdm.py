@@ -216,3 +216,25 @@ def test_cli_train_pdm(data, tmp_path, esr):
     assert rc == 1 and "--no-resume" in err
     rc, out, err = esr("train-pdm", "--print-config")
     assert rc == 0 and "[model]" in out and "kernel_size = 21" in out
+
+
+def test_cli_degrade_with_pdm_and_model_info(tmp_path, esr):
+    m = _model(kernel_size=5)
+    path = save_pdm(tmp_path / "p.safetensors", m)
+    _write(tmp_path / "in" / "a.png", 32, 40, 0)
+    _write(tmp_path / "in" / "b.png", 6, 7, 1)
+    rc, out, err = esr("degrade", "--pdm", path, tmp_path / "in", tmp_path / "out")
+    assert rc == 0, err
+    lq = cv2.imread(str(tmp_path / "out" / "lq" / "a.png"))
+    assert lq.shape == (8, 10, 3)
+    lines = [json.loads(x) for x in (tmp_path / "out" / "params.jsonl").read_text().splitlines()]
+    assert lines[0]["pdm"] == str(path)
+    rc, out, err = esr("degrade", "--pdm", path, "--show", tmp_path / "in" / "a.png", "-o", tmp_path / "sheet.png", "--n", "3")
+    assert rc == 0, err
+    assert cv2.imread(str(tmp_path / "sheet.png")) is not None
+    rc, out, err = esr("degrade", "--pdm", path, "--scale", "2", tmp_path / "in", tmp_path / "out2")
+    assert rc == 1 and "scale 4, expected 2" in err and str(path) in err
+    rc, out, err = esr("model", "info", path)
+    assert rc == 0 and "PDM" in out and "x4" in out and "gaussian 5x5" in out
+    rc, out, err = esr("model", "info", "--json", path)
+    assert rc == 0 and json.loads(out)["scale"] == 4
