@@ -36,7 +36,7 @@ def test_kernels_sum_to_one_start_as_delta_and_shapes(kind, spatial):
     assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(5), atol=1e-5)
     assert (k >= 0).all()
     # a delta-like start: most of the mass on the centre tap, centroid at the centre
-    assert float(k[:, 4, 4].min()) > 0.8
+    assert float(k[:, 4, 4].min()) > (0.7 if kind == "gaussian" else 0.99)
     mu, _ = kernel_moments(k)
     assert float(mu.abs().max()) < 1e-4
     x = torch.rand(2, 3, 37, 50)

@@ -152,6 +152,8 @@ class PdmTrainOptions:
         milestones: iterations where both learning rates are multiplied by ``gamma``.
         gamma: learning-rate factor at each milestone.
         grad_clip: gradient-norm clip of both networks (paper 50; 0: none).
+        ema_decay: decay of the exponential moving average of the model's weights, which is
+            what ``pdm.safetensors`` holds (it averages out the adversarial oscillations).
         noise_mean_weight: weight of the squared mean of the noise (paper 100).
         center_weight: weight of the squared distance (pixels) of the kernel's centroid from
             the centre (against the shift ambiguity of unpaired training; the Gaussian kernel
@@ -166,14 +168,15 @@ class PdmTrainOptions:
 
     total_iter: int = 6000
     batch_size: int = 16
-    lr: float = 2e-4
-    kernel_lr: float = 5e-3
-    lr_d: float = 2e-4
+    lr: float = 1e-4
+    kernel_lr: float = 1e-3
+    lr_d: float = 5e-4
     d_warmup: int = 100
     betas: tuple[float, float] = (0.5, 0.999)
     milestones: tuple[int, ...] = (3000, 4500)
     gamma: float = 0.5
     grad_clip: float = 50.0
+    ema_decay: float = 0.99
     noise_mean_weight: float = 100.0
     center_weight: float = 0.1
     seed: int = 0
@@ -188,6 +191,8 @@ class PdmTrainOptions:
             _positive(name, getattr(self, name))
         for name in ("grad_clip", "noise_mean_weight", "center_weight", "threads", "d_warmup", "kernel_lr"):
             _non_negative(name, getattr(self, name))
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
         if list(self.milestones) != sorted(self.milestones):

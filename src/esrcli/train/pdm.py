@@ -37,6 +37,7 @@ from esrcli.degrade.pdm import PatchDiscriminator, PdmModel, kernel_moments, sav
 from esrcli.errors import DataError, ImageError, TrainingError
 from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.cpu import single_thread_on_cpu
+from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
 from esrcli.train.loop import StepInfo, _find_resume
 
@@ -149,6 +150,7 @@ class PdmNets:
     """The degradation model, the discriminator and their optimisers."""
 
     model: PdmModel
+    ema: PdmModel
     disc: PatchDiscriminator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
@@ -168,7 +170,7 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr_d, betas=t.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(t.milestones), t.gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(t.milestones), t.gamma)
-    return PdmNets(model, disc, opt_g, opt_d, sched_g, sched_d)
+    return PdmNets(model, make_ema(model), disc, opt_g, opt_d, sched_g, sched_d)
 
 
 def kernel_stats(kernels: Tensor) -> dict[str, float]:
@@ -289,6 +291,7 @@ def save_pdm_checkpoint(out_dir: Path, iteration: int, cfg: PdmConfig, nets: Pdm
         "kind": "pdm",
         "config": to_toml(cfg),
         "net_g": nets.model.state_dict(),
+        "net_g_ema": nets.ema.state_dict(),
         "net_d": nets.disc.state_dict(),
         "opt_g": nets.opt_g.state_dict(),
         "opt_d": nets.opt_d.state_dict(),
@@ -309,6 +312,7 @@ def load_pdm_checkpoint(path: Path, nets: PdmNets) -> int:
         raise TrainingError(f"{path}: not a train-pdm checkpoint (written by train-net/train-gan?)")
     try:
         nets.model.load_state_dict(state["net_g"])
+        nets.ema.load_state_dict(state["net_g_ema"])
         nets.disc.load_state_dict(state["net_d"])
     except RuntimeError as exc:
         raise TrainingError(f"{path}: checkpoint does not match the [model] table ({str(exc).splitlines()[0][:120]})") from None
@@ -424,18 +428,22 @@ def train_pdm(
                 good = latest_checkpoint(out_dir)
                 kept = f"last good checkpoint kept: {good}" if good else "no checkpoint written yet"
                 raise TrainingError(f"iteration {it + 1}: {exc}; training stopped ({kept})", hint="lower train.lr or train.lr_d") from None
+            if it >= t.d_warmup:
+                ema_update(nets.ema, nets.model, t.ema_decay)
             nets.sched_g.step()
             nets.sched_d.step()
             it += 1
             dt = time.monotonic() - tick
             iter_seconds = 0.9 * iter_seconds + 0.1 * dt if iter_seconds else dt
             if it % t.log_interval == 0 or it == t.total_iter:
+                ema_k = kernel_stats(nets.ema.sample_kernels(64, generator=torch.Generator().manual_seed(0)))
+                losses.update({f"ema_k_{k}": v for k, v in ema_k.items()})
                 log.write({"iter": it, **losses, "lr": lr_now, "time": round(time.monotonic() - start_time, 3)})
             stop = deadline is not None and time.monotonic() + iter_seconds >= deadline
             step_ckpt = None
             if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
                 ckpt = step_ckpt = save_pdm_checkpoint(out_dir, it, cfg, nets)
-                save_pdm(out_dir / PDM_EXPORT, nets.model, {"iterations": str(it)})
+                save_pdm(out_dir / PDM_EXPORT, nets.ema, {"iterations": str(it)})
             if on_step is not None:
                 on_step(StepInfo(it, t.total_iter, losses, lr_now, None, step_ckpt))
             if stop:
@@ -444,7 +452,7 @@ def train_pdm(
     finally:
         log.close()
     if ckpt is None or not (out_dir / PDM_EXPORT).exists():
-        save_pdm(out_dir / PDM_EXPORT, nets.model, {"iterations": str(it)})
+        save_pdm(out_dir / PDM_EXPORT, nets.ema, {"iterations": str(it)})
     failed = data.hr.failed + data.lr.failed
     skipped = data.skipped + [(f, "could not be decoded") for f in failed]
     seconds = time.monotonic() - loop_start
