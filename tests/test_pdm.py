@@ -238,3 +238,34 @@ def test_cli_degrade_with_pdm_and_model_info(tmp_path, esr):
     assert rc == 0 and "PDM" in out and "x4" in out and "gaussian 5x5" in out
     rc, out, err = esr("model", "info", "--json", path)
     assert rc == 0 and json.loads(out)["scale"] == 4
+
+
+def test_train_net_with_pdm_pairs(data, tmp_path):
+    from esrcli.config.train import TrainNetConfig
+    from esrcli.train.loop import train
+    from esrcli.train.pairs import PairMaker
+
+    pdm_path = save_pdm(tmp_path / "p.safetensors", _model(kernel_size=5))
+    base = {
+        "model": {"arch": "SRVGGNetCompact", "num_feat": 4, "num_conv": 1},
+        "data": {"folders": [str(data / "hr")], "gt_size": 16, "crop_size": 24, "num_workers": 0},
+        "train": {"total_iter": 2, "batch_size": 2, "pool_size": 0, "checkpoint_interval": 2, "log_interval": 1,
+                  "precision": "fp32", "seed": 1, "compile_kernels": False, "device": "cpu"},
+    }
+    with pytest.raises(ConfigError, match=r"degrade\.pdm: a PDM file"):
+        from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm"}})
+    cfg = from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm", "pdm": str(pdm_path)}}, base_dir=tmp_path)
+    maker = PairMaker(cfg, torch.device("cpu"), 5)
+    crops = torch.rand(2, 3, 24, 24)
+    batch = maker.make(crops)
+    assert batch["lq"].shape == (2, 3, 4, 4) and batch["gt"].shape == (2, 3, 16, 16)
+    # the LQ is the PDM's degradation of the GT crop (8-bit rounded)
+    ref = load_pdm(pdm_path).degrade(batch["gt"], noise=False, generator=torch.Generator().manual_seed(0))
+    assert (batch["lq"] - ref).abs().mean() < 0.05
+    res = train(cfg, tmp_path / "run")
+    assert res.iteration == 2
+    mixed = from_dict(TrainNetConfig, {**base, "degrade": {"source": "mix", "pdm": str(pdm_path), "pdm_prob": 1.0}}, base_dir=tmp_path)
+    assert PairMaker(mixed, torch.device("cpu"), 5).make(crops)["lq"].shape == (2, 3, 4, 4)
+    wrong = save_pdm(tmp_path / "p2.safetensors", _model(kernel_size=5, scale=2))
+    with pytest.raises(WeightsError, match="scale 2, expected 4"):
+        PairMaker(from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm", "pdm": str(wrong)}}), torch.device("cpu"), 5)
