@@ -66,7 +66,10 @@ class PdmModelConfig:
         noise_feat: features of the noise module (paper 32).
         noise_blocks: residual blocks of the noise module (paper 8).
         disc_feat: features of the PatchGAN discriminator's first layer (paper 64).
-        disc_layers: stride-2 layers of the discriminator (paper 3).
+        disc_layers: the official ``nb`` of the discriminator (paper 3).
+        disc_highpass: the discriminator judges the high-pass image (blur, aliasing and
+            noise rather than content; not in the paper, see
+            :class:`~esrcli.degrade.pdm.PatchDiscriminator`).
     """
 
     scale: int = 4
@@ -83,6 +86,7 @@ class PdmModelConfig:
     noise_blocks: int = 4
     disc_feat: int = 32
     disc_layers: int = 3
+    disc_highpass: bool = True
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 3, 4, 8):

@@ -162,7 +162,7 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     """Networks (seeded by ``train.seed``), Adam optimisers and MultiStepLR schedules."""
     torch.manual_seed(mix_seed(cfg.train.seed, 0x1417))
     model = PdmModel(cfg.model).to(device)
-    disc = PatchDiscriminator(cfg.model.disc_feat, cfg.model.disc_layers).to(device)
+    disc = PatchDiscriminator(cfg.model.disc_feat, cfg.model.disc_layers, cfg.model.disc_highpass).to(device)
     t = cfg.train
     base = [model.kernel_net.base]
     rest = [p for p in model.parameters() if p is not model.kernel_net.base]
