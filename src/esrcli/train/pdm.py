@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -430,7 +431,9 @@ def train_pdm(
                 raise TrainingError(f"iteration {it + 1}: {exc}; training stopped ({kept})", hint="lower train.lr or train.lr_d") from None
             if it >= t.d_warmup:
                 ema_update(nets.ema, nets.model, t.ema_decay)
-            nets.sched_g.step()
+            with warnings.catch_warnings():  # during train.d_warmup the model's optimiser has not stepped yet
+                warnings.simplefilter("ignore", UserWarning)
+                nets.sched_g.step()
             nets.sched_d.step()
             it += 1
             dt = time.monotonic() - tick
