@@ -158,7 +158,9 @@ class PdmTrainOptions:
         grad_clip: gradient-norm clip of both networks (paper 50; 0: none).
         ema_decay: decay of the exponential moving average of the model's weights, which is
             what ``pdm.safetensors`` holds (it averages out the adversarial oscillations).
-        noise_mean_weight: weight of the squared mean of the noise (paper 100).
+        noise_mean_weight: weight of the squared mean of the noise (paper 100), taken per
+            image and colour channel (a per-image mean let the noise module add a colour cast
+            on the real_noisy domain).
         center_weight: weight of the squared distance (pixels) of the kernel's centroid from
             the centre (against the shift ambiguity of unpaired training; the Gaussian kernel
             is centred by construction).

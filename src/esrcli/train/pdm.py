@@ -249,7 +249,8 @@ def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | Non
     loss_g = loss_adv
     loss_mean = torch.zeros((), device=hr.device)
     if noise is not None and t.noise_mean_weight:
-        loss_mean = noise.mean(dim=(1, 2, 3)).pow(2).mean() * t.noise_mean_weight
+        # per image and channel: a noise with a colour bias would be a colour cast, not noise
+        loss_mean = noise.mean(dim=(2, 3)).pow(2).mean() * t.noise_mean_weight
         loss_g = loss_g + loss_mean
     loss_center = torch.zeros((), device=hr.device)
     if t.center_weight and cfg.model.kernel == "free":
