@@ -40,6 +40,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        (root / "hr").mkdir()
+        (root / "lr").mkdir()
         for i in range(8):
             write_image(root / "hr" / f"{i}.png", Image(rng.random((300, 300, 3), dtype=np.float32)))
             write_image(root / "lr" / f"{i}.png", Image(rng.random((80, 80, 3), dtype=np.float32)))
