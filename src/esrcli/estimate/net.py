@@ -39,10 +39,14 @@ class EstimatorNet(nn.Module):
             nn.Conv2d(4 * w, 4 * w, 3, 2, 1), nn.LeakyReLU(0.1),
         )
         self.head = nn.Sequential(nn.Linear(8 * w, 64), nn.LeakyReLU(0.1), nn.Linear(64, 5))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, P, P)`` in [0, 1] -> ``(B, 5)`` scaled targets (see the module docstring)."""
-        f = self.body(x - 0.5)
+        f = self.body((x - 0.5) * 4.0)
         # mean and std pooling: the std keeps the strength of high-frequency responses
         pooled = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3))], dim=1)
         return self.head(pooled)

@@ -155,7 +155,7 @@ def train_estimator(
             opt.step()
             sched.step()
             it += 1
-            acc.append({"loss": float(loss), **_mae(pred.detach().numpy(), ys)})
+            acc.append({"loss": float(loss.detach()), **_mae(pred.detach().numpy(), ys)})
             if it % t.log_every == 0 or it == t.iterations:
                 last = {"iteration": it, **{k: float(np.mean([a[k] for a in acc])) for k in acc[0]},
                         "lr": sched.get_last_lr()[0], "elapsed_s": time.monotonic() - t0}
