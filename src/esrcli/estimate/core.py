@@ -1,6 +1,6 @@
 """``estimate(image)``: noise sigma per channel, JPEG quality, blur sigma and the recommended denoise strength.
 
-How: up to :data:`MAX_PATCHES` 64x64 patches on the image's 16-pixel grid (spread evenly over the
+How: up to :data:`MAX_PATCHES` 64x64 patches on the image's 8-pixel JPEG block grid (detected; spread evenly over the
 image, so a 12 MP photo costs the same as a 1 MP one) go through the embedded ``esr-estimator`` CNN
 (:mod:`esrcli.estimate.net`); each output is aggregated over the patches with a robust statistic
 (median for JPEG and blur; for noise the median over the flatter half of the patches, where the CNN
@@ -86,8 +86,8 @@ def _load_net():
     return net
 
 
-def _as_levels(image: np.ndarray, name: str) -> np.ndarray:
-    """``(H, W, C)`` float32 in 8-bit levels (C = 1 or 3, alpha dropped) from a uint8/uint16/float array."""
+def _as_samples(image: np.ndarray, name: str) -> np.ndarray:
+    """``(H, W, C)`` samples (C = 1 or 3; alpha dropped; uint8, uint16 or float32 in [0, 1]) of an array."""
     a = np.asarray(image)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -95,32 +95,77 @@ def _as_levels(image: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     if a.shape[2] in (2, 4):
         a = a[:, :, : a.shape[2] - 1]
+    if a.shape[2] == 3:
+        # gray stored as RGB(A) (OpenCV expands gray+alpha so): estimate it as gray
+        rows = a[:: max(1, a.shape[0] // 64)]
+        if np.array_equal(rows[:, :, 0], rows[:, :, 1]) and np.array_equal(rows[:, :, 0], rows[:, :, 2]) \
+                and np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+            a = a[:, :, :1]
+    if a.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ImageError(f"{name}: expected uint8, uint16 or float32 samples, got {a.dtype}")
+    return a
+
+
+def _to_levels(a: np.ndarray) -> np.ndarray:
+    """float32 8-bit levels (0-255) of uint8 / uint16 / float [0, 1] samples."""
     if a.dtype == np.uint8:
-        return a
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) * np.float32(255.0 / 65535.0)
-    raise ImageError(f"{name}: expected uint8 or uint16 samples, got {a.dtype}")
+        return a.astype(np.float32)
+    scale = 255.0 / 65535.0 if a.dtype == np.uint16 else 255.0
+    return a.astype(np.float32) * np.float32(scale)
 
 
-def _patch_origins(h: int, w: int, n: int) -> list[tuple[int, int]]:
-    """Up to ``n`` top-left corners on the 16-pixel grid, spread evenly over an ``h x w`` image."""
-    ny, nx = (h - PATCH) // 16 + 1, (w - PATCH) // 16 + 1
+def block_phase(gray: np.ndarray) -> tuple[int, int]:
+    """Offset ``(dy, dx)`` in 0..7 of the 8x8 JPEG block grid of a decoded (possibly cropped) image.
+
+    The grid is where the mean absolute difference between neighbouring rows (columns) peaks
+    every 8 pixels; ``(0, 0)`` when no such peak stands out (an image never compressed, or
+    compressed so finely that its block edges are invisible).
+
+    Args:
+        gray: ``(H, W)`` luma (any real dtype); at most 256 rows and columns, spread evenly, are read.
+    """
+    h, w = gray.shape
+    rows = gray[:: max(1, h // 256)].astype(np.float32)
+    cols = gray[:, :: max(1, w // 256)].astype(np.float32)
+    out = []
+    for axis, sub in ((0, cols), (1, rows)):
+        d = np.abs(np.diff(sub, axis=axis)).mean(axis=1 - axis)  # d[j]: between j and j + 1
+        n = (d.size // 8) * 8
+        if n < 16:
+            out.append(0)
+            continue
+        per_phase = d[:n].reshape(-1, 8).mean(axis=0)  # per_phase[r]: boundaries j = 8m + r
+        r = int(np.argmax(per_phase))
+        rest = np.delete(per_phase, r)
+        strong = per_phase[r] > rest.mean() + 4.0 * rest.std() + 0.02 * rest.mean()
+        out.append((r + 1) % 8 if strong else 0)
+    return out[0], out[1]
+
+
+def _patch_origins(h: int, w: int, n: int, phase: tuple[int, int] = (0, 0)) -> list[tuple[int, int]]:
+    """Up to ``n`` top-left corners on the 8-pixel grid shifted by ``phase``, spread evenly over an ``h x w`` image."""
+    dy, dx = phase
+    h, w = h - dy, w - dx
+    ny, nx = (h - PATCH) // 8 + 1, (w - PATCH) // 8 + 1
     # a rows x cols lattice with about n points and the image's aspect ratio
     rows = max(1, min(ny, int(round(np.sqrt(n * ny / nx)))))
     cols = max(1, min(nx, n // rows))
-    ys = np.unique(np.linspace(0, ny - 1, rows).round().astype(int)) * 16
-    xs = np.unique(np.linspace(0, nx - 1, cols).round().astype(int)) * 16
+    ys = np.unique(np.linspace(0, ny - 1, rows).round().astype(int)) * 8 + dy
+    xs = np.unique(np.linspace(0, nx - 1, cols).round().astype(int)) * 8 + dx
     return [(int(y), int(x)) for y in ys for x in xs]
 
 
-def _patches(levels: np.ndarray) -> np.ndarray:
-    """``(N, 3, P, P)`` float32 in [0, 1] (8-bit rounded; gray replicated) from an ``(H, W, C)`` image."""
-    h, w, c = levels.shape
+def _patches(samples: np.ndarray) -> np.ndarray:
+    """``(N, 3, P, P)`` float32 in [0, 1] (8-bit rounded; gray replicated) from ``(H, W, C)`` samples."""
+    h, w, c = samples.shape
+    dy, dx = block_phase(samples[:, :, min(1, c - 1)])
+    if h - dy < PATCH or w - dx < PATCH:
+        dy = dx = 0
     out = []
-    for y, x in _patch_origins(h, w, MAX_PATCHES):
-        p = levels[y : y + PATCH, x : x + PATCH]
+    for y, x in _patch_origins(h, w, MAX_PATCHES, (dy, dx)):
+        p = samples[y : y + PATCH, x : x + PATCH]
         if p.dtype != np.uint8:
-            p = np.clip(np.rint(p), 0, 255)
+            p = np.clip(np.rint(_to_levels(p)), 0, 255)
         out.append(p)
     a = np.stack(out).astype(np.float32) * np.float32(1.0 / 255.0)
     if c == 1:
@@ -153,7 +198,9 @@ def estimate(image: ImageLike) -> DegradationEstimate:
     Args:
         image: a path (any format esr reads; a JPEG file's quality is read exactly from its
             quantisation tables), or an array ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)``
-            RGBA (alpha ignored), uint8 or uint16. Each side must be at least :data:`MIN_SIDE`.
+            RGBA (alpha ignored), uint8, uint16 or float32 in [0, 1]. Each side must be at least
+            :data:`MIN_SIDE`. Files are read as stored (no EXIF rotation: the JPEG block grid
+            stays where the encoder put it); gray stored as RGB is estimated as gray.
 
     Returns:
         A :class:`DegradationEstimate`.
@@ -166,25 +213,24 @@ def estimate(image: ImageLike) -> DegradationEstimate:
     file_quality: int | None = None
     is_file = isinstance(image, (str, Path))
     if is_file:
-        from esrcli.data.imageio import read_image
+        from esrcli.data.imageio import read_samples
 
         path = Path(image)
         name = str(path)
-        img = read_image(path)
-        levels = img.color * np.float32(255.0)
+        samples = _as_samples(read_samples(path), name)
         file_quality = jpeg_file_quality(path)
     else:
         name = "<array>"
-        levels = _as_levels(image, name)
-    h, w = levels.shape[:2]
+        samples = _as_samples(image, name)
+    h, w = samples.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{name}: too small to estimate ({w}x{h}; at least {MIN_SIDE}x{MIN_SIDE})")
     net = _load_net()
-    channels = levels.shape[2]
+    channels = samples.shape[2]
     if net is None:
-        noise, quality, blur = _classical(levels)
+        noise, quality, blur = _classical(_to_levels(samples))
     else:
-        patches = _patches(levels)
+        patches = _patches(samples)
         out = _cnn(patches, net)
         flat = _flatness(patches)
         keep = flat <= np.median(flat)
@@ -195,7 +241,7 @@ def estimate(image: ImageLike) -> DegradationEstimate:
         comp = float(np.median(out[:, 3]))
         quality = None if comp < NO_JPEG_BELOW else int(np.clip(round(100.0 - 100.0 * comp), 1, 100))
         blur = float(max(0.0, np.median(out[:, 4]) * BLUR_SCALE))
-    if is_file:
+    if file_quality is not None:
         quality = file_quality
     noise = tuple(round(float(v), 3) for v in noise)
     blur = round(float(blur), 3)

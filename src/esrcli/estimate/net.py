@@ -1,7 +1,7 @@
 """The small patch CNN of the estimator and the scaling of its outputs.
 
 Input: ``(B, 3, P, P)`` float32 RGB patches in ``[0, 1]`` whose top-left corner lies on the image's
-16-pixel grid (so JPEG blocks and 4:2:0 MCUs sit at the same place in every patch). Output ``(B, 5)``:
+8-pixel block grid (so JPEG blocks sit at the same place in every patch). Output ``(B, 5)``:
 noise sigma of R, G, B / 25, JPEG "compression" (100 - q) / 100 (0 for an uncompressed patch), blur
 sigma / 3. The first layer sees full resolution (noise and 8x8 block edges are pixel-level); four
 stride-2 stages and a global mean pool make it size-agnostic.

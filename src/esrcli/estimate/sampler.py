@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from esrcli.errors import ConfigError
 from esrcli.estimate.net import BLUR_SCALE, NOISE_SCALE, PATCH
 from esrcli.ops.jpeg import jpeg_roundtrip_uint8
 
@@ -32,6 +33,17 @@ class SamplerSettings:
     p_jpeg: float = 0.5
     jpeg_min: int = 15
     jpeg_max: int = 98
+
+    def __post_init__(self) -> None:
+        for name in ("p_blur", "p_noise", "p_gray_noise", "p_jpeg"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"sampler.{name}: must be in [0, 1]")
+        if not 0.2 < self.blur_max <= 10.0:
+            raise ConfigError("sampler.blur_max: must be in (0.2, 10]")
+        if not 0.0 < self.noise_max <= 100.0:
+            raise ConfigError("sampler.noise_max: must be in (0, 100]")
+        if not 1 <= self.jpeg_min <= self.jpeg_max <= 100:
+            raise ConfigError("sampler.jpeg_min/jpeg_max: need 1 <= jpeg_min <= jpeg_max <= 100")
 
 
 def held_out(name: str, index: int) -> bool:
@@ -97,8 +109,10 @@ def sample_batch(
     for i in range(batch):
         img = images[int(rng.integers(len(images)))]
         h, w = img.shape[:2]
-        top = int(rng.integers(0, (h - size) // 16 + 1)) * 16
-        left = int(rng.integers(0, (w - size) // 16 + 1)) * 16
+        # corners on the 8-pixel grid: the JPEG blocks sit at the same place in every patch, and
+        # both 16-pixel phases of 4:2:0 chroma are seen (estimate() aligns to the detected 8-grid)
+        top = int(rng.integers(0, (h - size) // 8 + 1)) * 8
+        left = int(rng.integers(0, (w - size) // 8 + 1)) * 8
         crop = img[top : top + size, left : left + size]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]

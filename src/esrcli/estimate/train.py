@@ -28,7 +28,7 @@ class TrainSettings:
     """Optimisation settings.
 
     Attributes:
-        data: folder of clean HR photos (held-out ``photo_*`` files are skipped).
+        data: folder of clean HR photos (held-out ``photo_*`` files are skipped); required.
         iterations: optimiser steps.
         batch: patches per step.
         lr: Adam learning rate (cosine decay to 1 %).
@@ -37,9 +37,11 @@ class TrainSettings:
         seed: RNG seed of the sampler and the initialisation.
         log_every: iterations between metrics lines.
         checkpoint_every: iterations between checkpoints.
+        init: optional starting weights (an ``esr-estimator`` safetensors file, e.g. the embedded
+            one) for a fine-tune; ignored when a checkpoint is resumed.
     """
 
-    data: Path = Path("/work/shared/data/train")
+    data: Path | None = None
     iterations: int = 3000
     batch: int = 64
     lr: float = 2e-3
@@ -48,13 +50,14 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 250
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch", "width", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1")
+                raise ConfigError(f"train.{name}: must be >= 1")
         if not self.lr > 0:
-            raise ConfigError("lr: must be > 0")
+            raise ConfigError("train.lr: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def train_estimator(
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    if t.data is None:
+        raise ConfigError("train.data: no training folder given")
     if not t.data.is_dir():
         raise DataError(f"{t.data}: training folder not found")
     images = [im for im in (load_rgb8(p) for p in list_training_photos(t.data)) if min(im.shape[:2]) >= MIN_SIDE]
@@ -119,6 +124,8 @@ def train_estimator(
     net = EstimatorNet(t.width)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, t.iterations, eta_min=t.lr * 0.01)
+    if t.init is not None:
+        _load_init(net, t.init)
     rng = np.random.default_rng(t.seed)
     start = 0
     ckpt = out_dir / "checkpoint.pt"
@@ -171,6 +178,31 @@ def train_estimator(
     save(it)
     export_weights(net, out_dir / "esr-estimator.safetensors", {"iterations": str(it), "width": str(t.width)})
     return last
+
+
+def _load_init(net, path: Path) -> None:
+    """Load starting weights from an ``esr-estimator`` safetensors file into ``net``.
+
+    Raises:
+        ConfigError: the file is missing, not estimator weights, or of another width.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ConfigError(f"train.init: {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        sd = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise ConfigError(f"train.init: {path}: not a safetensors file ({exc})") from None
+    if meta.get("format") != "esr-estimator":
+        raise ConfigError(f"train.init: {path}: not esr-estimator weights (format={meta.get('format')!r})")
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError:
+        raise ConfigError(f"train.init: {path}: width {meta.get('width')} does not match train.width = {net.width}") from None
 
 
 def export_weights(net, path: Path, extra: dict[str, str]) -> None:
