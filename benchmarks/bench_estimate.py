@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--draws", type=int, default=3, help="degradations drawn per image and test")
     ap.add_argument("--limit", type=int, default=1000, help="at most this many images")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the drawn degradations")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     if not (SHARED / "data").is_dir():
@@ -76,7 +77,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if _load_net() is None:
         print("warning: no embedded esr-estimator weights: the classical fallback is measured", file=sys.stderr)
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(args.seed)
     images = _images(args.limit)
     res: dict[str, float] = {"images": len(images)}
 
