@@ -348,8 +348,8 @@ def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim
     if state.get("stage") != stage:
         raise TrainingError(f"checkpoint is from train-{state.get('stage')}, this is train-{stage} (use another output folder)")
     if ("net_p" in state) != (nets.net_p is not None):
-        have = "has" if "net_p" in state else "has no"
-        raise TrainingError(f"checkpoint {have} a degradation head, model.predict_degradation is {str(nets.net_p is not None).lower()}",
+        have = "has a" if "net_p" in state else "has no"
+        raise TrainingError(f"checkpoint {have} degradation head, model.predict_degradation is {str(nets.net_p is not None).lower()}",
                             hint="keep model.predict_degradation as it was, or use another output folder")
     try:
         _unwrap(nets.net_g).load_state_dict(state["net_g"])
