@@ -17,7 +17,7 @@ from esrcli.archs.deghead import DegradationHead, TrunkTap
 from esrcli.config import from_dict
 from esrcli.config.degrade import DegradeConfig
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
-from esrcli.degrade import PairPool, sample_params
+from esrcli.degrade import PairPool, sample_params, synthesize_pairs
 from esrcli.degrade.vector import PARAM_NAMES, param_vector
 from esrcli.errors import ConfigError, TrainingError
 from esrcli.train.checkpoint import list_checkpoints, read_checkpoint
@@ -108,6 +108,15 @@ def test_pairs_are_the_same_with_and_without_the_parameters(data):
         assert "deg" not in a and b["deg"].shape == (2, len(PARAM_NAMES))
         assert all(torch.equal(a[k], b[k]) for k in ("lq", "gt", "gt_usm"))
     assert torch.equal(plain.generator.get_state(), joint.generator.get_state())
+    # and both equal the pairs made the way PairMaker did before the parameters existed
+    cfg = _cfg(data, train={"gt_usm": True})
+    ref_gen, pool = torch.Generator().manual_seed(7), PairPool(4, 2)
+    joint = PairMaker(cfg, torch.device("cpu"), 7)
+    for c in crops:
+        gt, usm, lq, _ = synthesize_pairs(c, cfg.degrade, ref_gen, gt_usm=True, degrade_usm=True)
+        lq, gt, usm = pool.exchange(lq, gt, usm, generator=ref_gen)
+        out = joint.make(c)
+        assert torch.equal(out["lq"], lq) and torch.equal(out["gt"], gt) and torch.equal(out["gt_usm"], usm)
 
 
 def test_pool_keeps_each_parameter_row_with_its_pair():
