@@ -158,9 +158,11 @@ def main() -> None:
     results = {}
     for label, model in models.items():
         work = args.out / "eval" / label
-        sets = {name: eval_set(name, model, work, env)["sr"] for name in ("set5", "set14")}
+        full = {name: eval_set(name, model, work, env) for name in ("set5", "set14")}
+        sets = {name: r["sr"] for name, r in full.items()}
+        per_image = {f"{name}/{k}": v for name, r in full.items() for k, v in r["sr_per_image"].items()}
         real = None if args.no_niqe else eval_real(model, work, env)["niqe"]["sr"]
-        results[label] = {"sets": sets, "real_niqe": real}
+        results[label] = {"sets": sets, "real_niqe": real, "psnr_y_per_image": per_image}
     head = head_error(args.out / "joint", args.out / "eval" / "joint")
     logs = {}
     for name in ("plain", "joint"):
@@ -179,7 +181,11 @@ def main() -> None:
         niqe = "-" if r["real_niqe"] is None else f"{r['real_niqe']:.3f}"
         lpix = f"{logs[label]['l_pix']:.4f}" if label in logs else "-"
         print(f"| {label} | {s5['psnr_y']:.3f} / {s5['ssim_y']:.4f} | {s14['psnr_y']:.3f} / {s14['ssim_y']:.4f} | {niqe} | {lpix} |")
-    print(f"\njoint head on degraded Set5+Set14: MAE {head['head_mae']:.4f} (predicting their mean: {head['mean_predictor_mae']:.4f}); "
+    a, b = results["plain"]["psnr_y_per_image"], results["joint"]["psnr_y_per_image"]
+    wins = sum(b[k] > a[k] for k in a)
+    diff = sum(b[k] - a[k] for k in a) / len(a)
+    print(f"\njoint vs plain, PSNR_Y per image: joint higher on {wins} of {len(a)}, mean difference {diff:+.3f} dB")
+    print(f"joint head on degraded Set5+Set14: MAE {head['head_mae']:.4f} (predicting their mean: {head['mean_predictor_mae']:.4f}); "
           f"training pred_mae (last 200 it) {logs['joint'].get('pred_mae', float('nan')):.4f}")
     (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds,
                                                        "results": results, "head": head, "train_logs": logs}, indent=1))
