@@ -169,6 +169,7 @@ def main() -> None:
         lines = [json.loads(x) for x in (args.out / name / "metrics.jsonl").read_text().splitlines()]
         last = [x for x in lines if "l_pix" in x][-8:]  # the last 200 iterations
         logs[name] = {k: sum(x[k] for x in last) / len(last) for k in ("l_pix", "l_pred", "pred_mae") if k in last[0]}
+        seconds.setdefault(name, lines[-1]["time"])  # --eval-only: the run's own wall time
     print(f"SRVGGNetCompact 64/32 x4, {args.iters} iterations, batch {args.batch}, GT {args.gt_size}, lr {args.lr:g}, "
           f"{'from scratch' if args.from_scratch else 'from esr-general-x4-net'}, seed {args.seed}, "
           f"predict_weight {args.weight:g}, {args.threads} thread(s) per run"
