@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--no-niqe", action="store_true", help="skip NIQE on ../shared/data/real")
     ap.add_argument("--eval-only", action="store_true", help="evaluate the runs already in --out")
+    ap.add_argument("--only", choices=["start", "plain", "joint"], help="evaluate this model alone (no table)")
     args = ap.parse_args()
     if not (SHARED / "data").exists():
         raise SystemExit("../shared is absent: this benchmark needs ../shared/data/train, val and real")
@@ -155,14 +156,24 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="2")
     models = {"start": "esr-general-x4-net"} if not args.from_scratch else {}
     models.update({name: str(args.out / name / "net_g_ema.safetensors") for name in ("plain", "joint")})
+    if args.only:
+        models = {args.only: models[args.only]}
     results = {}
     for label, model in models.items():
         work = args.out / "eval" / label
+        cached = work / "result.json"
+        if cached.is_file() and (not Path(model).is_file() or cached.stat().st_mtime > Path(model).stat().st_mtime):
+            results[label] = json.loads(cached.read_text())  # this model was evaluated already
+            continue
         full = {name: eval_set(name, model, work, env) for name in ("set5", "set14")}
         sets = {name: r["sr"] for name, r in full.items()}
         per_image = {f"{name}/{k}": v for name, r in full.items() for k, v in r["sr_per_image"].items()}
         real = None if args.no_niqe else eval_real(model, work, env)["niqe"]["sr"]
         results[label] = {"sets": sets, "real_niqe": real, "psnr_y_per_image": per_image}
+        cached.write_text(json.dumps(results[label]))
+    if args.only:
+        print(json.dumps(results, indent=1))
+        return
     head = head_error(args.out / "joint", args.out / "eval" / "joint")
     logs = {}
     for name in ("plain", "joint"):
