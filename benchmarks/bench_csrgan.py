@@ -128,7 +128,19 @@ def head_error(run: Path, work: Path) -> dict[str, float]:
                 preds.append(net_p(tap.pop())[0])
             targets.append(param_vector([entry])[0])
     p, t = torch.stack(preds), torch.stack(targets)
-    return {"head_mae": float((p - t).abs().mean()), "mean_predictor_mae": float((t - t.mean(0)).abs().mean())}
+    # the training distribution: 4096 draws of the default pipeline, each predicted by their mean
+    from esrcli.config.degrade import DegradeConfig
+    from esrcli.degrade import sample_params
+    from esrcli.degrade.vector import PARAM_NAMES
+
+    drawn = param_vector(sample_params(DegradeConfig(), 4096, torch.Generator().manual_seed(0)))
+    return {
+        "head_mae": float((p - t).abs().mean()),
+        "mean_predictor_mae": float((t - t.mean(0)).abs().mean()),
+        "train_mean_predictor_mae": float((drawn - drawn.mean(0)).abs().mean()),
+        "per_param": {n: [round(float((p - t)[:, i].abs().mean()), 4), round(float((t - t.mean(0))[:, i].abs().mean()), 4)]
+                      for i, n in enumerate(PARAM_NAMES)},
+    }
 
 
 def main() -> None:
@@ -198,7 +210,10 @@ def main() -> None:
     diff = sum(b[k] - a[k] for k in a) / len(a)
     print(f"\njoint vs plain, PSNR_Y per image: joint higher on {wins} of {len(a)}, mean difference {diff:+.3f} dB")
     print(f"joint head on degraded Set5+Set14: MAE {head['head_mae']:.4f} (predicting their mean: {head['mean_predictor_mae']:.4f}); "
-          f"training pred_mae (last 200 it) {logs['joint'].get('pred_mae', float('nan')):.4f}")
+          f"training pred_mae (last 200 it) {logs['joint'].get('pred_mae', float('nan')):.4f} "
+          f"(predicting the mean of the training draws: {head['train_mean_predictor_mae']:.4f})")
+    print("per parameter, head MAE / mean-predictor MAE on Set5+Set14: "
+          + ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, (a, b) in head["per_param"].items()))
     (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds,
                                                        "results": results, "head": head, "train_logs": logs}, indent=1))
 
