@@ -83,12 +83,19 @@ def test_print_config_round_trips(esr, tmp_path, stage, cls):
 def test_shipped_configs_load():
     files = sorted((ROOT / "configs").glob("*.toml"))
     assert files, "configs/*.toml missing"
+    from esrcli.estimate.train import EstimatorTrainConfig
+
     for f in files:
         if "pdm" in f.name:
             from esrcli.config.pdm import PdmConfig
 
             cfg = load_toml(PdmConfig, f)
             assert cfg.data.hr and cfg.data.lr and to_toml(cfg)
+            continue
+        if "estimator" in f.name:
+            cfg = load_toml(EstimatorTrainConfig, f)
+            assert cfg.train.data is not None
+            assert to_toml(cfg)
             continue
         cls = TrainGanConfig if "gan" in f.name else TrainNetConfig
         cfg = load_toml(cls, f)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so `esr --help` n
     import torch
 
 __all__ = [
+    "read_samples",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "Image",
@@ -190,6 +191,45 @@ def _decode(data: bytes) -> np.ndarray | None:
         return None
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+def read_samples(path: str | Path) -> np.ndarray:
+    """Read an image file's samples as stored: no EXIF orientation, no scaling, no colour handling.
+
+    For analyses that care about the stored pixel grid (JPEG blocks) and should not pay for a
+    float copy of the whole image (``esr estimate``).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        ``(H, W)`` gray or ``(H, W, C)`` with C = 2 (gray+alpha), 3 (RGB) or 4 (RGBA), in the
+        file's own sample type (uint8, uint16 or float32).
+
+    Raises:
+        ImageError: missing, empty, corrupt, truncated or non-image file; the message names it.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    arr = _decode(data)
+    if arr is None or arr.size == 0:
+        raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    return arr
 
 
 def read_image(path: str | Path) -> Image:

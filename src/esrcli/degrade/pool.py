@@ -65,6 +65,24 @@ class PairPool:
             ValueError: a batch size, shape or set of tensors that differs from earlier calls.
         """
         batch = {"lq": lq, "gt": gt} if gt_usm is None else {"lq": lq, "gt": gt, "gt_usm": gt_usm}
+        out = self.exchange_batch(batch, generator)
+        return out["lq"], out["gt"], out.get("gt_usm")
+
+    def exchange_batch(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`exchange` for any set of named tensors that travel together.
+
+        Args:
+            batch: tensors with ``batch_size`` rows each, e.g. ``{"lq", "gt", "gt_usm", "deg"}``
+                (the same names and per-row shapes at every call); ``"lq"`` sets the device.
+            generator: random generator for the shuffle (on the tensors' device).
+
+        Returns:
+            The batch to train on, under the same names (rows of one pair stay together).
+
+        Raises:
+            ValueError: a batch size, shape or set of names that differs from earlier calls.
+        """
+        lq = batch["lq"]
         b = lq.shape[0]
         if b != self.batch_size or any(t.shape[0] != b for t in batch.values()):
             raise ValueError(f"PairPool expects batches of {self.batch_size}, got {[t.shape[0] for t in batch.values()]}")
@@ -79,7 +97,7 @@ class PairPool:
             for k, t in batch.items():
                 self._store[k][self._ptr : self._ptr + b] = t.detach()
             self._ptr += b
-            return lq, gt, gt_usm
+            return dict(batch)
         device = lq.device if generator is None else generator.device
         idx = torch.randperm(self.pool_size, generator=generator, device=device).to(lq.device)
         out = {}
@@ -88,7 +106,7 @@ class PairPool:
             out[k] = shuffled[:b].clone()
             shuffled[:b] = t.detach()
             self._store[k] = shuffled
-        return out["lq"], out["gt"], out.get("gt_usm")
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """The pool's contents and fill level, for a training checkpoint."""

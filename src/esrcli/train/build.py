@@ -28,6 +28,7 @@ __all__ = [
     "build_net_g",
     "load_pretrained",
     "build_net_d",
+    "build_net_p",
     "build_optimizers",
     "build_loader",
     "build_teacher",
@@ -163,6 +164,29 @@ def build_net_d(cfg: NetDConfig, gt_size: int, seed: int) -> nn.Module:
         return VGGStyleDiscriminator(num_in_ch=3, num_feat=cfg.num_feat, input_size=gt_size)
 
 
+def build_net_p(net_g: nn.Module, seed: int) -> tuple[nn.Module, Any]:
+    """The degradation-prediction head of ``model.predict_degradation`` and the tap that feeds it.
+
+    Returns:
+        ``(net_p, tap)``: a :class:`~esrcli.archs.deghead.DegradationHead` (float32, CPU,
+        initialised from ``seed``) and the :class:`~esrcli.archs.deghead.TrunkTap` hooked on
+        ``net_g`` (not wrapped).
+
+    Raises:
+        TrainingError: a generator without known trunk features.
+    """
+    from esrcli.archs.deghead import DegradationHead, TrunkTap
+    from esrcli.degrade.vector import PARAM_NAMES
+
+    try:
+        tap = TrunkTap(net_g)
+    except ValueError as exc:
+        raise TrainingError(f"model.predict_degradation: {exc}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(seed, 0x6E6574, 0x70))
+        return DegradationHead(tap.num_feat, len(PARAM_NAMES)), tap
+
+
 @dataclass
 class Teacher:
     """A frozen teacher network for train-gan's ``[teacher]`` term.
@@ -244,12 +268,19 @@ def _fused_ok(net: nn.Module) -> bool | None:
 
 
 def build_optimizers(
-    net_g: nn.Module, net_d: nn.Module | None, cfg: TrainNetConfig | TrainGanConfig
+    net_g: nn.Module, net_d: nn.Module | None, cfg: TrainNetConfig | TrainGanConfig, net_p: nn.Module | None = None
 ) -> dict[str, Any]:
-    """Adam optimisers and schedulers: ``{"opt_g", "sched_g"[, "opt_d", "sched_d"]}``."""
+    """Adam optimisers and schedulers: ``{"opt_g", "sched_g"[, "opt_d", "sched_d"]}``.
+
+    The degradation head ``net_p`` (``model.predict_degradation``), when given, is a second
+    parameter group of ``opt_g``: same lr, schedule and step as the generator.
+    """
     t: TrainOptions = cfg.train
     fused = _fused_ok(net_g)
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
+    groups: list[dict[str, Any]] = [{"params": list(net_g.parameters())}]
+    if net_p is not None:
+        groups.append({"params": list(net_p.parameters())})
+    opt_g = torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
     out: dict[str, Any] = {"opt_g": opt_g, "sched_g": build_scheduler(opt_g, t)}
     if net_d is not None and isinstance(cfg, TrainGanConfig):
         d = cfg.net_d

@@ -10,6 +10,11 @@ Reading order: :func:`train` (the loop) calls small functions: ``make_pairs`` (d
 degradation), :func:`train_step_net` / :func:`train_step_gan`, ``ema_update``,
 :func:`~esrcli.train.validate.validate`, :func:`save_checkpoint` / :func:`load_checkpoint`.
 Library code never prints: progress goes to ``on_step``, warnings to ``on_message``.
+
+With ``model.predict_degradation`` (CSRGAN's joint model) a small head ``net_p`` reads the
+generator's trunk features and regresses each sample's degradation parameters; its MSE,
+weighted by ``train.predict_weight``, joins the generator's loss (``l_pred``; ``pred_mae`` is
+the unweighted mean absolute error of the normalised parameters).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,6 +63,8 @@ class Nets:
     perceptual: nn.Module | None = None
     teacher: build.Teacher | None = None  # frozen, never in checkpoints
     forward_g: Callable[[Tensor], Tensor] | None = None  # compiled ``net_g`` (train.compile)
+    net_p: nn.Module | None = None  # degradation head (model.predict_degradation)
+    tap: Any = None  # TrunkTap on net_g feeding net_p
 
     def g(self, lq: Tensor) -> Tensor:
         """The generator's training forward pass (compiled when ``train.compile``)."""
@@ -148,27 +156,66 @@ def _no_sync(net: nn.Module, last: bool):
     return net.no_sync() if isinstance(net, DistributedDataParallel) and not last else nullcontext()
 
 
+def _no_sync_g(nets: Nets, last: bool) -> ExitStack:
+    """``no_sync`` of the generator and, when there is one, of the degradation head."""
+    stack = ExitStack()
+    stack.enter_context(_no_sync(nets.net_g, last))
+    if nets.net_p is not None:
+        stack.enter_context(_no_sync(nets.net_p, last))
+    return stack
+
+
+def predict_loss(nets: Nets, deg: Tensor, weight: float) -> tuple[Tensor, float]:
+    """The degradation-prediction term of the last generator forward pass.
+
+    Args:
+        nets: with ``net_p`` and ``tap`` (``model.predict_degradation``).
+        deg: ``(B, K)`` float32 target parameters (:func:`esrcli.degrade.vector.param_vector`).
+        weight: ``train.predict_weight`` (lambda).
+
+    Returns:
+        ``(weight * MSE(net_p(features), deg), mean absolute error)``, the MSE in float32.
+
+    Source: CSRGAN's joint loss ``L = L_SR + lambda * L_pred`` (L_pred an MSE on the
+    degradation parameters).
+    """
+    feat = nets.tap.pop()
+    with torch.autocast(feat.device.type, enabled=False):  # a tiny MLP: float32 throughout
+        pred = nets.net_p(feat.float())
+    target = deg.to(pred.device, torch.float32)
+    return weight * F.mse_loss(pred, target), float((pred.detach() - target).abs().mean())
+
+
 def train_step_net(nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], cfg: Config, prec: build.Precision) -> dict[str, float]:
     """One Real-ESRNet iteration: L1 (or L2/Charbonnier) between ``net_g(lq)`` and the (USM) GT.
 
     Args:
-        batches: ``train.accum_steps`` micro-batches ``{"lq", "gt", "gt_usm"}``.
+        batches: ``train.accum_steps`` micro-batches ``{"lq", "gt", "gt_usm"[, "deg"]}``.
 
     Returns:
-        ``{"l_pix": mean over micro-batches}``.
+        ``{"l_pix": mean over micro-batches}``, plus ``l_pred`` and ``pred_mae`` with the
+        degradation head.
     """
     optim.opt_g.zero_grad(set_to_none=True)
-    total = 0.0
+    n = len(batches)
+    logs = {"l_pix": 0.0}
     for i, b in enumerate(batches):
-        last = i == len(batches) - 1
+        last = i == n - 1
         target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
-        with _no_sync(nets.net_g, last), prec.autocast():
+        with _no_sync_g(nets, last), prec.autocast():
             sr = nets.g(b["lq"])
         l_pix = cfg.loss.pixel_weight * pixel_loss(sr, target, cfg.loss.pixel_criterion)
-        total += _finite("l_pix", l_pix)
-        with _no_sync(nets.net_g, last):
-            _optimizer_step(l_pix / len(batches), nets.net_g, optim.opt_g, optim.scaler, cfg.train.grad_clip, last)
-    return {"l_pix": total / len(batches)}
+        loss = l_pix
+        logs["l_pix"] += _finite("l_pix", l_pix) / n
+        if nets.net_p is not None:
+            with _no_sync_g(nets, last):
+                l_pred, mae = predict_loss(nets, b["deg"], cfg.train.predict_weight)
+            loss = l_pix + l_pred
+            logs["l_pred"] = logs.get("l_pred", 0.0) + _finite("l_pred", l_pred) / n
+            logs["pred_mae"] = logs.get("pred_mae", 0.0) + mae / n
+        with _no_sync_g(nets, last):
+            _optimizer_step(loss / n, nets.net_g, optim.opt_g, optim.scaler, cfg.train.grad_clip, last)
+    return logs
 
 
 def _set_requires_grad(net: nn.Module, flag: bool) -> None:
@@ -189,8 +236,8 @@ def train_step_gan(
 
     Returns:
         ``l_g_pix``, ``l_g_percep``, ``l_g_gan``, ``l_d_real``, ``l_d_fake``, ``out_d_real``,
-        ``out_d_fake`` (mean logits), and ``l_g_fm`` / ``l_g_teacher`` when those terms are
-        on, each averaged over micro-batches.
+        ``out_d_fake`` (mean logits), and ``l_g_fm`` / ``l_g_teacher`` / ``l_g_pred`` and
+        ``pred_mae`` when those terms are on, each averaged over micro-batches.
     """
     lc, n = cfg.loss, len(batches)
     net_g, net_d = nets.net_g, nets.net_d
@@ -203,12 +250,15 @@ def train_step_gan(
     for i, b in enumerate(batches):
         last = i == n - 1
         target = b["gt_usm"] if cfg.train.gt_usm else b["gt"]
-        with _no_sync(net_g, last or not train_g), prec.autocast():
+        with _no_sync_g(nets, last or not train_g), prec.autocast():
             sr = nets.g(b["lq"])
+            pred_term = predict_loss(nets, b["deg"], cfg.train.predict_weight) if nets.net_p is not None and train_g else None
+        if nets.tap is not None and not train_g:
+            nets.tap.pop()  # drop the features (and their graph) of this forward pass
         outputs.append(sr.detach())
         if not train_g:
             continue
-        with _no_sync(net_g, last), prec.autocast():
+        with _no_sync_g(nets, last), prec.autocast():
             l_pix = lc.pixel_weight * pixel_loss(sr, target, lc.pixel_criterion)
             use_percep = lc.perceptual_weight > 0 and nets.perceptual is not None
             l_percep = lc.perceptual_weight * nets.perceptual(sr, target) if use_percep else sr.new_zeros(())
@@ -227,6 +277,9 @@ def train_step_gan(
             if nets.teacher is not None and cfg.teacher.weight > 0:
                 teacher_sr = nets.teacher(b["lq"])
                 terms.append(("l_g_teacher", cfg.teacher.weight * pixel_loss(sr, teacher_sr, "l1")))
+            if pred_term is not None:
+                terms.append(("l_g_pred", pred_term[0]))
+                add("pred_mae", pred_term[1])
             loss = sum(v for _, v in terms)
             for k, v in terms:
                 add(k, _finite(k, v))
@@ -280,6 +333,8 @@ def save_checkpoint(out_dir: Path, iteration: int, cfg: Config, nets: Nets, opti
     }
     if nets.net_d is not None:
         state.update(net_d=_unwrap(nets.net_d).state_dict(), opt_d=optim.opt_d.state_dict(), sched_d=optim.sched_d.state_dict())
+    if nets.net_p is not None:
+        state["net_p"] = _unwrap(nets.net_p).state_dict()
     return write_checkpoint(checkpoint_path(out_dir, iteration), state, cfg.train.keep_checkpoints)
 
 
@@ -292,11 +347,17 @@ def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim
     stage = "gan" if isinstance(cfg, TrainGanConfig) else "net"
     if state.get("stage") != stage:
         raise TrainingError(f"checkpoint is from train-{state.get('stage')}, this is train-{stage} (use another output folder)")
+    if ("net_p" in state) != (nets.net_p is not None):
+        have = "has a" if "net_p" in state else "has no"
+        raise TrainingError(f"checkpoint {have} degradation head, model.predict_degradation is {str(nets.net_p is not None).lower()}",
+                            hint="keep model.predict_degradation as it was, or use another output folder")
     try:
         _unwrap(nets.net_g).load_state_dict(state["net_g"])
         nets.net_g_ema.load_state_dict(state["net_g_ema"])
         if nets.net_d is not None:
             _unwrap(nets.net_d).load_state_dict(state["net_d"])
+        if nets.net_p is not None:
+            _unwrap(nets.net_p).load_state_dict(state["net_p"])
     except (RuntimeError, KeyError) as exc:
         raise TrainingError(f"checkpoint does not fit the configured networks ({str(exc).splitlines()[0]})") from None
     try:
@@ -354,6 +415,10 @@ def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], r
     if build.use_compiled_kernels(net_g, t, device):
         say("PReLU backward: one compiled kernel per layer, compiled during the first iteration (train.compile_kernels)")
     nets = Nets(net_g, make_ema(net_g))
+    if cfg.model.predict_degradation:  # after make_ema: the hook stays on net_g only
+        net_p, nets.tap = build.build_net_p(net_g, t.seed)
+        nets.net_p = net_p.to(device).train()
+        say(f"degradation head on the generator's trunk features (predict_weight {t.predict_weight:g})")
     if isinstance(cfg, TrainGanConfig):
         from esrcli.losses.perceptual import PerceptualLoss
 
@@ -445,7 +510,7 @@ def train(
         if scan.padded:
             say(f"warning: {scan.padded} training image(s) smaller than data.crop_size {cfg.data.crop_size} are reflect-padded")
         nets = _build_nets(cfg, device, say, resuming=resume_path is not None)
-        opts = build.build_optimizers(nets.net_g, nets.net_d, cfg)
+        opts = build.build_optimizers(nets.net_g, nets.net_d, cfg, nets.net_p)
         optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler(device.type, enabled=prec.use_scaler), opts.get("opt_d"), opts.get("sched_d"))
         pairs = PairMaker(cfg, device, mix_seed(t.seed, 0xDE9, dist_info.rank))
         state = read_checkpoint(resume_path) if resume_path else None
@@ -460,6 +525,8 @@ def train(
             nets.net_g = DistributedDataParallel(nets.net_g, device_ids=[device.index] if device.type == "cuda" else None)
             if nets.net_d is not None:
                 nets.net_d = DistributedDataParallel(nets.net_d, device_ids=[device.index] if device.type == "cuda" else None)
+            if nets.net_p is not None:
+                nets.net_p = DistributedDataParallel(nets.net_p, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
             nets.forward_g = torch.compile(nets.net_g)
         val_images = load_validation_set(cfg.val, cfg.model.scale)[0] if main else []

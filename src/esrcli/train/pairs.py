@@ -4,7 +4,9 @@ Real-ESRGAN (``RealESRGANModel.feed_data``): the batch of HR crops is sharpened 
 by the second-order model with per-sample random parameters, paired-cropped to ``gt_size``,
 then swapped through a pool of 180 pairs so that a batch mixes degradations from several
 earlier batches. The pool carries the sharpened GT crop along with the pair (Real-ESRGAN
-sharpens the pooled GT again, which equals this away from the crop borders).
+sharpens the pooled GT again, which equals this away from the crop borders). With
+``model.predict_degradation`` each pair also carries its normalised degradation parameters
+(:func:`esrcli.degrade.vector.param_vector`) through the pool as ``"deg"``.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from torch import Tensor
 
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.degrade import PairPool, synthesize_pairs
+from esrcli.degrade.vector import param_vector
+from esrcli.errors import ConfigError
 
 __all__ = ["PairMaker"]
 
 
 class PairMaker:
-    """Makes ``{"lq", "gt", "gt_usm"}`` training batches from HR crops (one per call).
+    """Makes ``{"lq", "gt", "gt_usm"[, "deg"]}`` training batches from HR crops (one per call).
 
     Args:
         cfg: the training config (``degrade``, ``train.pool_size``, ``train.gt_usm``,
-            ``train.channels_last``).
+            ``train.channels_last``, ``model.predict_degradation``).
         device: where the degradation runs (the training device).
         seed: seed of :attr:`generator`, the only source of randomness of the degradation.
 
@@ -43,8 +47,14 @@ class PairMaker:
         self.degrade_device = torch.device("cpu") if cfg.train.degrade_on_cpu else device
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pool = PairPool(cfg.train.pool_size, cfg.train.batch_size) if cfg.train.pool_size else None
+        self.with_params = cfg.model.predict_degradation
         self.pdm = None
         if self.cfg.source != "second-order":
+            if self.with_params:
+                raise ConfigError(
+                    f"degrade.source: {self.cfg.source!r} cannot be used with model.predict_degradation "
+                    "(its targets are the second-order parameters)"
+                )
             from esrcli.degrade.pdm import load_pdm
 
             self.pdm = load_pdm(self.cfg.pdm, scale=self.cfg.scale, device=self.degrade_device)
@@ -65,25 +75,32 @@ class PairMaker:
         return gt, gt_usm, lq
 
     def make(self, crops: Tensor) -> dict[str, Tensor]:
-        """HR crops ``(B, 3, S, S)`` in [0, 1] -> ``lq (B, 3, g/s, g/s)``, ``gt``/``gt_usm (B, 3, g, g)``."""
+        """HR crops ``(B, 3, S, S)`` in [0, 1] -> ``lq (B, 3, g/s, g/s)``, ``gt``/``gt_usm (B, 3, g, g)``
+        and, with ``model.predict_degradation``, ``deg (B, len(PARAM_NAMES))`` float32."""
         crops = crops.to(self.degrade_device, non_blocking=True)
         with torch.no_grad():
             # Both Real-ESRGAN stages degrade the USM-sharpened GT when gt_usm is on.
             if self.cfg.source == "pdm":
                 gt, gt_usm, lq = self._pdm_pairs(crops)
+                params = None
             else:
-                gt, gt_usm, lq, _ = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
+                gt, gt_usm, lq, params = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
                 if self.cfg.source == "mix":
                     pick = torch.rand(gt.shape[0], generator=self.generator) < self.cfg.pdm_prob
                     if bool(pick.any()):
                         lq = lq.clone()
                         lq[pick.to(lq.device)] = self.pdm.degrade(gt[pick.to(gt.device)], generator=self.generator).clamp(0, 1).mul(255).round().div(255)
+            batch = {"lq": lq, "gt": gt}
+            if self.gt_usm:
+                batch["gt_usm"] = gt_usm
+            if self.with_params:
+                batch["deg"] = param_vector(params).to(lq.device)
             if self.pool is not None:
-                lq, gt, pooled_usm = self.pool.exchange(lq, gt, gt_usm if self.gt_usm else None, generator=self.generator)
-                gt_usm = pooled_usm if self.gt_usm else gt
+                batch = self.pool.exchange_batch(batch, generator=self.generator)
+            batch.setdefault("gt_usm", batch["gt"])
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        out = (("lq", lq), ("gt", gt), ("gt_usm", gt_usm))
-        return {k: v.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k, v in out}
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.contiguous(memory_format=fmt) if v.dim() == 4 else v for k, v in out.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """The pool's contents (the generator state is saved with the other RNG states)."""
