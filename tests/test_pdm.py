@@ -269,3 +269,17 @@ def test_train_net_with_pdm_pairs(data, tmp_path):
     wrong = save_pdm(tmp_path / "p2.safetensors", _model(kernel_size=5, scale=2))
     with pytest.raises(WeightsError, match="scale 2, expected 4"):
         PairMaker(from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm", "pdm": str(wrong)}}), torch.device("cpu"), 5)
+
+
+def test_pdm_source_refuses_predict_degradation(tmp_path):
+    from esrcli.config.train import TrainNetConfig
+    from esrcli.train.pairs import PairMaker
+
+    pdm_path = save_pdm(tmp_path / "p.safetensors", _model(kernel_size=5))
+    cfg = from_dict(TrainNetConfig, {
+        "model": {"arch": "SRVGGNetCompact", "num_feat": 4, "num_conv": 1, "predict_degradation": True},
+        "data": {"gt_size": 16, "crop_size": 24},
+        "degrade": {"source": "mix", "pdm": str(pdm_path)},
+    })
+    with pytest.raises(ConfigError, match="degrade.source"):
+        PairMaker(cfg, torch.device("cpu"), 0)
