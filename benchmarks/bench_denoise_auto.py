@@ -147,8 +147,17 @@ def main() -> None:
     est = None if args.no_estimator else real_estimator()
     if est is not None:
         t_est = time.perf_counter()
-        picks["auto-est"] = [round_strength(est(c.lr).denoise) for c in cases]
-        print(f"estimator: {len(cases)} inputs in {time.perf_counter() - t_est:.1f} s")
+        values, failed = [], 0
+        for c in cases:
+            try:
+                values.append(round_strength(est(c.lr).denoise))
+            except Exception as exc:  # noqa: BLE001 - e.g. an LR crop under the estimator's minimum side
+                values.append(1.0)  # what esr upscale --denoise auto does for images it cannot estimate
+                failed += 1
+                if failed == 1:
+                    print(f"estimator: {c.image}/{c.condition}: {exc} (strength 1 used)")
+        picks["auto-est"] = values
+        print(f"estimator: {len(cases)} inputs in {time.perf_counter() - t_est:.1f} s, {failed} not estimated")
     else:
         print("estimator: esrcli.estimate.estimate not in this build (auto-est skipped)")
     strengths = set(FIXED)
