@@ -35,6 +35,12 @@ def test_catalogue_pairs_are_embedded_and_of_one_architecture():
         a, b = entries[e.name], entries[e.denoise_partner]
         assert (a.arch, a.scale) == (b.arch, b.scale)
     assert denoise_pair(NORMAL) == denoise_pair(WDN) == denoise_pair("ESR-General-X4-Net") == (NORMAL, WDN)
+    assert entries[WDN].iterations and not entries[WDN].default
+    with resolve_model(WDN) as path:
+        _, info = read_model_info(path)
+        assert path.stat().st_size < 3_000_000  # fp16, as small as its partner
+    assert info.metadata["dtype"] == "float16" and info.metadata["base_model"] == NORMAL
+    assert (info.params["num_feat"], info.params["num_conv"], info.params["act_type"]) == (64, 32, "prelu")
 
 
 def test_interpolation_ends_are_the_two_models_and_the_middle_is_linear(pair):
