@@ -65,6 +65,14 @@ CONDITIONS = (
     ("g5+j70", 5.0, 70),
     ("g10+j90", 10.0, 90),
 )
+# Beyond the mix (--extra): where does full denoising start to pay?
+EXTRA = (
+    ("g30", 30.0, None),
+    ("g40", 40.0, None),
+    ("j10", 0.0, 10),
+    ("j20", 0.0, 20),
+    ("g20+j50", 20.0, 50),
+)
 
 
 @dataclass
@@ -93,7 +101,7 @@ def degrade(lr: np.ndarray, sigma: float, quality: int | None, rng: np.random.Ge
     return out
 
 
-def build_cases(crop: int, seed: int) -> list[Case]:
+def build_cases(crop: int, seed: int, conditions: tuple = CONDITIONS) -> list[Case]:
     """All (image, condition) inputs of the mix."""
     files = sorted((VAL / "set5").glob("*.png")) + sorted((VAL / "set14").glob("*.png"))
     if not files:
@@ -110,7 +118,7 @@ def build_cases(crop: int, seed: int) -> list[Case]:
         top, left = (h - ch) // 2, (w - cw) // 2
         gt = np.ascontiguousarray(hr[top:top + ch, left:left + cw])
         lr = imresize(gt, 0.25)
-        for name, sigma, quality in CONDITIONS:
+        for name, sigma, quality in conditions:
             cases.append(Case(f.stem, name, sigma, quality, degrade(lr, sigma, quality, rng), gt))
     return cases
 
@@ -136,11 +144,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-estimator", action="store_true", help="skip auto-est even if the estimator exists")
     ap.add_argument("--table", type=Path, help="write per-input, per-strength PSNR_Y here (CSV)")
+    ap.add_argument("--extra", action="store_true", help="also heavier degradations (sigma 30/40, JPEG 10/20), outside MIX")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    cases = build_cases(args.crop, args.seed)
+    conditions = CONDITIONS + (EXTRA if args.extra else ())
+    cases = build_cases(args.crop, args.seed, conditions)
     model = load_upscale_model(ModelSpec(args.model, "cpu", args.precision))
     model.check_denoise()
     picks: dict[str, list[float]] = {"auto-oracle": [oracle(c) for c in cases]}
@@ -186,23 +196,24 @@ def main() -> None:
         vals += [float(np.mean([scores[i, picks[k][i]] for i in idx])) for k in picks]
         return vals
 
-    print(f"model {args.model}, {len(cases)} inputs ({len(cases) // len(CONDITIONS)} images x {len(CONDITIONS)} conditions), "
+    print(f"model {args.model}, {len(cases)} inputs ({len(cases) // len(conditions)} images x {len(conditions)} conditions), "
           f"HR crop {args.crop}, {args.precision}, {args.threads} thread(s), {seconds:.0f} s")
     print(f"{'PSNR_Y dB':<10}" + "".join(f"{c:>12}" for c in columns) + f"{'oracle S':>10}")
-    for name, _, _ in CONDITIONS:
+    for name, _, _ in conditions:
         idx = [i for i, c in enumerate(cases) if c.condition == name]
         mean_pick = float(np.mean([picks["auto-oracle"][i] for i in idx]))
         print(f"{name:<10}" + "".join(f"{v:12.3f}" for v in row(idx)) + f"{mean_pick:10.2f}")
-    mix = row(list(range(len(cases))))
+    in_mix = [i for i, c in enumerate(cases) if c.condition in {n for n, _, _ in CONDITIONS}]
+    mix = row(in_mix)
     print(f"{'MIX':<10}" + "".join(f"{v:12.3f}" for v in mix))
     best, worst = max(mix[: len(FIXED)]), min(mix[: len(FIXED)])
     for k, v in zip(picks, mix[len(FIXED):]):
         print(f"{k}: {v:.3f} dB; best fixed {best:.3f} ({v - best:+.3f}), worst fixed {worst:.3f} ({v - worst:+.3f})")
     if args.grid > 0:
         grid = sorted(strengths)
-        per = [float(np.mean([scores[i, s] for i in range(len(cases))])) for s in grid]
+        per = [float(np.mean([scores[i, s] for i in in_mix])) for s in grid]
         print("grid mix: " + ", ".join(f"{s:g}:{v:.3f}" for s, v in zip(grid, per)))
-        ceiling = float(np.mean([max(scores[i, s] for s in grid) for i in range(len(cases))]))
+        ceiling = float(np.mean([max(scores[i, s] for s in grid) for i in in_mix]))
         print(f"per-input best on the grid (ceiling for any auto): {ceiling:.3f} dB")
     if args.table is not None:
         with open(args.table, "w", newline="") as fh:
