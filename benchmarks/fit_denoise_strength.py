@@ -50,9 +50,18 @@ def mapping(sigma: np.ndarray, quality: np.ndarray, p: tuple[float, ...]) -> np.
     return lo + (hi - lo) * np.clip(s_noise + s_jpeg, 0, 1)
 
 
-def score(grid: np.ndarray, table: np.ndarray, s: np.ndarray) -> float:
-    s = np.round(s / 0.05) * 0.05  # as esr rounds strengths
-    return float(np.mean([np.interp(v, grid, row) for v, row in zip(s, table)]))
+STEP = 0.05  # esr rounds strengths to this
+
+
+def on_steps(grid: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """PSNR at every 0.05 step (linear between the table's strengths): ``(inputs, 21)``."""
+    steps = np.arange(21) * STEP
+    return np.stack([np.interp(steps, grid, row) for row in table])
+
+
+def score(fine: np.ndarray, s: np.ndarray) -> float:
+    idx = np.clip(np.round(s / STEP).astype(int), 0, 20)
+    return float(fine[np.arange(len(s)), idx].mean())
 
 
 def main() -> None:
@@ -61,6 +70,7 @@ def main() -> None:
     ap.add_argument("--fit", choices=("set5", "set14", "all"), default="all")
     args = ap.parse_args()
     grid, keys, table = load(args.table)
+    fine = on_steps(grid, table)
     sigma = np.array([k[1] for k in keys])
     quality = np.array([np.nan if k[2] is None else k[2] for k in keys])
     in5 = np.array([k[0] in SET5 for k in keys])
@@ -68,26 +78,32 @@ def main() -> None:
     other = ~fit if args.fit != "all" else fit
     best = None
     for n0, dn, q0, dq, lo, hi in itertools.product(
-        (0, 2, 4, 6, 8, 10, 12, 14, 16), (2, 4, 6, 8, 12, 16, 24), (40, 50, 60, 70, 80, 90, 100), (10, 20, 30, 50),
-        (0.0, 0.1, 0.2), (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0),
+        (0, 4, 8, 12, 14, 16, 18, 20, 22, 24, 26), (4, 8, 12, 16, 20, 24, 30), (20, 25, 30, 35, 40, 45, 50, 60, 70, 90),
+        (5, 10, 15, 20, 30), (0.0,), (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
     ):
         p = (n0, n0 + dn, q0, q0 - dq, lo, hi)
-        v = score(grid, table[fit], mapping(sigma[fit], quality[fit], p))
+        v = score(fine[fit], mapping(sigma[fit], quality[fit], p))
         if best is None or v > best[0]:
             best = (v, p)
     assert best is not None
     v, p = best
     print(f"strength grid {', '.join(f'{g:g}' for g in grid)}; {len(keys)} inputs, fit on {args.fit} ({int(fit.sum())})")
     print(f"best constants n0={p[0]} n1={p[1]} q0={p[2]} q1={p[3]} lo={p[4]} hi={p[5]}: fit mean {v:.3f} dB")
-    s_other = mapping(sigma[other], quality[other], p)
-    print(f"{'held-out' if args.fit != 'all' else 'all'} ({int(other.sum())} inputs): auto {score(grid, table[other], s_other):.3f} dB; "
-          + ", ".join(f"S={g:g} {table[other][:, i].mean():.3f}" for i, g in enumerate(grid)))
-    print(f"per-input ceiling on the grid: {table[other].max(axis=1).mean():.3f} dB")
+    mix = np.array([k[1] <= 20 and (k[2] is None or k[2] >= 30) and not (k[1] == 20 and k[2] is not None) for k in keys])
+    for label, m in (("mix", other & mix), ("beyond the mix", other & ~mix)):
+        if not m.any():
+            continue
+        s_m = mapping(sigma[m], quality[m], p)
+        fixed = [fine[m][:, int(round(g / STEP))].mean() for g in (0, 0.25, 0.5, 0.75, 1)]
+        print(f"{'held-out ' if args.fit != 'all' else ''}{label} ({int(m.sum())} inputs): auto {score(fine[m], s_m):.3f} dB; "
+              + ", ".join(f"S={g:g} {f:.3f}" for g, f in zip((0, 0.25, 0.5, 0.75, 1), fixed))
+              + f"; per-input ceiling {fine[m].max(axis=1).mean():.3f}")
     for (sg, q) in sorted({(k[1], k[2]) for k in keys}, key=lambda t: (t[1] or 0, t[0])):
         m = np.array([(k[1], k[2]) == (sg, q) for k in keys])
-        curve = table[m].mean(axis=0)
-        s = mapping(np.array([sg]), np.array([np.nan if q is None else q]), p)[0]
-        print(f"  sigma {sg:4g} q {str(q if q is None else int(q)):>4}: best S {grid[curve.argmax()]:.2f} ({curve.max():.3f}), chosen {s:.2f}")
+        curve = fine[m].mean(axis=0)
+        s_c = mapping(np.array([sg]), np.array([np.nan if q is None else q]), p)[0]
+        print(f"  sigma {sg:4g} q {str(q if q is None else int(q)):>4}: best S {curve.argmax() * STEP:.2f} ({curve.max():.3f}), "
+              f"chosen {s_c:.2f} ({curve[int(round(s_c / STEP))]:.3f})")
 
 
 if __name__ == "__main__":
