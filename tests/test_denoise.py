@@ -195,3 +195,18 @@ def test_cli_denoise(esr, tmp_path, monkeypatch):
     assert values["b.png"] == 1.0 and values["a.png"] < values["b.png"]
     rc, _, err = esr("upscale", d, tmp_path / "o4", "--denoise", "auto")
     assert rc == 1 and err.count("\n") == 1 and "pass --model esr-general-x4-net" in err
+
+
+def test_recommend_denoise_is_calibrated_monotone_and_bounded():
+    from esrcli.estimate.strength import recommend_denoise as rec
+
+    sigmas = [0, 2, 5, 10, 16, 20, 30, 46, 80]
+    qualities = [10, 15, 20, 25, 30, 50, 90]
+    by_sigma = [rec(s, None, 0.0) for s in sigmas]
+    by_quality = [rec(0.0, q, 0.0) for q in qualities]
+    assert by_sigma == sorted(by_sigma) and by_quality == sorted(by_quality, reverse=True)
+    assert by_sigma[:5] == [0.0] * 5 and by_sigma[-2:] == [1.0, 1.0]  # measured: S = 0 best up to sigma ~16
+    assert rec(20, None, 0) < rec(30, None, 0) < rec(40, None, 0) < 1.0
+    assert by_quality[:2] == [1.0, 1.0] and by_quality[-3:] == [0.0] * 3 and 0 < rec(0, 20, 0) < 1
+    assert rec(30, 20, 0.0) > max(rec(30, None, 0.0), rec(0, 20, 0.0))  # noise and compression add up
+    assert all(0.0 <= rec(n, q, b) <= 1.0 for n in (0, 3, 50, 1e6) for q in (None, 1, 95) for b in (0.0, 3.0))
