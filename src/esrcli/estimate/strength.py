@@ -13,7 +13,7 @@ import numpy as np
 # Calibrated with benchmarks/bench_denoise_auto.py --extra --grid 0.1 and
 # benchmarks/fit_denoise_strength.py on Set5 + Set14 (docs/denoise.md): for esr-general-x4-net
 # and its weak-denoise partner, full denoising only pays (PSNR_Y) for heavy noise or compression.
-NOISE_START = 16.0  # noise sigma (8-bit levels) below which the partner alone (S = 0) is best
+NOISE_START = 20.0  # noise sigma (8-bit levels) up to which the partner alone (S = 0) is best
 NOISE_FULL = 46.0  # sigma at which S reaches 1
 JPEG_START = 25.0  # JPEG quality above which compression adds nothing to S
 JPEG_FULL = 15.0  # quality at which compression alone gives S = 1
@@ -22,8 +22,8 @@ JPEG_FULL = 15.0  # quality at which compression alone gives S = 1
 def recommend_denoise(noise_sigma: float, jpeg_quality: int | None, blur_sigma: float) -> float:
     """The denoise strength in [0, 1] for an image with the given estimated degradation.
 
-    ``S = clip(clip((sigma - 16) / 30, 0, 1) + clip((25 - q) / 10, 0, 1), 0, 1)``: zero for clean,
-    lightly noisy (sigma < 16) or moderately compressed (quality > 25) images, rising to 1 at sigma
+    ``S = clip(clip((sigma - 20) / 26, 0, 1) + clip((25 - q) / 10, 0, 1), 0, 1)``: zero for clean,
+    noisy (sigma <= 20) or moderately compressed (quality >= 25) images, rising to 1 at sigma
     46 or quality 15; noise and compression add up. Fitted on Set5 + Set14 with known
     degradations (bicubic x4 reduction, Gaussian colour noise 0-40, JPEG 10-90): on the issue's
     mix (sigma 0-20, quality 30-90) PSNR_Y is highest with the weak-denoise partner alone, and
