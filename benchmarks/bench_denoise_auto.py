@@ -162,10 +162,10 @@ def main() -> None:
             try:
                 values.append(round_strength(est(c.lr).denoise))
             except Exception as exc:  # noqa: BLE001 - e.g. an LR crop under the estimator's minimum side
-                values.append(1.0)  # what esr upscale --denoise auto does for images it cannot estimate
+                values.append(round_strength(recommend_denoise(0.0, None, 0.0)))  # as esr upscale --denoise auto
                 failed += 1
                 if failed == 1:
-                    print(f"estimator: {c.image}/{c.condition}: {exc} (strength 1 used)")
+                    print(f"estimator: {c.image}/{c.condition}: {exc} (a clean image's strength used)")
         picks["auto-est"] = values
         print(f"estimator: {len(cases)} inputs in {time.perf_counter() - t_est:.1f} s, {failed} not estimated")
     else:

@@ -159,7 +159,7 @@ def test_upscaler_denoise(monkeypatch):
     big = cv2.resize(img, (80, 72))
     assert np.array_equal(auto.upscale(big), Upscaler(NORMAL, precision="fp32", denoise=0.35).upscale(big))
     assert got == [(72, 80, 3)]
-    assert auto.denoise_strength(img) == 1.0 and len(got) == 1  # under the estimator's 64 px: full strength
+    assert auto.denoise_strength(img) == 0.0 and len(got) == 1  # under the estimator's 64 px: a clean image's strength
     monkeypatch.delattr(esrcli.estimate, "estimate")
     with pytest.raises(EsrError, match="needs the degradation estimator"):
         Upscaler(NORMAL, denoise="auto")

@@ -70,8 +70,9 @@ def auto_denoise(color: np.ndarray) -> float:
         color: float32 ``(H, W, 3)`` RGB or ``(H, W, 1)`` / ``(H, W)`` gray, values in ``[0, 1]``.
 
     Returns:
-        The recommended strength in ``[0, 1]``; ``1.0`` (the model's full denoising) for an image
-        smaller than the estimator's minimum side (64 px), which cannot be estimated.
+        The recommended strength in ``[0, 1]``; for an image smaller than the estimator's minimum
+        side (64 px), which cannot be estimated, the strength of a clean image
+        (``recommend_denoise(0, None, 0)``, 0 as calibrated).
 
     Raises:
         EsrError: the estimator is not available in this build (``esrcli.estimate.estimate``
@@ -82,5 +83,5 @@ def auto_denoise(color: np.ndarray) -> float:
     fn = check_estimator()
     a = color[:, :, 0] if color.ndim == 3 and color.shape[2] == 1 else color
     if min(a.shape[:2]) < int(getattr(est, "MIN_SIDE", 64)):
-        return 1.0
+        return recommend_denoise(0.0, None, 0.0)
     return float(fn(np.ascontiguousarray(a, dtype=np.float32)).denoise)
