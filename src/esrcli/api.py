@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
 from esrcli.data.imageio import Image, read_image
-from esrcli.errors import ImageError
+from esrcli.errors import ConfigError, ImageError
 from esrcli.infer.batch import DEFAULT_TILE
-from esrcli.infer.model import ModelSpec, load_upscale_model
+from esrcli.infer.model import ModelSpec, load_upscale_model, round_strength
 from esrcli.infer.upscale import UpscaleOptions, upscale_image
 
 __all__ = ["Upscaler"]
@@ -83,6 +83,33 @@ def _to_array(image: Image, layout: tuple[str, ...]) -> np.ndarray:
     return out[:, :, 0] if kind == "2d" else out
 
 
+def _auto_denoise(color: np.ndarray) -> float:
+    from esrcli.estimate.strength import auto_denoise
+
+    return auto_denoise(color)
+
+
+def _denoise_mode(denoise: Any) -> tuple[float | None, Callable[[np.ndarray], float] | None]:
+    """``(fixed strength, per-image callback)`` for :class:`Upscaler`'s ``denoise``.
+
+    Raises:
+        ConfigError: a number outside ``[0, 1]``, or neither a number, ``"auto"`` nor a callable.
+    """
+    if denoise is None:
+        return None, None
+    if isinstance(denoise, str):
+        if denoise.strip().lower() == "auto":
+            return None, _auto_denoise
+        raise ConfigError(f"denoise: expected a number in [0, 1], 'auto' or a callable, got {denoise!r}")
+    if callable(denoise):
+        return None, denoise
+    if isinstance(denoise, (int, float)) and not isinstance(denoise, bool):
+        if not 0.0 <= float(denoise) <= 1.0:
+            raise ConfigError(f"denoise: must be in [0, 1], got {denoise}")
+        return float(denoise), None
+    raise ConfigError(f"denoise: expected a number in [0, 1], 'auto' or a callable, got {type(denoise).__name__}")
+
+
 class Upscaler:
     """A generator loaded once, for upscaling many images from Python.
 
@@ -96,10 +123,17 @@ class Upscaler:
             whole image in one pass.
         tile_overlap: overlap of neighbouring tiles in input pixels (feathered).
         alpha: ``"network"`` (alpha upscaled through the network as gray) or ``"bicubic"``.
+        denoise: ``None`` for the model as stored; a strength in ``[0, 1]`` (as
+            ``esr upscale --denoise S``: ``S * model + (1 - S) * weak-denoise partner``);
+            ``"auto"`` for a strength per image from :func:`esrcli.estimate.estimate`; or a
+            callable ``f(color) -> strength`` given each image's float32 ``(H, W, C)`` samples
+            in ``[0, 1]`` (strengths are clipped to ``[0, 1]`` and rounded to 0.05).
 
     Raises:
-        WeightsError: no such model, an unreadable file or not an image generator.
-        ConfigError: an unknown device or precision, a tile overlap over half the tile.
+        WeightsError: no such model, an unreadable file or not an image generator;
+            ``denoise`` for a model without a weak-denoise partner.
+        ConfigError: an unknown device or precision, a tile overlap over half the tile,
+            ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"`` nor a callable.
 
     Thread safety: one instance may be used from several threads at once. The calls share
     the loaded network (read only) and each holds its own activations, so memory grows with
@@ -125,10 +159,18 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int = 32,
         alpha: str = "network",
+        denoise: float | str | Callable[[np.ndarray], float] | None = None,
     ) -> None:
         tile = DEFAULT_TILE if tile is None else tile
         self.options = UpscaleOptions(tile=tile, tile_overlap=tile_overlap, alpha=alpha)
-        self.model = load_upscale_model(ModelSpec(model, device, precision))
+        fixed, self._strength = _denoise_mode(denoise)
+        self.model = load_upscale_model(ModelSpec(model, device, precision, denoise=fixed))
+        if self._strength is not None:
+            self.model.check_denoise()
+        if self._strength is _auto_denoise:
+            from esrcli.estimate.strength import check_estimator
+
+            check_estimator()
 
     @property
     def scale(self) -> int:
@@ -179,5 +221,26 @@ class Upscaler:
         else:
             raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
         options = dataclasses.replace(self.options, outscale=outscale) if outscale is not None else self.options
-        out = upscale_image(img, self.model.net_for(img.bit_depth), self.model.info, options)
+        strength = None if self._strength is None else round_strength(self._strength(img.color))
+        out = upscale_image(img, self.model.net_for(img.bit_depth, denoise=strength), self.model.info, options)
         return _to_array(out, kind)
+
+    def denoise_strength(self, image: ImageLike) -> float | None:
+        """The denoise strength that :meth:`upscale` uses for ``image`` (rounded to 0.05):
+        the fixed ``denoise``, the per-image choice under ``"auto"`` or a callable, or
+        ``None`` without ``denoise``.
+
+        Raises:
+            ImageError: as :meth:`upscale`.
+        """
+        if self._strength is None:
+            return self.model.spec.denoise
+        if isinstance(image, (str, os.PathLike)):
+            img = read_image(Path(image))
+        elif isinstance(image, np.ndarray):
+            img, _ = _from_array(image)
+        elif hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
+            img, _ = _from_pil(image)
+        else:
+            raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+        return round_strength(self._strength(img.color))

@@ -190,6 +190,10 @@ def list_cmd(
         partners = [e.partner] if e.partner else [g.name for g in entries if g.partner == e.name]
         if partners:
             typer.echo(f"  partner:       {', '.join(partners)} (--sharpness 0..1 blends the two)")
+        if e.denoise_partner:
+            typer.echo(f"  weak denoise:  {e.denoise_partner} (--denoise 0..1|auto blends the two)")
+        elif normal := next((n.name for n in entries if n.denoise_partner == e.name), None):
+            typer.echo(f"  weak denoise partner of {normal} (use --model {normal} --denoise 0..1|auto)")
         if e.training_data:
             typer.echo(f"  training data: {e.training_data}")
         if e.iterations is not None:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from esrcli.cli import console
 from esrcli.data.imageio import IMAGE_EXTENSIONS
 from esrcli.errors import EsrError, ImageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXTENSIONS = ("auto", "png", "jpg", "webp")
 # Output files by name: an image (format by extension) or a video (container by extension).
@@ -89,10 +92,38 @@ def _fetch_with_progress(model: str) -> None:
         fetch_model(remote, progress=progress)
 
 
+def _parse_denoise(text: str | None) -> float | str | None:
+    """``--denoise``: ``None``, ``"auto"`` or a strength in ``[0, 1]``.
+
+    Raises:
+        typer.BadParameter: anything else (one line).
+    """
+    if text is None:
+        return None
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    try:
+        value = float(t)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number between 0 and 1 or auto, got {text!r}", param_hint="--denoise") from None
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise typer.BadParameter(f"must be between 0 and 1 (or auto), got {text}", param_hint="--denoise")
+    return value
+
+
+def _auto_denoise(color: "np.ndarray") -> float:
+    """``--denoise auto``'s per-image strength: the degradation estimate's recommendation."""
+    from esrcli.estimate.strength import auto_denoise
+
+    return auto_denoise(color)
+
+
 def upscale(
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images, videos and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth), embedded model name, or official model name (downloaded once); default: the embedded default model."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="0..1: blend an embedded model with its PSNR-stage partner (0 smooth, 1 the GAN model's full detail); see esr model list."),
+    denoise: Optional[str] = typer.Option(None, "--denoise", metavar="S|auto", help="0..1 or auto: blend a model with its weak-denoise partner (1 full denoising, 0 keeps grain and fine texture; auto: per image from esr's degradation estimate, shown with --verbose). Models: esr-general-x4-net."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
     tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 512, to bound memory)."),
     tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
@@ -124,6 +155,9 @@ def upscale(
         raise typer.BadParameter(f"must be a finite number > 0, got {scale}", param_hint="--scale")
     if sharpness is not None and not 0.0 <= sharpness <= 1.0:
         raise typer.BadParameter(f"must be between 0 and 1, got {sharpness}", param_hint="--sharpness")
+    denoise_value = _parse_denoise(denoise)
+    if denoise_value is not None and sharpness is not None:
+        raise typer.BadParameter("give --sharpness or --denoise, not both", param_hint="--denoise")
     if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
@@ -148,7 +182,7 @@ def upscale(
     # After the usage and path checks: torch takes over a second to import.
     from esrcli.infer import distributed
     from esrcli.infer.batch import (
-        DEFAULT_TILE, BatchOptions, Failed, Finished, FrameProgress, Notice, Skipped, Warned, Written, batch_jobs, run_batch,
+        DEFAULT_TILE, BatchOptions, DenoiseChosen, Failed, Finished, FrameProgress, Notice, Skipped, Warned, Written, batch_jobs, run_batch,
     )
     from esrcli.infer.model import ModelSpec, load_upscale_model
     from esrcli.infer.upscale import UpscaleOptions
@@ -168,11 +202,23 @@ def upscale(
     options = BatchOptions(
         upscale=UpscaleOptions(outscale=scale, tile=tile, tile_overlap=min(tile_overlap, tile // 2), alpha=alpha, batch=batch),
         ext=ext, overwrite=overwrite, quality=quality, jobs=jobs, video=VideoOptions(codec=video_codec, crf=crf),
+        denoise=_auto_denoise if denoise_value == "auto" else None,
     )
     if lead and model is not None:
         _fetch_with_progress(model)  # before the other ranks meet: they find it cached
     distributed.join(rank)
-    loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness))
+    if denoise_value is not None:  # no partner, no estimator: one line before a model loads
+        from esrcli.weights import default_model_name, denoise_pair
+
+        denoise_pair(model if model is not None else default_model_name() or "")
+        if denoise_value == "auto":
+            from esrcli.estimate.strength import check_estimator
+
+            check_estimator()
+    fixed = denoise_value if isinstance(denoise_value, float) else None
+    loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness, fixed))
+    if denoise_value == "auto":
+        loaded.check_denoise()
     if loaded.precision.note and lead:
         console.info(f"esr: {loaded.precision.note}")
     mine = distributed.shard(items, rank)
@@ -184,6 +230,8 @@ def upscale(
     what = "file(s)" if any(is_video(it.src) for it in items) else "image(s)"
     if lead:
         blend = f" at sharpness {sharpness:g}" if sharpness is not None else ""
+        if denoise_value is not None:
+            blend = f" at denoise {denoise_value:g}" if isinstance(denoise_value, float) else " at denoise auto (per image)"
         console.info(f"esr: model {loaded.name}{blend} ({info.arch} x{info.scale}) on {loaded.device} in {loaded.precision.name}, "
                      f"{tiling}; {len(items)} {what}{ranks}{at_once}")
 
@@ -199,6 +247,9 @@ def upscale(
                     bar.frames(ev.src.name, ev.done, ev.total, ev.fps, ev.eta)
             elif isinstance(ev, Warned):
                 console.warn(ev.message)
+            elif isinstance(ev, DenoiseChosen):
+                if console.state.verbose:
+                    console.info(f"esr: {ev.src}: denoise auto chose {ev.strength:.2f}")
             elif isinstance(ev, Notice):
                 console.info(f"esr: {ev.message}")
             elif isinstance(ev, Skipped):

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 _NAMES = {
     "batch": (
-        "DEFAULT_TILE", "BatchOptions", "Event", "Failed", "Finished", "FrameProgress", "Notice", "Skipped",
+        "DEFAULT_TILE", "BatchOptions", "DenoiseChosen", "Event", "Failed", "Finished", "FrameProgress", "Notice", "Skipped",
         "Warned", "Written", "run_batch",
     ),
     "plan": ("BatchItem", "collect_inputs"),
     "device": ("Precision", "prepare_model", "select_device", "select_precision"),
-    "model": ("ModelSpec", "UpscaleModel", "load_upscale_model"),
+    "model": ("ModelSpec", "UpscaleModel", "load_upscale_model", "round_strength"),
     "tiled": ("tiled_forward",),
     "upscale": ("UpscaleOptions", "fill_transparent", "upscale_frames", "upscale_image"),
     "video": ("VideoError", "VideoOptions", "VideoProgress", "upscale_video"),
@@ -29,10 +29,10 @@ __all__ = sorted(_WHERE)
 
 if TYPE_CHECKING:  # pragma: no cover
     from esrcli.infer.batch import (
-        DEFAULT_TILE, BatchOptions, Event, Failed, Finished, FrameProgress, Notice, Skipped, Warned, Written, run_batch,
+        DEFAULT_TILE, BatchOptions, DenoiseChosen, Event, Failed, Finished, FrameProgress, Notice, Skipped, Warned, Written, run_batch,
     )
     from esrcli.infer.device import Precision, prepare_model, select_device, select_precision
-    from esrcli.infer.model import ModelSpec, UpscaleModel, load_upscale_model
+    from esrcli.infer.model import ModelSpec, UpscaleModel, load_upscale_model, round_strength
     from esrcli.infer.plan import BatchItem, collect_inputs
     from esrcli.infer.tiled import tiled_forward
     from esrcli.infer.upscale import UpscaleOptions, fill_transparent, upscale_frames, upscale_image

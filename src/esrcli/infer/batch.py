@@ -10,6 +10,8 @@ time with all threads, and yields what happened as events, in input order:
 
 - :class:`Notice`: a line about the batch (an image waits for memory);
 - :class:`Warned`: a warning about one input, before its result;
+- :class:`DenoiseChosen`: the strength that ``BatchOptions.denoise`` chose for one image,
+  before its result;
 - :class:`FrameProgress`: frames of a video done so far, with frames/s and ETA;
 - :class:`Written`, :class:`Skipped`, :class:`Failed`: one of them per input;
 - :class:`Finished`: the counts, last.
@@ -29,11 +31,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
+
+import numpy as np
 
 from esrcli.data.imageio import Image, read_image, write_image
 from esrcli.errors import ConfigError, EsrError, ImageError
-from esrcli.infer.model import UpscaleModel
+from esrcli.infer.model import UpscaleModel, round_strength
 from esrcli.infer.upscale import UpscaleOptions, upscale_image, working_memory
 from esrcli.infer.plan import BatchItem, collect_inputs, is_video, list_inputs, target_ext
 from esrcli.infer.video import VideoOptions, upscale_video
@@ -49,6 +53,7 @@ __all__ = [
     "OUTPUT_EXTENSIONS",
     "BatchItem",
     "BatchOptions",
+    "DenoiseChosen",
     "Event",
     "Failed",
     "Finished",
@@ -90,6 +95,12 @@ class BatchOptions:
         jobs: images in flight at once; 0 = :func:`esrcli.infer.workers.default_jobs`.
         memory_share: share of the available memory that the images in flight may take.
         video: the :class:`esrcli.infer.video.VideoOptions` of videos.
+        denoise: per-image denoise strength (``--denoise auto``): called with each image's
+            colour samples, float32 ``(H, W, 3)`` RGB or ``(H, W, 1)`` gray in ``[0, 1]``
+            (in the worker, before its pass), it returns a strength that is clipped to
+            ``[0, 1]`` and rounded (:meth:`esrcli.infer.UpscaleModel.net_for`); the image
+            then runs through the model interpolated with its weak-denoise partner. ``None``:
+            the model as loaded. Videos ignore it (a warning says so).
 
     Raises:
         ConfigError: an unknown ``ext``.
@@ -102,6 +113,7 @@ class BatchOptions:
     jobs: int = 0
     memory_share: float = MEMORY_SHARE
     video: VideoOptions = VideoOptions()
+    denoise: Optional[Callable[[np.ndarray], float]] = None
 
     def __post_init__(self) -> None:
         if self.ext not in OUTPUT_EXTENSIONS:
@@ -121,6 +133,14 @@ class Warned:
 
     src: Path
     message: str
+
+
+@dataclass(frozen=True)
+class DenoiseChosen:
+    """``BatchOptions.denoise`` chose ``strength`` (rounded) for ``src``, before its result."""
+
+    src: Path
+    strength: float
 
 
 @dataclass(frozen=True)
@@ -184,7 +204,7 @@ class Finished:
     seconds: float
 
 
-Event = Union[Notice, Warned, FrameProgress, Written, Skipped, Failed, Finished]
+Event = Union[Notice, Warned, DenoiseChosen, FrameProgress, Written, Skipped, Failed, Finished]
 
 
 def _megabytes(n: int) -> str:
@@ -201,7 +221,7 @@ class _Job:
 
     src: Path
     dst: Path | None = None
-    future: Future[list[str]] | None = None
+    future: Future[tuple[list[str], float | None]] | None = None
     image: Image | None = None  # read, waiting for a worker
     video: bool = False  # a video, run when everything before it is reported
     cost: int = 0  # estimated working memory in bytes (working_memory)
@@ -259,10 +279,13 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             raise _Cancelled
         pool.rebalance()
 
-    def work(image: Image, dst: Path) -> list[str]:
-        """Upscale and write one image (in a worker); returns the pass's notices."""
+    def work(image: Image, dst: Path) -> tuple[list[str], float | None]:
+        """Upscale and write one image (in a worker); returns the pass's notices and the
+        denoise strength chosen for it (``None`` without ``options.denoise``)."""
         notes: list[str] = []
-        result = upscale_image(image, model.net_for(image.bit_depth), info, up, notify=notes.append, progress=between_tiles)
+        strength = None if options.denoise is None else round_strength(options.denoise(image.color))
+        net = model.net_for(image.bit_depth, denoise=strength)
+        result = upscale_image(image, net, info, up, notify=notes.append, progress=between_tiles)
         if cancel.is_set():
             raise _Cancelled
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +294,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         # Freed memory stays mapped during each image's pass (tiled_forward); between
         # images it goes back, so that images of other sizes do not pile up the heap.
         release_memory()
-        return notes
+        return notes, strength
 
     def claim(src: Path, dst: Path) -> bool:
         """Check ``dst`` for ``src``; False when it exists and is kept (a skip).
@@ -335,11 +358,16 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
                 yield Skipped(job.src, job.dst)
                 return
             if job.video:
+                if options.denoise is not None:
+                    yield Warned(job.src, f"{job.src}: --denoise auto chooses per image; this video runs with the model as loaded (pass --denoise S)")
                 yield from run_video(job.src, job.dst)
             else:
                 assert job.future is not None
-                for note in job.future.result():
+                notes, strength = job.future.result()
+                for note in notes:
                     yield Warned(job.src, f"{job.src}: {note}")
+                if strength is not None:
+                    yield DenoiseChosen(job.src, strength)
             counts["written"] += 1
             yield Written(job.src, job.dst)
         except _FILE_ERRORS as exc:

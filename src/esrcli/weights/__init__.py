@@ -8,15 +8,20 @@ Typical use::
 """
 
 from esrcli.weights.canonical import canonicalize, unwrap_checkpoint
-from esrcli.weights.embedded import CatalogueEntry, catalogue, default_model_name, find_entry, resolve_model, sharpness_pair
+from esrcli.weights.embedded import CatalogueEntry, catalogue, default_model_name, denoise_pair, find_entry, resolve_model, sharpness_pair
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch, params_text
 from esrcli.weights.interp import interpolate, interpolate_files
-from esrcli.weights.io import load_model, load_state_dict, read_model_file, read_model_info, save_model
+from esrcli.weights.io import (
+    build_model, denoise_state_dict, load_model, load_state_dict, read_denoise_pair, read_model_file, read_model_info, save_model,
+)
 
 __all__ = [
     "ModelInfo",
     "CatalogueEntry",
     "load_model",
+    "build_model",
+    "read_denoise_pair",
+    "denoise_state_dict",
     "load_state_dict",
     "read_model_file",
     "read_model_info",
@@ -33,4 +38,5 @@ __all__ = [
     "find_entry",
     "resolve_model",
     "sharpness_pair",
+    "denoise_pair",
 ]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from esrcli.errors import WeightsError
 
-__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "find_entry", "find_embedded", "resolve_model", "sharpness_pair"]
+__all__ = ["CatalogueEntry", "catalogue", "default_model_name", "denoise_pair", "find_entry", "find_embedded", "resolve_model", "sharpness_pair"]
 
 _PACKAGE = "esrcli.models"
 _INDEX = "catalogue.json"
@@ -48,6 +48,9 @@ class CatalogueEntry:
         license: licence of the weights (the licence text ships beside the file).
         partner: name of the PSNR-stage model of the same architecture that this (GAN-stage)
             model pairs with for ``--sharpness`` network interpolation, or ``""``.
+        denoise_partner: name of this model's weak-denoise partner (same architecture,
+            fine-tuned with milder noise and JPEG) that ``--denoise`` interpolates with, or
+            ``""``.
     """
 
     name: str
@@ -63,6 +66,7 @@ class CatalogueEntry:
     origin: str = ""
     license: str = ""
     partner: str = ""
+    denoise_partner: str = ""
 
 
 def _parse(items: Any) -> list[CatalogueEntry]:
@@ -140,6 +144,31 @@ def sharpness_pair(name: str) -> tuple[str, str]:
     if gan is None:
         raise WeightsError(f"{name}: no PSNR-stage partner to interpolate with for --sharpness ({have})")
     return entry.name, gan.name
+
+
+def denoise_pair(name: str) -> tuple[str, str]:
+    """The ``(normal, weak_denoise)`` model names that ``--denoise`` interpolates for ``name``.
+
+    ``name`` may be either end: an entry whose ``denoise_partner`` names its weak-denoise
+    model, or the weak-denoise entry itself. Names match as in :func:`find_embedded`.
+
+    Raises:
+        WeightsError: ``name`` is not an embedded model with a weak-denoise partner (one line
+            that names the models that have one).
+    """
+    entries = catalogue()
+    entry = find_entry(name) or find_embedded(name)
+    paired = [e.name for e in entries if e.denoise_partner]
+    have = f"pass --model {paired[0]}" if len(paired) == 1 else (
+        f"models with one: {', '.join(paired)}" if paired else "no embedded model has one yet")
+    if entry is not None and entry.denoise_partner:
+        if find_entry(entry.denoise_partner) is None:
+            raise WeightsError(f"{_INDEX}: {entry.name}'s denoise_partner {entry.denoise_partner!r} is not in the catalogue")
+        return entry.name, entry.denoise_partner
+    normal = next((e for e in entries if entry is not None and e.denoise_partner == entry.name), None)
+    if normal is not None:
+        return normal.name, normal.denoise_partner
+    raise WeightsError(f"{name}: --denoise needs a model with a weak-denoise partner ({have})")
 
 
 @contextmanager

@@ -35,7 +35,10 @@ from esrcli.errors import ConfigError, WeightsError
 from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
 
-__all__ = ["FORMAT", "read_model_file", "load_state_dict", "read_model_info", "load_model", "save_model", "atomic_save"]
+__all__ = [
+    "FORMAT", "read_model_file", "load_state_dict", "read_model_info", "load_model", "build_model", "read_denoise_pair",
+    "denoise_state_dict", "save_model", "atomic_save",
+]
 
 FORMAT = "esr-model"
 FORMAT_VERSION = "1"
@@ -176,11 +179,84 @@ def _read_sharpness(name: str, sharpness: float) -> tuple[dict[str, Tensor], Mod
     return sd, ModelInfo(arch=info_b.arch, params=dict(info_b.params), scale=info_b.scale, metadata=metadata)
 
 
+def read_denoise_pair(name: str) -> tuple[dict[str, Tensor], dict[str, Tensor], ModelInfo]:
+    """The weights of an embedded model and of its weak-denoise partner, for ``--denoise``.
+
+    Args:
+        name: an embedded model with a ``denoise_partner`` (or that partner itself; see
+            :func:`esrcli.weights.denoise_pair`).
+
+    Returns:
+        ``(normal, weak_denoise, info)``: the two state dicts (stored dtype) and the info of
+        the normal model, with ``parents`` in its metadata.
+
+    Raises:
+        WeightsError: no partner (one line naming the models that have one), or partners of
+            different architectures.
+    """
+    from esrcli.weights.embedded import denoise_pair
+
+    normal_name, wdn_name = denoise_pair(name)
+    sd_n, info_n = _read_named(normal_name)
+    sd_w, info_w = _read_named(wdn_name)
+    if (info_n.arch, info_n.params) != (info_w.arch, info_w.params):
+        raise WeightsError(f"{normal_name} and {wdn_name}: partners of different architectures, cannot interpolate")
+    metadata = {**info_n.metadata, "parents": f"{normal_name},{wdn_name}"}
+    return sd_n, sd_w, ModelInfo(arch=info_n.arch, params=dict(info_n.params), scale=info_n.scale, metadata=metadata)
+
+
+def denoise_state_dict(normal: dict[str, Tensor], weak: dict[str, Tensor], strength: float) -> dict[str, Tensor]:
+    """``strength * normal + (1 - strength) * weak`` for every floating tensor (float32).
+
+    Real-ESRGAN's ``-dn`` option of ``realesr-general-x4v3`` (``dni_weight = [s, 1 - s]``
+    over the normal and the weak-denoise model); ESRGAN network interpolation (Wang et al.
+    2018, Sec. 3.4) with ``alpha = strength``, A the weak-denoise model.
+
+    Args:
+        normal: the model's state dict (strength 1).
+        weak: its weak-denoise partner's (strength 0); same keys and shapes.
+        strength: in ``[0, 1]``.
+
+    Raises:
+        ConfigError: ``strength`` outside ``[0, 1]`` (or not a number).
+        WeightsError: different keys or shapes.
+    """
+    from esrcli.weights.interp import interpolate
+
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:  # also NaN
+        raise ConfigError(f"denoise: strength must be in [0, 1], got {strength}")
+    return interpolate(weak, normal, s)
+
+
+def build_model(sd: dict[str, Tensor], info: ModelInfo, device: str | torch.device = "cpu", label: str = "model") -> nn.Module:
+    """The generator of ``info`` with the weights ``sd``: eval mode, float32, no grads, on ``device``.
+
+    Raises:
+        WeightsError: weights that do not fit the architecture (message starts with ``label``).
+    """
+    # Built on the meta device and given the file's tensors (``assign``): no random
+    # initialisation to compute and throw away (0.1-0.25 s for RRDBNet), no second copy.
+    with torch.device("meta"):
+        net = build_generator(info.arch, info.params)
+    sd = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in sd.items()}
+    try:
+        net.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as exc:  # shapes were checked; keep a typed error anyway
+        raise WeightsError(f"{label}: {_first_line(exc)}") from None
+    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:  # pragma: no cover - every generator tensor is in its state dict
+        raise WeightsError(f"{label}: no weights for {', '.join(left[:3])}")
+    net.eval().requires_grad_(False)
+    return net.to(device)
+
+
 def load_model(
     path_or_name: str | os.PathLike,
     device: str | torch.device = "cpu",
     sharpness: float | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    denoise: float | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
     """Load a generator ready for inference.
 
@@ -194,36 +270,34 @@ def load_model(
             its GAN-stage model (1) (ESRGAN network interpolation, Wang et al. 2018, Sec. 3.4;
             see :func:`esrcli.weights.sharpness_pair`).
         progress: ``progress(done_bytes, total_bytes_or_None)`` while a download runs.
+        denoise: ``None`` for the model as stored; else a strength in ``[0, 1]``:
+            ``denoise * model + (1 - denoise) * weak_denoise_partner``
+            (:func:`denoise_state_dict`, :func:`read_denoise_pair`).
 
     Returns:
         ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
 
     Raises:
-        ConfigError: ``sharpness`` outside ``[0, 1]``.
+        ConfigError: ``sharpness`` or ``denoise`` outside ``[0, 1]``, or both given.
         WeightsError: no such file or model name, unreadable file, unknown architecture,
             a download that failed or did not verify; ``sharpness`` for a file or a model
             without a partner.
     """
+    if sharpness is not None and denoise is not None:
+        raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")
+    if denoise is not None:
+        if not 0.0 <= float(denoise) <= 1.0:
+            raise ConfigError(f"denoise: strength must be in [0, 1], got {denoise}")
+        sd_n, sd_w, info = read_denoise_pair(str(path_or_name))
+        info.metadata["denoise"] = repr(float(denoise))
+        return build_model(denoise_state_dict(sd_n, sd_w, denoise), info, device, str(path_or_name)), info
     if sharpness is None:
         sd, info = _read_named(path_or_name, progress)
     else:
         if not 0.0 <= float(sharpness) <= 1.0:
             raise ConfigError(f"sharpness: must be in [0, 1], got {sharpness}")
         sd, info = _read_sharpness(str(path_or_name), float(sharpness))
-    # Built on the meta device and given the file's tensors (``assign``): no random
-    # initialisation to compute and throw away (0.1-0.25 s for RRDBNet), no second copy.
-    with torch.device("meta"):
-        net = build_generator(info.arch, info.params)
-    sd = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in sd.items()}
-    try:
-        net.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as exc:  # shapes were checked; keep a typed error anyway
-        raise WeightsError(f"{path_or_name}: {_first_line(exc)}") from None
-    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
-    if left:  # pragma: no cover - every generator tensor is in its state dict
-        raise WeightsError(f"{path_or_name}: no weights for {', '.join(left[:3])}")
-    net.eval().requires_grad_(False)
-    return net.to(device), info
+    return build_model(sd, info, device, str(path_or_name)), info
 
 
 def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike) -> None:
