@@ -86,6 +86,12 @@ def test_shipped_configs_load():
     from esrcli.estimate.train import EstimatorTrainConfig
 
     for f in files:
+        if "pdm" in f.name:
+            from esrcli.config.pdm import PdmConfig
+
+            cfg = load_toml(PdmConfig, f)
+            assert cfg.data.hr and cfg.data.lr and to_toml(cfg)
+            continue
         if "estimator" in f.name:
             cfg = load_toml(EstimatorTrainConfig, f)
             assert cfg.train.data is not None

@@ -44,9 +44,9 @@ def _root(
 
 def _register() -> None:
     # One explicit list; each module adds its own commands (no import side effects elsewhere).
-    from esrcli.cli import degrade, estimate, evaluate, interp, model, niqe, train, upscale
+    from esrcli.cli import degrade, estimate, evaluate, interp, model, niqe, pdm, train, upscale
 
-    for module in (upscale, degrade, estimate, niqe, evaluate, train, interp, model):
+    for module in (upscale, degrade, estimate, niqe, evaluate, train, pdm, interp, model):
         module.register(app)
 
 

@@ -42,6 +42,8 @@ esr degrade HR_IN... OUT [--per-image K] [--crop 256]: degrade images into OUT/l
 esr degrade --show [IMG] [-o sheet.png] [--n 12]: a contact sheet of what the model does (built-in test chart without IMG).
 
 esr degrade --print-config: the settings as TOML (a \\[degrade] table).
+
+--pdm FILE: use a learned degradation model (esr train-pdm's pdm.safetensors) instead; with --show, the sheet draws sampled kernels and noise maps beside the LR images.
 """
 
 
@@ -98,7 +100,8 @@ def _out_name(path: Path, roots: list[Path], used: set[str]) -> str:
 
 
 def _degrade_file(
-    path: Path, name: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device
+    path: Path, name: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device,
+    pdm: Any = None,
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -122,7 +125,11 @@ def _degrade_file(
             raise ImageError(f"{path}: {w}x{h} pixels is too small for scale {cfg.scale}")
         positions = [None] * per_image
         gt = x[:, :, :hh, :ww].expand(per_image, -1, -1, -1).contiguous()
-    lq, params = degrade(gt, cfg, gen)
+    if pdm is not None:  # a learned model (esrcli.degrade.pdm.PdmModel)
+        lq = pdm.degrade(gt, generator=gen).clamp(0, 1)
+        params = [{"pdm": pdm.source}] * per_image
+    else:
+        lq, params = degrade(gt, cfg, gen)
     lines = []
     for k in range(per_image):
         stem = f"{name}_{k}" if per_image > 1 else name
@@ -161,7 +168,7 @@ def _open_viewer(path: Path) -> bool:
     return True
 
 
-def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int, n: int, device: torch.device, open_viewer: bool) -> None:
+def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int, n: int, device: torch.device, open_viewer: bool, pdm: Any = None) -> None:
     import torch
 
     from esrcli.data.testchart import draw_test_chart
@@ -183,9 +190,21 @@ def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int
     top, left = (h - ch) // 2, (w - cw) // 2
     hr = np.ascontiguousarray(hr[top : top + ch, left : left + cw])
     gt = to_tensor(hr).to(device).expand(n, -1, -1, -1).contiguous()
-    lq, params = degrade(gt, cfg, torch.Generator().manual_seed(seed))
-    lqs = [from_tensor(lq[i : i + 1]) for i in range(n)]
-    sheet = contact_sheet(hr, lqs, params, cfg.scale, title=f"HR: {title}")
+    if pdm is not None:
+        from esrcli.degrade.pdm import pdm_sheet
+
+        n = min(n, 8)
+        with torch.no_grad():
+            zk, zn = pdm.draw_codes(n, (ch // cfg.scale, cw // cfg.scale), torch.Generator().manual_seed(seed))
+            lq, kernels, noise = pdm(gt[:n], zk, zn)
+        if kernels.shape[-2:] != (1, 1):  # spatially variant: the kernel at the centre
+            kernels = kernels[..., kernels.shape[-2] // 2, kernels.shape[-1] // 2][..., None, None]
+        kernels = kernels.reshape(n, pdm.kernel_size, pdm.kernel_size)
+        sheet = pdm_sheet(gt[0].cpu(), lq.clamp(0, 1).cpu(), kernels.cpu(), None if noise is None else noise.cpu(), title=f"HR: {title}").numpy()
+    else:
+        lq, params = degrade(gt, cfg, torch.Generator().manual_seed(seed))
+        lqs = [from_tensor(lq[i : i + 1]) for i in range(n)]
+        sheet = contact_sheet(hr, lqs, params, cfg.scale, title=f"HR: {title}")
     path = output if output is not None else Path(tempfile.gettempdir()) / f"esr-degrade-sheet-{seed}.png"
     write_image(path, Image(sheet, bit_depth=8))
     console.out.print(str(path), markup=False)
@@ -211,7 +230,15 @@ def register(app: typer.Typer) -> None:
         open_viewer: bool = typer.Option(True, "--open/--no-open", help="Open the sheet in the image viewer when there is one."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the configuration as TOML and exit."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+        pdm_file: Optional[Path] = typer.Option(None, "--pdm", help="Learned degradation model (esr train-pdm's pdm.safetensors).", dir_okay=False),
     ) -> None:
+        pdm = None
+        if pdm_file is not None:
+            from esrcli.degrade.pdm import load_pdm
+
+            pdm = load_pdm(pdm_file, scale=scale)
+            pdm.source = str(pdm_file)
+            scale = pdm.scale
         cfg = _load_config(config, scale)
         if print_config:
             console.out.print(to_toml(cfg, table="degrade"), markup=False)
@@ -221,7 +248,7 @@ def register(app: typer.Typer) -> None:
         if show:
             if len(paths) > 1:
                 raise typer.BadParameter("--show takes at most one image; name the sheet file with -o FILE", param_hint="IMG")
-            _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer)
+            _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer, pdm.to(dev) if pdm is not None else None)
             return
         if output is not None:
             raise typer.BadParameter("only used with --show", param_hint="--output")
@@ -245,7 +272,7 @@ def register(app: typer.Typer) -> None:
             for f in files:
                 name = _out_name(f, inputs, used)
                 try:
-                    lines.extend(_degrade_file(f, name, out, cfg, seed, per_image, crop, dev))
+                    lines.extend(_degrade_file(f, name, out, cfg, seed, per_image, crop, dev, pdm.to(dev) if pdm is not None else None))
                 except _TooSmall as exc:
                     console.warn(str(exc))
                     skipped += 1

@@ -54,6 +54,22 @@ def _info_lines(path: Path, sd: dict, info: ModelInfo) -> list[str]:
     return lines
 
 
+def _pdm_record(path: Path) -> dict | None:
+    """``esr model info`` of a PDM degradation model (esr train-pdm), or ``None`` for other files."""
+    if not path.is_file():
+        return None
+    from esrcli.degrade.pdm import load_pdm, read_pdm_metadata
+
+    try:
+        meta = read_pdm_metadata(path)
+    except EsrError:
+        return None
+    model = load_pdm(path)
+    kind = json.loads(meta["config"])
+    return {"file": str(path), "arch": "PDM (learned degradation)", "scale": model.scale, "params": kind,
+            "parameters": sum(p.numel() for p in model.parameters()), "metadata": meta}
+
+
 @model_app.command("info")
 def info_cmd(
     files: List[Path] = typer.Argument(
@@ -66,6 +82,25 @@ def info_cmd(
 
     failed = 0
     for i, path in enumerate(files):
+        try:
+            pdm = _pdm_record(path)
+        except EsrError as exc:
+            console.error(str(exc), exc.hint)
+            failed += 1
+            continue
+        if pdm is not None:
+            if as_json:
+                typer.echo(json.dumps(pdm))
+            else:
+                cfg = pdm["params"]
+                typer.echo(("\n" if i else "") + "\n".join([
+                    f"file:       {path}", f"arch:       {pdm['arch']}", f"scale:      x{pdm['scale']}",
+                    f"kernel:     {cfg['kernel']} {cfg['kernel_size']}x{cfg['kernel_size']}{', spatially variant' if cfg['spatial'] else ''}",
+                    f"noise:      {'%d channel(s)' % cfg['noise_channels'] if cfg['noise'] else 'none'}",
+                    f"parameters: {pdm['parameters']:,}",
+                    *(f"  {k}: {v}" for k, v in sorted(pdm["metadata"].items()) if k not in ("config",)),
+                ]))
+            continue
         try:
             with resolve_model(path) as real:
                 sd, info = read_model_info(real)

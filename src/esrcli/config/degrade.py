@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from esrcli.errors import ConfigError
@@ -204,6 +205,11 @@ class DegradeConfig:
         first: the first degradation stage.
         second: the second degradation stage.
         final: the final resize, sinc and JPEG step.
+        source: where training pairs come from (train-net/train-gan): ``"second-order"``
+            (this model), ``"pdm"`` (a learned degradation, ``esr train-pdm``'s
+            ``pdm.safetensors``) or ``"mix"`` (each pair from the PDM with ``pdm_prob``).
+        pdm: the PDM file (relative to the config file), needed by ``"pdm"`` and ``"mix"``.
+        pdm_prob: probability of a PDM pair with ``source = "mix"``.
     """
 
     scale: int = 4
@@ -214,8 +220,14 @@ class DegradeConfig:
     first: StageConfig = field(default_factory=StageConfig)
     second: SecondStageConfig = field(default_factory=SecondStageConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
+    source: Literal["second-order", "pdm", "mix"] = "second-order"
+    pdm: Path | None = None
+    pdm_prob: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.source != "second-order" and self.pdm is None:
+            raise ConfigError(f"pdm: a PDM file (esr train-pdm's pdm.safetensors) is needed with source = {self.source!r}")
+        _prob("pdm_prob", self.pdm_prob)
         if not 1 <= self.scale <= 16:
             raise ConfigError(f"scale: must be an integer in [1, 16], got {self.scale}")
         if self.gt_size < self.scale or self.gt_size % self.scale:

@@ -19,6 +19,7 @@ from torch import Tensor
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.degrade import PairPool, synthesize_pairs
 from esrcli.degrade.vector import param_vector
+from esrcli.errors import ConfigError
 
 __all__ = ["PairMaker"]
 
@@ -47,6 +48,31 @@ class PairMaker:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pool = PairPool(cfg.train.pool_size, cfg.train.batch_size) if cfg.train.pool_size else None
         self.with_params = cfg.model.predict_degradation
+        self.pdm = None
+        if self.cfg.source != "second-order":
+            if self.with_params:
+                raise ConfigError(
+                    f"degrade.source: {self.cfg.source!r} cannot be used with model.predict_degradation "
+                    "(its targets are the second-order parameters)"
+                )
+            from esrcli.degrade.pdm import load_pdm
+
+            self.pdm = load_pdm(self.cfg.pdm, scale=self.cfg.scale, device=self.degrade_device)
+
+    def _pdm_pairs(self, crops: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(gt, gt_usm, lq)`` with the learned degradation of the plain GT crop."""
+        from esrcli.degrade import paired_random_crop
+        from esrcli.ops.filters import usm_sharpen
+
+        s, g = self.cfg.scale, self.cfg.gt_size
+        h, w = crops.shape[-2] // s * s, crops.shape[-1] // s * s
+        crops = crops[..., :h, :w]
+        lq_full = crops[..., ::s, ::s]  # only its shape is used for the positions
+        (gt,), _, _ = paired_random_crop([crops], lq_full, g, s, self.generator)
+        lq = self.pdm.degrade(gt, generator=self.generator).clamp(0, 1).mul(255).round().div(255)
+        c = self.cfg
+        gt_usm = usm_sharpen(gt, c.usm_radius, c.usm_weight, c.usm_threshold) if self.gt_usm else gt
+        return gt, gt_usm, lq
 
     def make(self, crops: Tensor) -> dict[str, Tensor]:
         """HR crops ``(B, 3, S, S)`` in [0, 1] -> ``lq (B, 3, g/s, g/s)``, ``gt``/``gt_usm (B, 3, g, g)``
@@ -54,7 +80,16 @@ class PairMaker:
         crops = crops.to(self.degrade_device, non_blocking=True)
         with torch.no_grad():
             # Both Real-ESRGAN stages degrade the USM-sharpened GT when gt_usm is on.
-            gt, gt_usm, lq, params = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
+            if self.cfg.source == "pdm":
+                gt, gt_usm, lq = self._pdm_pairs(crops)
+                params = None
+            else:
+                gt, gt_usm, lq, params = synthesize_pairs(crops, self.cfg, self.generator, gt_usm=self.gt_usm, degrade_usm=self.gt_usm)
+                if self.cfg.source == "mix":
+                    pick = torch.rand(gt.shape[0], generator=self.generator) < self.cfg.pdm_prob
+                    if bool(pick.any()):
+                        lq = lq.clone()
+                        lq[pick.to(lq.device)] = self.pdm.degrade(gt[pick.to(gt.device)], generator=self.generator).clamp(0, 1).mul(255).round().div(255)
             batch = {"lq": lq, "gt": gt}
             if self.gt_usm:
                 batch["gt_usm"] = gt_usm
