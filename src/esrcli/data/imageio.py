@@ -193,6 +193,25 @@ def _decode(data: bytes) -> np.ndarray | None:
         cv2.utils.logging.setLogLevel(level)
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The whole file.
+
+    Raises:
+        ImageError: missing, a folder, unreadable or empty (0 bytes); the message names the file.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    return data
+
+
 def read_samples(path: str | Path) -> np.ndarray:
     """Read an image file's samples as stored: no EXIF orientation, no scaling, no colour handling.
 
@@ -210,16 +229,7 @@ def read_samples(path: str | Path) -> np.ndarray:
         ImageError: missing, empty, corrupt, truncated or non-image file; the message names it.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+    data = _read_bytes(path)
     arr = _decode(data)
     if arr is None or arr.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
@@ -250,16 +260,7 @@ def read_image(path: str | Path) -> Image:
             (more than :data:`MAX_PIXELS` pixels) file; the message names the file.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise ImageError(f"{path}: empty file (0 bytes)")
+    data = _read_bytes(path)
     header = _read_header(path, data)
     arr = _decode(data)
     if arr is None or arr.size == 0:
