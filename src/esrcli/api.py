@@ -110,6 +110,22 @@ def _denoise_mode(denoise: Any) -> tuple[float | None, Callable[[np.ndarray], fl
     raise ConfigError(f"denoise: expected a number in [0, 1], 'auto' or a callable, got {type(denoise).__name__}")
 
 
+def _to_image(image: ImageLike) -> tuple[Image, tuple[str, ...]]:
+    """The :class:`Image` of a path, numpy array or PIL image, and the layout to give back.
+
+    Raises:
+        ImageError: an unreadable file, an unsupported array or PIL mode, or another type.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        img = read_image(Path(image))
+        return img, ("2d" if img.alpha is None and img.color.shape[2] == 1 else "3d", "uint16" if img.bit_depth == 16 else "uint8")
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
+        return _from_pil(image)
+    raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+
+
 class Upscaler:
     """A generator loaded once, for upscaling many images from Python.
 
@@ -211,15 +227,7 @@ class Upscaler:
             ImageError: an unreadable file, an unsupported array shape or dtype, NaN values.
             ConfigError: ``outscale`` not a finite number > 0.
         """
-        if isinstance(image, (str, os.PathLike)):
-            img = read_image(Path(image))
-            kind = ("2d" if img.alpha is None and img.color.shape[2] == 1 else "3d", "uint16" if img.bit_depth == 16 else "uint8")
-        elif isinstance(image, np.ndarray):
-            img, kind = _from_array(image)
-        elif hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
-            img, kind = _from_pil(image)
-        else:
-            raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+        img, kind = _to_image(image)
         options = dataclasses.replace(self.options, outscale=outscale) if outscale is not None else self.options
         strength = None if self._strength is None else round_strength(self._strength(img.color))
         out = upscale_image(img, self.model.net_for(img.bit_depth, denoise=strength), self.model.info, options)
@@ -235,12 +243,5 @@ class Upscaler:
         """
         if self._strength is None:
             return self.model.spec.denoise
-        if isinstance(image, (str, os.PathLike)):
-            img = read_image(Path(image))
-        elif isinstance(image, np.ndarray):
-            img, _ = _from_array(image)
-        elif hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):
-            img, _ = _from_pil(image)
-        else:
-            raise ImageError(f"expected a numpy array, a PIL image or a path, got {type(image).__name__}")
+        img, _ = _to_image(image)
         return round_strength(self._strength(img.color))
