@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from esrcli.cli import console
-from esrcli.cli.niqe import error_text, expand_paths, output_format
+from esrcli.cli.niqe import each_image, output_format
 from esrcli.cli.train import parse_duration
-from esrcli.errors import EsrError, ImageError
 
 __all__ = ["register"]
 
@@ -76,21 +75,8 @@ def estimate_cmd(
     from esrcli.estimate import estimate
 
     fmt = output_format(as_json, as_csv)
-    files, skipped = expand_paths(paths, recursive)
-    for _, msg in skipped:
-        console.error(msg)
-    if not files and not skipped:
-        raise ImageError(f"{', '.join(map(str, paths))}: no images found")
-    records: list[dict] = []
-    with console.progress("estimate", total=len(files)) as advance:
-        for path in files:
-            try:
-                records.append(_record(path, estimate(path)))
-            except EsrError as exc:
-                msg = error_text(path, exc)
-                console.error(msg)
-                skipped.append((path, msg))
-            advance()
+    results, skipped = each_image("estimate", paths, recursive, estimate)
+    records = [_record(path, est) for path, est in results]
     _emit(records, fmt)
     if skipped:
         console.info(f"estimate: {len(records)} image(s) estimated, {len(skipped)} failed")

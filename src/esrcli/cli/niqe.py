@@ -13,7 +13,7 @@ import json
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Callable, Iterable, List, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +23,9 @@ from esrcli.cli import console
 from esrcli.data.imageio import list_images
 from esrcli.errors import EsrError, ImageError
 
-__all__ = ["register", "fmt_score", "json_score", "expand_paths", "error_text", "emit", "output_format"]
+__all__ = ["register", "fmt_score", "json_score", "expand_paths", "each_image", "error_text", "emit", "output_format"]
+
+T = TypeVar("T")
 
 
 class Convert(str, Enum):
@@ -65,6 +67,38 @@ def expand_paths(paths: Sequence[Path], recursive: bool) -> tuple[list[Path], li
         except ImageError as exc:
             missing.append((p, str(exc)))
     return files, missing
+
+
+def each_image(
+    label: str, paths: Sequence[Path], recursive: bool, fn: Callable[[Path], T]
+) -> tuple[list[tuple[Path, T]], list[tuple[Path, str]]]:
+    """Run ``fn`` on every image file of ``paths`` under a progress bar, going on past bad files.
+
+    Paths that do not exist and files whose ``fn`` raises an :class:`EsrError` are reported on
+    stderr (one line each) and returned as skipped.
+
+    Returns:
+        ``[(path, fn(path))]`` in input order, and ``[(path, error)]`` of what was skipped.
+
+    Raises:
+        ImageError: ``paths`` hold no image file at all.
+    """
+    files, skipped = expand_paths(paths, recursive)
+    for _, msg in skipped:
+        console.error(msg)
+    if not files and not skipped:
+        raise ImageError(f"{', '.join(map(str, paths))}: no images found")
+    results: list[tuple[Path, T]] = []
+    with console.progress(label, total=len(files)) as advance:
+        for path in files:
+            try:
+                results.append((path, fn(path)))
+            except EsrError as exc:
+                msg = error_text(path, exc)
+                console.error(msg)
+                skipped.append((path, msg))
+            advance()
+    return results, skipped
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -138,22 +172,10 @@ def niqe_cmd(
     from esrcli.metrics.niqe import niqe
 
     fmt = output_format(as_json, as_csv)
-    files, skipped = expand_paths(paths, recursive)
-    for _, msg in skipped:
-        console.error(msg)
-    if not files and not skipped:
-        raise ImageError(f"{', '.join(map(str, paths))}: no images found")
-    rows: list[tuple[str, dict[str, float | None]]] = []
-    with console.progress("niqe", total=len(files)) as advance:
-        for path in files:
-            try:
-                score = niqe(read_uint8(path), crop_border=crop_border, convert=convert.value)
-                rows.append((str(path), {"niqe": score}))
-            except EsrError as exc:
-                msg = error_text(path, exc)
-                console.error(msg)
-                skipped.append((path, msg))
-            advance()
+    scores, skipped = each_image(
+        "niqe", paths, recursive, lambda path: niqe(read_uint8(path), crop_border=crop_border, convert=convert.value)
+    )
+    rows: list[tuple[str, dict[str, float | None]]] = [(str(path), {"niqe": score}) for path, score in scores]
     emit([("niqe", "NIQE", 4)], rows, skipped, fmt, {"convert": convert.value, "crop_border": crop_border})
     if skipped:
         console.info(f"niqe: {len(rows)} image(s) scored, {len(skipped)} skipped")
