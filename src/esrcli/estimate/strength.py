@@ -78,10 +78,10 @@ def auto_denoise(color: np.ndarray) -> float:
         EsrError: the estimator is not available in this build (``esrcli.estimate.estimate``
             missing), or its weights are broken.
     """
-    import esrcli.estimate as est
+    from esrcli.estimate.core import MIN_SIDE
 
     fn = check_estimator()
     a = color[:, :, 0] if color.ndim == 3 and color.shape[2] == 1 else color
-    if min(a.shape[:2]) < int(getattr(est, "MIN_SIDE", 64)):
+    if min(a.shape[:2]) < MIN_SIDE:
         return recommend_denoise(0.0, None, 0.0)
     return float(fn(np.ascontiguousarray(a, dtype=np.float32)).denoise)
