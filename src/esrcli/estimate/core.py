@@ -234,10 +234,9 @@ def estimate(image: ImageLike) -> DegradationEstimate:
         out = _cnn(patches, net)
         flat = _flatness(patches)
         keep = flat <= np.median(flat)
-        noise_all = np.median(out[keep, :3], axis=0) * NOISE_SCALE
-        noise = tuple(float(max(0.0, v)) for v in (noise_all[:1] if channels == 1 else noise_all))
-        if channels == 1:
-            noise = (float(max(0.0, np.median(out[keep, :3]) * NOISE_SCALE)),)
+        # gray: one sigma, the median over the three (equal-input) channel outputs together
+        per_channel = np.median(out[keep, :3], axis=None if channels == 1 else 0) * NOISE_SCALE
+        noise = tuple(float(max(0.0, v)) for v in np.atleast_1d(per_channel))
         comp = float(np.median(out[:, 3]))
         quality = None if comp < NO_JPEG_BELOW else int(np.clip(round(100.0 - 100.0 * comp), 1, 100))
         blur = float(max(0.0, np.median(out[:, 4]) * BLUR_SCALE))
