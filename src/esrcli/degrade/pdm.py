@@ -45,6 +45,7 @@ __all__ = [
     "PatchDiscriminator",
     "PdmModel",
     "apply_kernels",
+    "highpass",
     "kernel_moments",
     "save_pdm",
     "load_pdm",
@@ -140,6 +141,12 @@ class KernelNet(nn.Module):
 class NoiseNet(nn.Module):
     """(blurred LR image, per-pixel code z_n) -> additive noise.
 
+    The output is multiplied by ``gain`` (a buffer, one factor per noise channel, 1 during
+    training): ``esr train-pdm`` sets it in the exported EMA model so that the noise's
+    high-frequency energy matches the live model's (weight averaging of an oscillating
+    adversarial generator shrinks its output; measured 10-20% too little noise without it,
+    see :func:`esrcli.train.pdm.calibrated_export`).
+
     Args:
         cfg: the model configuration (``code_channels``, ``noise_channels``, ``noise_feat``,
             ``noise_blocks``).
@@ -156,9 +163,11 @@ class NoiseNet(nn.Module):
         self.tail = nn.Conv2d(cfg.noise_feat, cfg.noise_channels, 3, 1, 1)
         nn.init.normal_(self.tail.weight, 0.0, 1e-3)  # the official non-zero init: small noise at first
         nn.init.zeros_(self.tail.bias)
+        self.register_buffer("gain", torch.ones(cfg.noise_channels))
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.tail(self.body(F.relu(self.head(torch.cat([x, z], dim=1)))))
+        out = self.tail(self.body(F.relu(self.head(torch.cat([x, z], dim=1)))))
+        return out * self.gain.reshape(1, -1, 1, 1)
 
 
 class PatchDiscriminator(nn.Module):
@@ -198,13 +207,27 @@ class PatchDiscriminator(nn.Module):
         layers += [nn.Conv2d(c, 1, 3, 1, 1)]
         self.body = nn.Sequential(*layers)
         self.highpass = highpass
-        b = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
-        self.register_buffer("blur", (b[:, None] * b[None]).expand(3, 1, 5, 5).contiguous(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.highpass:
-            x = 4 * (x - F.conv2d(_pad(x, 2), self.blur, groups=3))
-        return self.body(x)
+        return self.body(highpass(x) if self.highpass else x)
+
+
+def highpass(x: Tensor) -> Tensor:
+    """``4 (x - B x)`` per channel, B the 5x5 binomial blur with reflect padding.
+
+    What the discriminator of :class:`PatchDiscriminator` sees with ``highpass``: white
+    noise of standard deviation sigma comes out with about ``3.57 sigma``.
+
+    Args:
+        x: ``(B, C, h, w)`` float.
+
+    Returns:
+        ``(B, C, h, w)``, same dtype.
+    """
+    b = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=x.device, dtype=x.dtype) / 16
+    c = x.shape[1]
+    blur = (b[:, None] * b[None]).expand(c, 1, 5, 5)
+    return 4 * (x - F.conv2d(_pad(x, 2), blur, groups=c))
 
 
 def _pad(x: Tensor, p: int) -> Tensor:
@@ -461,6 +484,8 @@ def load_pdm(path: str | os.PathLike, *, scale: int | None = None, device: str |
     model = PdmModel(cfg)
     try:
         sd = load_file(str(path))
+        if model.noise_net is not None:  # files of esr 0.x before the calibrated noise gain
+            sd.setdefault("noise_net.gain", torch.ones(cfg.noise_channels))
         model.load_state_dict(sd, strict=True)
     except Exception as exc:  # noqa: BLE001 - missing/unexpected keys, shape mismatch, bad bytes
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
