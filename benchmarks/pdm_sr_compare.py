@@ -8,6 +8,9 @@ from the HR half. Scores PSNR_Y (BasicSR conventions, crop border = scale) on th
 256x256 HR region of ``--pairs`` images of the other half against their true LR images (the
 LR domain, made with the known kernel and noise).
 
+With ``--joint RUN`` it also scores the ``net_g_ema.safetensors`` of a ``train-pdm`` run with
+an ``[sr]`` table (joint PDM-SR; ``benchmarks/pdm_recovery.py --set sr.model.num_feat=32 ...``).
+
 Usage::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pdm_sr_compare.py --domain /tmp/pdm_bench/domain \\
@@ -62,7 +65,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/pdm_sr_compare"))
     ap.add_argument("--time", type=float, default=420.0, help="seconds of training for each model")
     ap.add_argument("--pairs", type=int, default=24)
-    ap.add_argument("--only", choices=["pdm", "second-order"], default=None)
+    ap.add_argument("--only", choices=["pdm", "second-order", "none"], default=None, help="train only one (none: score --joint only)")
+    ap.add_argument("--joint", type=Path, default=None, help="a train-pdm run folder with [sr]: score its net_g_ema.safetensors")
     args = ap.parse_args()
     base = {
         "model": {"arch": "SRVGGNetCompact", "num_feat": 32, "num_conv": 8},
@@ -81,6 +85,9 @@ def main() -> None:
         res = train(cfg, args.out / source, time_limit=args.time)
         result[source] = {"iterations": res.iteration, "psnr_y": round(score(res.export, pairs, 4), 3)}
         print(json.dumps(result), file=sys.stderr)
+    if args.joint is not None:
+        iters = json.loads((args.joint / "metrics.jsonl").read_text().splitlines()[-1])["iter"]
+        result["joint"] = {"iterations": iters, "psnr_y": round(score(args.joint / "net_g_ema.safetensors", pairs, 4), 3)}
     (args.out).mkdir(parents=True, exist_ok=True)
     (args.out / f"result{'_' + args.only if args.only else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -283,3 +283,98 @@ def test_pdm_source_refuses_predict_degradation(tmp_path):
     })
     with pytest.raises(ConfigError, match="degrade.source"):
         PairMaker(cfg, torch.device("cpu"), 0)
+
+
+def test_config_sr_table_errors(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[sr.model]\nscale = 2\n")
+    with pytest.raises(ConfigError, match=r"sr\.model\.scale: must equal model\.scale \(4\), got 2"):
+        load_toml(PdmConfig, f)
+    f.write_text("[sr.model]\npredict_degradation = true\n")
+    with pytest.raises(ConfigError, match=r"sr\.model\.predict_degradation"):
+        load_toml(PdmConfig, f)
+    f.write_text("[sr]\nlrr = 1e-4\n")
+    with pytest.raises(ConfigError, match=r"sr\.lrr: unknown key"):
+        load_toml(PdmConfig, f)
+    assert load_toml(PdmConfig, _write_toml(tmp_path, "")).sr is None
+
+
+def _write_toml(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "ok.toml"
+    f.write_text(text)
+    return f
+
+
+def test_calibrated_export_matches_live_noise_energy(data, tmp_path):
+    from esrcli.degrade.pdm import highpass
+    from esrcli.train.pdm import build_pdm_nets, calibrated_export
+
+    cfg = _cfg(data)
+    nets = build_pdm_nets(cfg, torch.device("cpu"))
+    with torch.no_grad():  # a noise module that makes noise of a known size
+        nets.ema.noise_net.tail.weight.normal_(0, 0.05)
+    hr = torch.rand(4, 3, 32, 32)
+    model, gain = calibrated_export(nets, hr, seed=7)
+    assert gain is None and torch.equal(model.noise_net.gain, torch.ones(3))  # before any model update
+    g = torch.Generator().manual_seed(7)
+    zk, zn = nets.ema.draw_codes(4, (8, 8), g)
+    with torch.no_grad():
+        own = highpass(nets.ema(hr, zk, zn)[2]).pow(2).mean(dim=(0, 2, 3))
+    nets.noise_energy = own * torch.tensor([4.0, 1.0, 0.25])
+    model, gain = calibrated_export(nets, hr, seed=7)
+    assert torch.allclose(gain, torch.tensor([2.0, 1.0, 0.5]), rtol=1e-4)
+    with torch.no_grad():
+        got = highpass(model(hr, zk, zn)[2]).pow(2).mean(dim=(0, 2, 3))
+    assert torch.allclose(got, nets.noise_energy, rtol=1e-4)
+    assert torch.equal(nets.ema.noise_net.gain, torch.ones(3))  # the training EMA is untouched
+    # the gain travels in the file; files written before it (no gain key) still load
+    path = save_pdm(tmp_path / "g.safetensors", model)
+    assert torch.allclose(load_pdm(path).noise_net.gain, gain)
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(path))
+    del sd["noise_net.gain"]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    save_file(sd, str(tmp_path / "old.safetensors"), metadata=meta)
+    assert torch.equal(load_pdm(tmp_path / "old.safetensors").noise_net.gain, torch.ones(3))
+
+
+def test_train_pdm_joint_sr_exports_and_resumes_exactly(data, tmp_path):
+    from esrcli.weights import load_model
+
+    sr = {"model": {"num_feat": 4, "num_conv": 1}, "start_iter": 1}
+    train = {"d_warmup": 1}
+    full = train_pdm(_cfg(data, sr=sr, train=train), tmp_path / "full")
+    assert full.sr_export == tmp_path / "full" / "net_g_ema.safetensors"
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert ["loss_sr_pix" in r for r in lines] == [False, True, True, True]  # from sr.start_iter
+    assert all(math.isfinite(r["loss_sr_pix"]) for r in lines[1:])
+    net, info = load_model(full.sr_export, device="cpu")
+    assert info.arch == "SRVGGNetCompact" and info.scale == 4
+    assert "PDM-SR" in info.metadata.get("provenance", "")
+    assert net(torch.rand(1, 3, 6, 7)).shape == (1, 3, 24, 28)
+
+    part = train_pdm(_cfg(data, sr=sr, train={**train, "total_iter": 2}), tmp_path / "part")
+    assert part.iteration == 2
+    train_pdm(_cfg(data, sr=sr, train=train), tmp_path / "part", resume=True)
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "iter_00000004.pt")
+    b = read_checkpoint(tmp_path / "part" / "checkpoints" / "iter_00000004.pt")
+    for key in ("net_g", "net_g_ema"):
+        for k in a["sr"][key]:
+            assert torch.equal(a["sr"][key][k], b["sr"][key][k]), (key, k)
+    assert torch.equal(a["noise_energy"], b["noise_energy"])
+    # the SR network learned something: its export differs from the seeded initial network
+    from esrcli.train import build
+
+    init = build.build_net_g(from_dict(PdmConfig, {"sr": sr}).sr.model, 3)
+    assert any(not torch.equal(x, y) for x, y in zip(init.state_dict().values(), net.state_dict().values()))
+
+
+def test_train_pdm_sr_pretrained_errors_name_the_key(data, tmp_path):
+    from esrcli.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=r"sr\.model\.pretrained: .*missing\.pth"):
+        train_pdm(_cfg(data, sr={"model": {"num_feat": 4, "num_conv": 1, "pretrained": str(tmp_path / "missing.pth")}}), tmp_path / "r")

@@ -3,7 +3,8 @@
 Reads a TOML config (``--print-config`` prints the complete default), writes into an output
 folder (``runs/<config name>`` by default) and resumes from its latest checkpoint. The
 learned model is ``RUN/pdm.safetensors`` (for ``esr degrade --pdm`` and train-net's
-``[degrade] source = "pdm"``). Progress on stderr, the summary on stdout.
+``[degrade] source = "pdm"``); with an ``[sr]`` table an SR generator trains on its pairs at
+the same time (``RUN/net_g_ema.safetensors``). Progress on stderr, the summary on stdout.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from esrcli.config.pdm import PdmConfig
 from esrcli.errors import ConfigError
 
 
+_SHOWN = ("loss_adv", "loss_d", "noise_std", "k_sigma_major", "k_sigma_minor", "k_theta", "loss_sr_pix")
+
+
 def _short(losses: dict[str, float]) -> str:
-    keys = ("loss_adv", "loss_d", "noise_std", "k_sigma_major", "k_sigma_minor", "k_theta")
+    keys = _SHOWN
     return " ".join(f"{k.removeprefix('loss_')}={losses[k]:.4g}" for k in keys if k in losses)
 
 
 class _PdmReporter(_Reporter):
     def step(self, info) -> None:
-        shown = ("loss_adv", "loss_d", "noise_std", "k_sigma_major", "k_sigma_minor", "k_theta")
-        losses = {"l_" + k.removeprefix("loss_"): info.losses[k] for k in shown if k in info.losses}  # _Reporter shows l_*
+        losses = {"l_" + k.removeprefix("loss_"): info.losses[k] for k in _SHOWN if k in info.losses}  # _Reporter shows l_*
         super().step(type(info)(info.iteration, info.total, losses, info.lr, None, info.checkpoint))
 
 
@@ -57,6 +60,8 @@ def _run(config: Optional[Path], output: Optional[Path], resume: Optional[bool],
         console.out.print(f"skipped files: {len(result.skipped)}")
     console.out.print(f"checkpoint: {result.checkpoint}")
     console.out.print(f"model: {result.export}")
+    if result.sr_export is not None:
+        console.out.print(f"SR model: {result.sr_export}")
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-pdm", help="Learn a target domain's degradation (PDM) from unpaired HR and LR images.")
     def train_pdm_command(
-        config: Optional[Path] = typer.Argument(None, help="TOML config: tables data (hr, lr), model, train.", show_default=False),
+        config: Optional[Path] = typer.Argument(None, help="TOML config: tables data (hr, lr), model, train, optional sr.", show_default=False),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default runs/<config name>)."),
         resume: Optional[bool] = typer.Option(
             None, "--resume/--no-resume", help="Continue from the latest checkpoint (default: when the folder has one)."

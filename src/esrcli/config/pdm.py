@@ -8,7 +8,8 @@ paper's recipe (200k iterations of batch 32 on a GPU) does not converge in the ~
 2 CPU cores this project aims at (see ``docs/pdm.md``).
 
 Tables: ``[model]`` (:class:`PdmModelConfig`), ``[data]`` (:class:`PdmDataConfig`),
-``[train]`` (:class:`PdmTrainOptions`). Unknown keys and wrong types are
+``[train]`` (:class:`PdmTrainOptions`) and the optional ``[sr]`` (:class:`PdmSrConfig`, joint
+PDM-SR training of an esr generator). Unknown keys and wrong types are
 :class:`~esrcli.errors.ConfigError` naming the dotted key.
 
 Example TOML::
@@ -27,9 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from esrcli.config.train import ModelConfig
 from esrcli.errors import ConfigError
 
-__all__ = ["PdmModelConfig", "PdmDataConfig", "PdmTrainOptions", "PdmConfig"]
+__all__ = ["PdmModelConfig", "PdmDataConfig", "PdmTrainOptions", "PdmSrConfig", "PdmConfig"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -208,9 +210,73 @@ class PdmTrainOptions:
 
 
 @dataclass(frozen=True)
+class PdmSrConfig:
+    """``[sr]``: train an esr generator on ``(x, PDM(x))`` pairs while the PDM learns (PDM-SR).
+
+    The paper's PDM-SR (Luo et al. 2022, Sec. 3.3; official ``DegSRModel``): every
+    iteration, the HR patches degraded by the current degradation model, clipped and
+    rounded to 8 bits, detached (no gradient reaches the PDM), are the SR network's input,
+    and the HR patches its target. The generator's EMA is exported as
+    ``RUN/net_g_ema.safetensors``. The GAN stage is ``esr train-gan`` with
+    ``[degrade] source = "pdm"`` and this export as ``model.pretrained``.
+
+    Attributes:
+        model: ``[sr.model]``, the generator, as train-net's ``[model]`` (``pretrained``
+            starts it from a file, e.g. an official model to adapt to the domain). Its
+            ``scale`` must equal ``model.scale``.
+        lr: Adam learning rate (paper 2e-4), multiplied by ``train.gamma`` at
+            ``train.milestones`` like the PDM's.
+        betas: Adam betas.
+        ema_decay: decay of the exported EMA (Real-ESRGAN 0.999 over 10^5+ iterations;
+            0.99 suits CPU-sized runs of a few thousand).
+        pixel_criterion: ``"l1"`` (paper), ``"l2"`` or ``"charbonnier"``.
+        pixel_weight: weight of the pixel loss (paper 1).
+        perceptual_weight: weight of the VGG19 perceptual loss (0: none; the official
+            perceptual configs use 1 on ``conv5_4``); needs the VGG19 weights (see
+            docs/training.md).
+        perceptual_layers: VGG19 layers of the perceptual loss.
+        perceptual_layer_weights: one weight per layer.
+        vgg_weights: the VGG19 file (default: the torch hub cache).
+        start_iter: iteration where the SR network starts training (0: from the first
+            model update, as the paper; later: on pairs from a PDM that has found its
+            kernel).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.99
+    pixel_criterion: Literal["l1", "l2", "charbonnier"] = "l1"
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    perceptual_layers: tuple[str, ...] = ("conv5_4",)
+    perceptual_layer_weights: tuple[float, ...] = (1.0,)
+    vgg_weights: Path | None = None
+    start_iter: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        for name in ("pixel_weight", "perceptual_weight", "start_iter"):
+            _non_negative(name, getattr(self, name))
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
+            raise ConfigError("perceptual_layer_weights: needs one weight per entry of perceptual_layers")
+        if self.model.predict_degradation:
+            raise ConfigError("model.predict_degradation: not available in [sr] (PDM pairs have no degradation parameters)")
+
+
+@dataclass(frozen=True)
 class PdmConfig:
-    """``esr train-pdm``: all tables."""
+    """``esr train-pdm``: all tables (``sr`` is ``None`` without an ``[sr]`` table)."""
 
     model: PdmModelConfig = field(default_factory=PdmModelConfig)
     data: PdmDataConfig = field(default_factory=PdmDataConfig)
     train: PdmTrainOptions = field(default_factory=PdmTrainOptions)
+    sr: PdmSrConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.sr is not None and self.sr.model.scale != self.model.scale:
+            raise ConfigError(f"sr.model.scale: must equal model.scale ({self.model.scale}), got {self.sr.model.scale}")

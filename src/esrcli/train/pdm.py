@@ -32,20 +32,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from esrcli.config import to_toml
-from esrcli.config.pdm import PdmConfig
+from esrcli.config.pdm import PdmConfig, PdmSrConfig
 from esrcli.data.dataset import ScanResult, mix_seed, scan_images
 from esrcli.data.imageio import read_image
 from esrcli.degrade.pdm import PatchDiscriminator, PdmModel, highpass, kernel_moments, save_pdm
 from esrcli.errors import DataError, ImageError, TrainingError
+from esrcli.losses.pixel import pixel_loss
+from esrcli.train import build
 from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
 from esrcli.train.loop import StepInfo, _find_resume
 
-__all__ = ["PDM_EXPORT", "UnpairedPatches", "PdmNets", "PdmResult", "pdm_step", "kernel_stats", "calibrated_export", "train_pdm"]
+__all__ = ["PDM_EXPORT", "SR_EXPORT", "UnpairedPatches", "SrNets", "PdmNets", "PdmResult", "pdm_step", "sr_step",
+           "kernel_stats", "calibrated_export", "train_pdm"]
 
 PDM_EXPORT = "pdm.safetensors"
+SR_EXPORT = build.EXPORT_NAME  # net_g_ema.safetensors, as train-net: a run folder works as model.pretrained
 
 
 def _scan(folders: tuple[Path, ...], key: str, min_side: int) -> tuple[ScanResult, list[tuple[Path, str]]]:
@@ -148,6 +152,17 @@ class UnpairedPatches:
 
 
 @dataclass
+class SrNets:
+    """The ``[sr]`` generator of joint PDM-SR training, its EMA, optimiser and schedule."""
+
+    net_g: torch.nn.Module
+    net_g_ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    perceptual: torch.nn.Module | None = None
+
+
+@dataclass
 class PdmNets:
     """The degradation model, the discriminator and their optimisers.
 
@@ -165,6 +180,7 @@ class PdmNets:
     sched_g: Any
     sched_d: Any
     noise_energy: Tensor | None = None
+    sr: SrNets | None = None
 
 
 def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
@@ -179,7 +195,73 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr_d, betas=t.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(t.milestones), t.gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(t.milestones), t.gamma)
-    return PdmNets(model, make_ema(model), disc, opt_g, opt_d, sched_g, sched_d)
+    sr = build_sr_nets(cfg.sr, cfg, device) if cfg.sr is not None else None
+    return PdmNets(model, make_ema(model), disc, opt_g, opt_d, sched_g, sched_d, sr=sr)
+
+
+def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device, load_weights: bool = True) -> SrNets:
+    """The ``[sr]`` generator (seeded by ``train.seed``; ``sr.model.pretrained`` loaded when
+    ``load_weights``), its EMA, Adam and the MultiStepLR of ``train.milestones``.
+
+    Raises:
+        TrainingError: an unusable ``sr.model.pretrained`` or missing VGG19 weights for
+            ``sr.perceptual_weight``.
+    """
+    net_g = build.build_net_g(sr.model, cfg.train.seed)
+    if load_weights:
+        try:
+            build.load_pretrained(net_g, sr.model)
+        except TrainingError as exc:
+            msg = str(exc)
+            raise TrainingError("sr." + msg if msg.startswith("model.") else msg, exc.hint) from None
+    net_g = net_g.to(device).train()
+    opt = torch.optim.Adam(net_g.parameters(), lr=sr.lr, betas=sr.betas)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.train.milestones), cfg.train.gamma)
+    perceptual = None
+    if sr.perceptual_weight > 0:
+        from esrcli.losses.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss(sr.vgg_weights, sr.perceptual_layers, sr.perceptual_layer_weights).to(device)
+    return SrNets(net_g, make_ema(net_g), opt, sched, perceptual)
+
+
+def sr_step(nets: SrNets, hr: Tensor, fake_lr: Tensor, sr: PdmSrConfig, grad_clip: float) -> dict[str, float]:
+    """One update of the ``[sr]`` generator on ``(PDM(hr), hr)`` pairs, then its EMA.
+
+    The fake LR images are detached, clipped to [0, 1] and rounded to 8-bit levels (as the
+    official ``DegSRModel``): the SR network sees what real LR files hold, and no gradient
+    reaches the degradation model.
+
+    Args:
+        nets: the generator, its EMA and optimiser.
+        hr: ``(B, 3, H, W)`` HR patches in [0, 1] (targets).
+        fake_lr: ``(B, 3, H/s, W/s)`` the degradation model's output for ``hr``.
+        sr: the ``[sr]`` configuration.
+        grad_clip: gradient-norm clip (``train.grad_clip``; 0: none).
+
+    Returns:
+        ``{"loss_sr_pix": ..., "loss_sr_percep": ...}`` (the second with a perceptual loss).
+
+    Raises:
+        _NonFinite: the loss is NaN or infinite.
+    """
+    lq = fake_lr.detach().clamp(0, 1).mul(255).round().div(255)
+    out = nets.net_g(lq)
+    loss_pix = pixel_loss(out, hr, sr.pixel_criterion) * sr.pixel_weight
+    loss = loss_pix
+    result = {"loss_sr_pix": _finite("loss_sr_pix", loss_pix)}
+    if nets.perceptual is not None:
+        loss_percep = nets.perceptual(out, hr) * sr.perceptual_weight
+        loss = loss + loss_percep
+        result["loss_sr_percep"] = _finite("loss_sr_percep", loss_percep)
+    nets.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(nets.net_g.parameters(), grad_clip)
+    with single_thread_on_cpu(list(nets.net_g.parameters())):
+        nets.opt.step()
+    ema_update(nets.net_g_ema, nets.net_g, sr.ema_decay)
+    return result
 
 
 def kernel_stats(kernels: Tensor) -> dict[str, float]:
@@ -229,8 +311,10 @@ def _finite(name: str, v: Tensor) -> float:
     return x
 
 
-def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | None, cfg: PdmConfig, train_g: bool = True) -> dict[str, float]:
-    """One iteration: the degradation model against the discriminator, then the discriminator.
+def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | None, cfg: PdmConfig, train_g: bool = True,
+             train_sr: bool = False) -> dict[str, float]:
+    """One iteration: the degradation model against the discriminator, then the discriminator,
+    then (``train_sr``) the ``[sr]`` generator on the degraded patches (:func:`sr_step`).
 
     Args:
         nets: networks and optimisers.
@@ -239,6 +323,7 @@ def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | Non
         zk, zn: the codes of this iteration (:meth:`PdmModel.draw_codes`).
         cfg: the configuration.
         train_g: update the degradation model (false during ``train.d_warmup``).
+        train_sr: update the ``[sr]`` generator (needs ``nets.sr`` and ``cfg.sr``).
 
     Returns:
         Losses and statistics of this iteration (floats).
@@ -295,6 +380,8 @@ def pdm_step(nets: PdmNets, hr: Tensor, lr: Tensor, zk: Tensor, zn: Tensor | Non
     with torch.no_grad():
         ks = kernel_stats(kernels.detach())
     out.update({f"k_{k}": v for k, v in ks.items()})
+    if train_sr and nets.sr is not None and cfg.sr is not None:
+        out.update(sr_step(nets.sr, hr, fake, cfg.sr, t.grad_clip))
     return out
 
 
@@ -350,14 +437,22 @@ def save_pdm_checkpoint(out_dir: Path, iteration: int, cfg: PdmConfig, nets: Pdm
         "sched_d": nets.sched_d.state_dict(),
         "noise_energy": nets.noise_energy,
     }
+    if nets.sr is not None:
+        state["sr"] = {"net_g": nets.sr.net_g.state_dict(), "net_g_ema": nets.sr.net_g_ema.state_dict(),
+                       "opt": nets.sr.opt.state_dict(), "sched": nets.sr.sched.state_dict()}
     return write_checkpoint(checkpoint_path(out_dir, iteration), state, cfg.train.keep_checkpoints)
 
 
 def load_pdm_checkpoint(path: Path, nets: PdmNets) -> int:
     """Restore a checkpoint of :func:`save_pdm_checkpoint`; returns its iteration.
 
+    The ``[sr]`` generator is restored when both the checkpoint and ``nets`` have one; a
+    checkpoint without it leaves ``nets.sr`` as built (an ``[sr]`` table added to a PDM run
+    starts its generator at the resumed iteration).
+
     Raises:
-        TrainingError: not a train-pdm checkpoint, or one of another model configuration.
+        TrainingError: not a train-pdm checkpoint, or one of another model (or ``[sr.model]``)
+            configuration.
     """
     state = read_checkpoint(path)
     if state.get("kind") != "pdm":
@@ -377,7 +472,29 @@ def load_pdm_checkpoint(path: Path, nets: PdmNets) -> int:
     nets.sched_d.load_state_dict(state["sched_d"])
     energy = state.get("noise_energy")
     nets.noise_energy = None if energy is None else energy.to(next(nets.model.parameters()).device)
+    if nets.sr is not None and "sr" in state:
+        sr = state["sr"]
+        try:
+            nets.sr.net_g.load_state_dict(sr["net_g"])
+            nets.sr.net_g_ema.load_state_dict(sr["net_g_ema"])
+        except RuntimeError as exc:
+            raise TrainingError(f"{path}: checkpoint does not match the [sr.model] table ({str(exc).splitlines()[0][:120]})") from None
+        nets.sr.opt.load_state_dict(sr["opt"])
+        nets.sr.sched.load_state_dict(sr["sched"])
     return int(state["iteration"])
+
+
+def _export_sr(out_dir: Path, nets: SrNets, cfg: PdmConfig, iteration: int) -> Path:
+    from esrcli.weights import save_model
+
+    assert cfg.sr is not None
+    s = cfg.sr
+    percep = f", perceptual {s.perceptual_weight:g}" if nets.perceptual is not None else ""
+    extra = {"provenance": "esr train-pdm (joint PDM-SR)", "iterations": str(iteration),
+             "losses": f"pixel {s.pixel_weight:g} ({s.pixel_criterion}){percep}", "pairs": f"learned PDM ({PDM_EXPORT} of the same run)"}
+    path = out_dir / SR_EXPORT
+    save_model(path, nets.net_g_ema, build.generator_info(s.model), extra_metadata=extra)
+    return path
 
 
 @dataclass(frozen=True)
@@ -395,6 +512,7 @@ class PdmResult:
         skipped: ``(file, reason)`` of the training files not used.
         seconds: wall-clock time of the loop.
         iters_per_s: mean speed.
+        sr_export: ``RUN/net_g_ema.safetensors`` with an ``[sr]`` table, else ``None``.
     """
 
     iteration: int
@@ -407,6 +525,7 @@ class PdmResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
     iters_per_s: float = 0.0
+    sr_export: Path | None = None
 
 
 def _device(name: str) -> torch.device:
@@ -430,7 +549,7 @@ def train_pdm(
     Args:
         cfg: the frozen configuration.
         out_dir: run folder: ``checkpoints/``, ``pdm.safetensors``, ``metrics.jsonl``,
-            ``config.toml``.
+            ``config.toml``, and ``net_g_ema.safetensors`` with an ``[sr]`` table.
         resume: ``None`` resumes when ``out_dir`` holds a checkpoint, ``True`` requires one,
             ``False`` refuses a folder that has one.
         time_limit: wall-clock budget in seconds; the run stops before it with a checkpoint
@@ -445,7 +564,7 @@ def train_pdm(
         DataError: empty/missing/unreadable ``data.hr`` or ``data.lr``, LR images smaller
             than ``data.lr_crop``.
         TrainingError: NaN/inf loss (the last good checkpoint is kept), an incompatible
-            checkpoint, a failed checkpoint write.
+            checkpoint, a failed checkpoint write, an unusable ``sr.model.pretrained``.
     """
     t = cfg.train
     say = on_message or (lambda m: None)
@@ -461,6 +580,12 @@ def train_pdm(
         say(f"warning: {len(data.skipped)} training file(s) skipped, e.g. {data.skipped[0][0]}: {data.skipped[0][1]}")
     say(f"data: {len(data.hr_scan.files)} HR and {len(data.lr_scan.files)} LR images")
     nets = build_pdm_nets(cfg, device)
+    if cfg.sr is not None:
+        m = cfg.sr.model
+        n_params = sum(p.numel() for p in nets.sr.net_g.parameters())
+        start = f", from iteration {cfg.sr.start_iter}" if cfg.sr.start_iter else ""
+        say(f"[sr]: joint training of {m.arch} x{m.scale} ({n_params / 1e6:.2f} M parameters{start})"
+            + (f", initialised from {m.pretrained}" if m.pretrained is not None else ""))
     start_iter = 0
     if resume_path is not None:
         start_iter = load_pdm_checkpoint(resume_path, nets)
@@ -480,7 +605,8 @@ def train_pdm(
             zk, zn = nets.model.draw_codes(hr.shape[0], lr.shape[-2:], g)
             lr_now = nets.opt_g.param_groups[0]["lr"]
             try:
-                losses = pdm_step(nets, hr, lr, zk, zn, cfg, train_g=it >= t.d_warmup)
+                losses = pdm_step(nets, hr, lr, zk, zn, cfg, train_g=it >= t.d_warmup,
+                                  train_sr=cfg.sr is not None and it >= cfg.sr.start_iter)
             except _NonFinite as exc:
                 good = latest_checkpoint(out_dir)
                 kept = f"last good checkpoint kept: {good}" if good else "no checkpoint written yet"
@@ -491,6 +617,10 @@ def train_pdm(
                 warnings.simplefilter("ignore", UserWarning)
                 nets.sched_g.step()
             nets.sched_d.step()
+            if nets.sr is not None:
+                with warnings.catch_warnings():  # before sr.start_iter its optimiser has not stepped
+                    warnings.simplefilter("ignore", UserWarning)
+                    nets.sr.sched.step()
             it += 1
             dt = time.monotonic() - tick
             iter_seconds = 0.9 * iter_seconds + 0.1 * dt if iter_seconds else dt
@@ -506,6 +636,8 @@ def train_pdm(
             if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
                 ckpt = step_ckpt = save_pdm_checkpoint(out_dir, it, cfg, nets)
                 save_pdm(out_dir / PDM_EXPORT, calibrated_export(nets, hr, mix_seed(t.seed, it, 0xE7))[0], {"iterations": str(it)})
+                if nets.sr is not None:
+                    _export_sr(out_dir, nets.sr, cfg, it)
             if on_step is not None:
                 on_step(StepInfo(it, t.total_iter, losses, lr_now, None, step_ckpt))
             if stop:
@@ -516,8 +648,13 @@ def train_pdm(
     if ckpt is None or not (out_dir / PDM_EXPORT).exists():
         hr, _ = data.batch(it, t.batch_size)
         save_pdm(out_dir / PDM_EXPORT, calibrated_export(nets, hr.to(device), mix_seed(t.seed, it, 0xE7))[0], {"iterations": str(it)})
+    sr_export = None
+    if nets.sr is not None:
+        sr_export = out_dir / SR_EXPORT
+        if ckpt is None or not sr_export.exists():
+            _export_sr(out_dir, nets.sr, cfg, it)
     failed = data.hr.failed + data.lr.failed
     skipped = data.skipped + [(f, "could not be decoded") for f in failed]
     seconds = time.monotonic() - loop_start
     return PdmResult(it, t.total_iter, stopped, out_dir / PDM_EXPORT, ckpt, resume_path, losses, skipped,
-                     seconds, (it - start_iter) / seconds if seconds > 0 else 0.0)
+                     seconds, (it - start_iter) / seconds if seconds > 0 else 0.0, sr_export)
