@@ -296,13 +296,8 @@ def test_config_sr_table_errors(tmp_path):
     f.write_text("[sr]\nlrr = 1e-4\n")
     with pytest.raises(ConfigError, match=r"sr\.lrr: unknown key"):
         load_toml(PdmConfig, f)
-    assert load_toml(PdmConfig, _write_toml(tmp_path, "")).sr is None
-
-
-def _write_toml(tmp_path: Path, text: str) -> Path:
-    f = tmp_path / "ok.toml"
-    f.write_text(text)
-    return f
+    f.write_text("")
+    assert load_toml(PdmConfig, f).sr is None
 
 
 def test_calibrated_export_matches_live_noise_energy(data, tmp_path):

@@ -25,8 +25,7 @@ _SHOWN = ("loss_adv", "loss_d", "noise_std", "k_sigma_major", "k_sigma_minor", "
 
 
 def _short(losses: dict[str, float]) -> str:
-    keys = _SHOWN
-    return " ".join(f"{k.removeprefix('loss_')}={losses[k]:.4g}" for k in keys if k in losses)
+    return " ".join(f"{k.removeprefix('loss_')}={losses[k]:.4g}" for k in _SHOWN if k in losses)
 
 
 class _PdmReporter(_Reporter):

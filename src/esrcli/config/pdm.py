@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from esrcli.config.train import ModelConfig
+from esrcli.config.train import ModelConfig, check_betas_and_ema
 from esrcli.errors import ConfigError
 
 __all__ = ["PdmModelConfig", "PdmDataConfig", "PdmTrainOptions", "PdmSrConfig", "PdmConfig"]
@@ -199,10 +199,7 @@ class PdmTrainOptions:
             _positive(name, getattr(self, name))
         for name in ("grad_clip", "noise_mean_weight", "center_weight", "threads", "d_warmup", "kernel_lr"):
             _non_negative(name, getattr(self, name))
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        check_betas_and_ema(self.betas, self.ema_decay)
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError("milestones: must be increasing")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -258,10 +255,7 @@ class PdmSrConfig:
         _positive("lr", self.lr)
         for name in ("pixel_weight", "perceptual_weight", "start_iter"):
             _non_negative(name, getattr(self, name))
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        check_betas_and_ema(self.betas, self.ema_decay)
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per entry of perceptual_layers")
         if self.model.predict_degradation:

@@ -41,6 +41,19 @@ __all__ = [
 VGG_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
 
 
+def check_betas_and_ema(betas: tuple[float, float], ema_decay: float) -> None:
+    """The Adam ``betas`` and the ``ema_decay`` of a training table (train-net, train-gan,
+    train-pdm and its ``[sr]``): each in [0, 1).
+
+    Raises:
+        ConfigError: naming ``betas`` or ``ema_decay``.
+    """
+    if not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"betas: each must be in [0, 1), got {list(betas)}")
+    if not 0 <= ema_decay < 1:
+        raise ConfigError(f"ema_decay: must be in [0, 1), got {ema_decay}")
+
+
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{name}: must be > 0, got {value}")
@@ -207,10 +220,7 @@ class TrainOptions:
     def __post_init__(self) -> None:
         for name in ("total_iter", "batch_size", "lr", "accum_steps", "checkpoint_interval", "keep_checkpoints", "log_interval"):
             _positive(name, getattr(self, name))
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas: each must be in [0, 1), got {list(self.betas)}")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        check_betas_and_ema(self.betas, self.ema_decay)
         if self.pool_size < 0:
             raise ConfigError(f"pool_size: must be >= 0, got {self.pool_size}")
         if list(self.milestones) != sorted(self.milestones):

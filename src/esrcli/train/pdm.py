@@ -199,21 +199,20 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     return PdmNets(model, make_ema(model), disc, opt_g, opt_d, sched_g, sched_d, sr=sr)
 
 
-def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device, load_weights: bool = True) -> SrNets:
-    """The ``[sr]`` generator (seeded by ``train.seed``; ``sr.model.pretrained`` loaded when
-    ``load_weights``), its EMA, Adam and the MultiStepLR of ``train.milestones``.
+def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device) -> SrNets:
+    """The ``[sr]`` generator (seeded by ``train.seed``; ``sr.model.pretrained`` loaded),
+    its EMA, Adam and the MultiStepLR of ``train.milestones``.
 
     Raises:
         TrainingError: an unusable ``sr.model.pretrained`` or missing VGG19 weights for
             ``sr.perceptual_weight``.
     """
     net_g = build.build_net_g(sr.model, cfg.train.seed)
-    if load_weights:
-        try:
-            build.load_pretrained(net_g, sr.model)
-        except TrainingError as exc:
-            msg = str(exc)
-            raise TrainingError("sr." + msg if msg.startswith("model.") else msg, exc.hint) from None
+    try:
+        build.load_pretrained(net_g, sr.model)
+    except TrainingError as exc:
+        msg = str(exc)
+        raise TrainingError("sr." + msg if msg.startswith("model.") else msg, exc.hint) from None
     net_g = net_g.to(device).train()
     opt = torch.optim.Adam(net_g.parameters(), lr=sr.lr, betas=sr.betas)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.train.milestones), cfg.train.gamma)
