@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -25,21 +25,30 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
 
+def line(text: str, *, stream: TextIO | None = None) -> None:
+    """Write ``text`` and its newline in one ``write`` call, then flush (default: stdout).
+
+    ``print`` writes the text and the newline separately; under ``torchrun`` with unbuffered
+    streams two processes' lines could then interleave into one (``a.pngb.png``).
+    """
+    stream = sys.stdout if stream is None else stream
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
 def error(message: str, hint: str | None = None) -> None:
     """Print ``esr: error: MESSAGE`` (and ``  hint: ...``) as one line each on stderr."""
-    print(f"esr: error: {message}", file=sys.stderr)
-    if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+    line(f"esr: error: {message}" + (f"\n  hint: {hint}" if hint else ""), stream=sys.stderr)
 
 
 def warn(message: str) -> None:
     """Print ``esr: warning: MESSAGE`` on stderr."""
-    print(f"esr: warning: {message}", file=sys.stderr)
+    line(f"esr: warning: {message}", stream=sys.stderr)
 
 
 def info(message: str) -> None:
     """Print an informational line on stderr (results go to stdout)."""
-    print(message, file=sys.stderr)
+    line(message, stream=sys.stderr)
 
 
 class _Bar:

@@ -255,7 +255,7 @@ def upscale(
             elif isinstance(ev, Skipped):
                 console.info(f"esr: skip {ev.src}: {ev.dst} exists (use --overwrite)")
             elif isinstance(ev, Written):
-                print(ev.dst, flush=True)  # the progress bar does not redirect stdout
+                console.line(str(ev.dst))  # one write per line: ranks under torchrun share stdout
             elif isinstance(ev, Failed):
                 console.error(ev.message, ev.hint)
             elif isinstance(ev, Finished):
@@ -268,7 +268,7 @@ def upscale(
     if lead:
         rate = written / seconds if seconds > 0 else 0.0
         console.info(f"esr: upscale: {written} written, {skipped} skipped, {failed} failed in {seconds:.1f} s ({rate:.2f} img/s)")
-    if failed and lead:  # under torchrun the others printed their errors; rank 0 says how it went
+    if failed:  # summed over ranks: under torchrun every rank exits 1, so none is sent SIGTERM mid-exit
         raise typer.Exit(code=1)
 
 
