@@ -183,10 +183,6 @@ class Upscaler:
         self.model = load_upscale_model(ModelSpec(model, device, precision, denoise=fixed))
         if self._strength is not None:
             self.model.check_denoise()
-        if self._strength is _auto_denoise:
-            from esrcli.estimate.strength import check_estimator
-
-            check_estimator()
 
     @property
     def scale(self) -> int:

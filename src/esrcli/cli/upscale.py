@@ -207,14 +207,10 @@ def upscale(
     if lead and model is not None:
         _fetch_with_progress(model)  # before the other ranks meet: they find it cached
     distributed.join(rank)
-    if denoise_value is not None:  # no partner, no estimator: one line before a model loads
+    if denoise_value is not None:  # no partner: one line before a model loads
         from esrcli.weights import default_model_name, denoise_pair
 
         denoise_pair(model if model is not None else default_model_name() or "")
-        if denoise_value == "auto":
-            from esrcli.estimate.strength import check_estimator
-
-            check_estimator()
     fixed = denoise_value if isinstance(denoise_value, float) else None
     loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness, fixed))
     if denoise_value == "auto":

@@ -44,22 +44,6 @@ def recommend_denoise(noise_sigma: float, jpeg_quality: int | None, blur_sigma: 
     return float(min(1.0, s_noise + s_jpeg))
 
 
-def check_estimator():
-    """``esrcli.estimate.estimate``, the function that ``--denoise auto`` needs.
-
-    Raises:
-        EsrError: this build has no estimator (one line, with a hint).
-    """
-    import esrcli.estimate as est
-    from esrcli.errors import EsrError
-
-    fn = getattr(est, "estimate", None)
-    if fn is None:
-        raise EsrError("--denoise auto needs the degradation estimator (esrcli.estimate.estimate), which this build lacks",
-                       "pass a fixed strength, e.g. --denoise 0.5")
-    return fn
-
-
 def auto_denoise(color: np.ndarray) -> float:
     """The ``--denoise auto`` strength of one image: :func:`esrcli.estimate.estimate`'s ``denoise``.
 
@@ -75,13 +59,12 @@ def auto_denoise(color: np.ndarray) -> float:
         (``recommend_denoise(0, None, 0)``, 0 as calibrated).
 
     Raises:
-        EsrError: the estimator is not available in this build (``esrcli.estimate.estimate``
-            missing), or its weights are broken.
+        EsrError: the estimator's weights are broken.
     """
+    from esrcli.estimate import estimate
     from esrcli.estimate.core import MIN_SIDE
 
-    fn = check_estimator()
     a = color[:, :, 0] if color.ndim == 3 and color.shape[2] == 1 else color
     if min(a.shape[:2]) < MIN_SIDE:
         return recommend_denoise(0.0, None, 0.0)
-    return float(fn(np.ascontiguousarray(a, dtype=np.float32)).denoise)
+    return float(estimate(np.ascontiguousarray(a, dtype=np.float32)).denoise)
