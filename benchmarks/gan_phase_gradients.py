@@ -11,8 +11,9 @@ what white noise of the same energy gives (1.0):
   phases cancel).
 
 Then the same for the discriminator terms (GAN + feature matching) with each sample's
-discriminator input cropped by 8 px at random offsets in ``[0, s)`` (``net_d.random_shift``),
-and the cosine between each group's descent direction's phase pattern and the output's own
+discriminator input cropped by 8 px at random offsets in ``[0, s)`` (the experiment in
+docs/training.md: it decorrelates the batch's patterns, yet a run trained that way grew a
+stronger grid), and the cosine between each group's descent direction's phase pattern and the output's own
 grid. Figures in docs/training.md ("The recipe on 2 CPU cores").
 
 Usage::
@@ -40,6 +41,12 @@ from esrcli.train.checkpoint import latest_checkpoint, read_checkpoint
 from esrcli.train.pairs import PairMaker
 
 STEP = 4  # phase period: the generator's scale
+
+
+def shifted(x: Tensor, offsets: Tensor, crop: int) -> Tensor:
+    """Each sample of ``x (B, C, H, W)`` cropped to ``(H - crop, W - crop)`` at its ``offsets[i] = (dy, dx)``."""
+    h, w = x.shape[-2] - crop, x.shape[-1] - crop
+    return torch.stack([x[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def phase_means(x: Tensor) -> Tensor:
@@ -95,8 +102,8 @@ def main() -> None:
         teacher = nets.teacher(b["lq"]).float() if nets.teacher is not None else None
     sr.requires_grad_(True)
 
-    def d_terms(offsets: Tensor | None, shift: int) -> Tensor:
-        d_sr, d_gt = loop._d_view(sr, offsets, shift), loop._d_view(b["gt"], offsets, shift)
+    def d_terms(offsets: Tensor, crop: int) -> Tensor:
+        d_sr, d_gt = shifted(sr, offsets, crop), shifted(b["gt"], offsets, crop)
         fake, fake_feats = nets.net_d(d_sr, return_features=True)
         with torch.no_grad():
             _, real_feats = nets.net_d(d_gt, return_features=True)

@@ -17,7 +17,7 @@ import torch
 from esrcli.archs import VGG19FeatureExtractor
 from esrcli.config import from_dict, to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
-from esrcli.errors import ConfigError, DataError, TrainingError
+from esrcli.errors import DataError, TrainingError
 from esrcli.train import checkpoint as ckpt_mod
 from esrcli.train import loop as loop_mod
 from esrcli.train.checkpoint import list_checkpoints, read_checkpoint
@@ -103,15 +103,13 @@ def _teacher_file(root: Path, zero: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("variant", ["net", "gan", "gan-fm-teacher", "gan-shift"])
+@pytest.mark.parametrize("variant", ["net", "gan", "gan-fm-teacher"])
 def test_resume_after_kill_is_exact(data, tmp_path, variant):
     """N iterations in one go == k iterations, a kill right after the checkpoint at k, resume to N."""
     gan = variant != "net"
     tables = {}
     if variant == "gan-fm-teacher":
         tables = {"loss": {"feature_matching_weight": 0.5}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
-    if variant == "gan-shift":
-        tables = {"loss": {"feature_matching_weight": 0.5}, "net_d": {"random_shift": 8}}
     cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3}, **tables)
 
     class Killed(Exception):
@@ -285,58 +283,6 @@ def test_feature_matching_in_the_step_matches_the_loss(data, tmp_path, monkeypat
     res = train(_cfg(data, gan=True, train={"total_iter": 1}, loss={"feature_matching_weight": 3.0, "gan_weight": 0.0}), tmp_path / "g")
     assert len(values) == 1 and res.losses["l_g_fm"] == pytest.approx(3.0 * values[0], rel=1e-6) and values[0] > 0
     assert res.losses["l_g_gan"] == 0.0
-
-
-def test_d_view_crops_each_sample_at_its_offset():
-    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
-    out = loop_mod._d_view(x, torch.tensor([[0, 7], [3, 1]]), 8)
-    assert out.shape == (2, 3, 8, 8)
-    assert torch.equal(out[0], x[0, :, 0:8, 7:15]) and torch.equal(out[1], x[1, :, 3:11, 1:9])
-    assert loop_mod._d_view(x, None, 0) is x
-    cl = x.contiguous(memory_format=torch.channels_last)
-    assert loop_mod._d_view(cl, torch.tensor([[1, 1], [2, 2]]), 8).is_contiguous(memory_format=torch.channels_last)
-
-
-def test_random_shift_feeds_the_discriminator_shifted_crops(data, tmp_path, monkeypatch):
-    """net_d.random_shift: every discriminator input is (gt_size - s) square; the output and its
-    GT share each sample's offset; offsets vary over [0, s) between iterations."""
-    seen, calls = [], []
-    real_view = loop_mod._d_view
-
-    def spy(x, offsets, shift):
-        calls.append((x.shape, None if offsets is None else offsets.clone(), shift))
-        return real_view(x, offsets, shift)
-
-    monkeypatch.setattr(loop_mod, "_d_view", spy)
-    cfg = _cfg(data, gan=True, train={"total_iter": 4}, loss={"feature_matching_weight": 1.0}, net_d={"random_shift": 8})
-    from esrcli.archs import UNetDiscriminatorSN
-
-    def record(module, args):
-        if isinstance(module, UNetDiscriminatorSN):
-            seen.append(tuple(args[0].shape))
-
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        train(cfg, tmp_path / "s")
-    finally:
-        hook.remove()
-    assert seen and all(s[-2:] == (24, 24) for s in seen)
-    offsets = [o for _, o, _ in calls]
-    assert all(o is not None and o.shape == (2, 2) and int(o.min()) >= 0 and int(o.max()) < 8 for o in offsets)
-    # generator step: (sr, gt) with the same offsets; discriminator step: (gt, sr) with them again
-    per_iter = [offsets[i : i + 4] for i in range(0, len(offsets), 4)]
-    assert all(all(torch.equal(o, it[0]) for o in it) for it in per_iter)
-    assert len({tuple(it[0].flatten().tolist()) for it in per_iter}) > 1
-
-
-def test_random_shift_config_rules(data):
-    with pytest.raises(ConfigError, match="random_shift.*multiple of 8"):
-        _cfg(data, gan=True, net_d={"random_shift": 4})
-    with pytest.raises(ConfigError, match="random_shift.*'unet'"):
-        _cfg(data, gan=True, data={"gt_size": 128, "crop_size": 128}, net_d={"type": "vgg", "random_shift": 8})
-    with pytest.raises(ConfigError, match="random_shift: must be >= 0"):
-        _cfg(data, gan=True, net_d={"random_shift": -8})
-    assert _cfg(data, gan=True, net_d={"random_shift": 8}).net_d.random_shift == 8
 
 
 def _write_cfg(path: Path, cfg) -> Path:

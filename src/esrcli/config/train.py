@@ -333,12 +333,6 @@ class NetDConfig:
         lr: Adam learning rate of the discriminator.
         betas: Adam betas.
         d_init_iters: iterations at the start that train only the discriminator.
-        random_shift: pixels ``s``; when > 0 the discriminator sees each sample (output and
-            GT alike, in the generator's and its own step) cropped to ``(H - s, W - s)`` at an
-            offset drawn uniformly from ``[0, s)`` in each axis, so the fixed pattern of its
-            strided layers' gradients no longer lands on the same sub-pixel phase of the
-            generator's pixel shuffle every step (the cause of a 4-pixel grid in the compact
-            model, docs/training.md). ``unet`` only; ``gt_size - s`` must be a multiple of 8.
     """
 
     type: Literal["unet", "vgg"] = "unet"
@@ -347,15 +341,12 @@ class NetDConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     d_init_iters: int = 0
-    random_shift: int = 0
 
     def __post_init__(self) -> None:
         _positive("num_feat", self.num_feat)
         _positive("lr", self.lr)
         if self.d_init_iters < 0:
             raise ConfigError("d_init_iters: must be >= 0")
-        if self.random_shift < 0:
-            raise ConfigError("random_shift: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -434,14 +425,6 @@ class TrainGanConfig:
         _check_common(self)
         if self.net_d.type == "vgg" and self.data.gt_size not in (128, 256):
             raise ConfigError(f"net_d.type: 'vgg' needs data.gt_size 128 or 256, got {self.data.gt_size}")
-        shift = self.net_d.random_shift
-        if shift and self.net_d.type != "unet":
-            raise ConfigError("net_d.random_shift: needs net_d.type 'unet' (the VGG-style discriminator takes one input size)")
-        if shift and (shift >= self.data.gt_size or (self.data.gt_size - shift) % 8):
-            raise ConfigError(
-                f"net_d.random_shift: data.gt_size - random_shift must be a positive multiple of 8, "
-                f"got {self.data.gt_size} - {shift}"
-            )
 
 
 def is_gan(cfg: TrainNetConfig | TrainGanConfig) -> bool:

@@ -218,17 +218,6 @@ def train_step_net(nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], c
     return logs
 
 
-def _d_view(x: Tensor, offsets: Tensor | None, shift: int) -> Tensor:
-    """Each sample of ``x (B, C, H, W)`` cropped to ``(H - shift, W - shift)`` at its
-    ``offsets[i] = (dy, dx)``; ``x`` itself when ``offsets`` is None (``net_d.random_shift`` 0)."""
-    if offsets is None:
-        return x
-    h, w = x.shape[-2] - shift, x.shape[-1] - shift
-    crops = [x[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())]
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return torch.stack(crops).contiguous(memory_format=fmt)
-
-
 def _set_requires_grad(net: nn.Module, flag: bool) -> None:
     for p in net.parameters():
         p.requires_grad_(flag)
@@ -243,10 +232,7 @@ def train_step_gan(
     USM GT for the pixel and perceptual terms (when ``train.gt_usm``), plain GT for the GAN
     and feature-matching terms (Real-ESRGAN's ``l1_gt_usm``/``percep_gt_usm`` true,
     ``gan_gt_usm`` false); the teacher term is L1 to the frozen teacher's output on the same
-    LQ. During the first ``net_d.d_init_iters`` iterations only the discriminator learns. With
-    ``net_d.random_shift`` the discriminator sees each sample at a random crop offset (drawn
-    per sample from ``train.seed``, the iteration and the rank, shared by the generator's and
-    the discriminator's step and by the output and its GT).
+    LQ. During the first ``net_d.d_init_iters`` iterations only the discriminator learns.
 
     Returns:
         ``l_g_pix``, ``l_g_percep``, ``l_g_gan``, ``l_d_real``, ``l_d_fake``, ``out_d_real``,
@@ -258,12 +244,6 @@ def train_step_gan(
     logs: dict[str, float] = {}
     add = lambda k, v: logs.__setitem__(k, logs.get(k, 0.0) + v / n)  # noqa: E731
     train_g = iteration >= cfg.net_d.d_init_iters
-    shift = cfg.net_d.random_shift
-    offsets: list[Tensor | None] = [None] * len(batches)
-    if shift:  # a function of (seed, iteration, rank): a resumed run draws the same offsets
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        gen = torch.Generator().manual_seed(mix_seed(cfg.train.seed, 0x5348, iteration, rank))
-        offsets = [torch.randint(0, shift, (b["gt"].shape[0], 2), generator=gen) for b in batches]
     outputs = []
     _set_requires_grad(net_d, False)
     optim.opt_g.zero_grad(set_to_none=True)
@@ -283,17 +263,16 @@ def train_step_gan(
             use_percep = lc.perceptual_weight > 0 and nets.perceptual is not None
             l_percep = lc.perceptual_weight * nets.perceptual(sr, target) if use_percep else sr.new_zeros(())
             terms = [("l_g_pix", l_pix), ("l_g_percep", l_percep)]
-            d_sr, d_gt = _d_view(sr, offsets[i], shift), _d_view(b["gt"], offsets[i], shift)
             if lc.feature_matching_weight > 0:
-                fake_pred, fake_feats = net_d(d_sr, return_features=True)
+                fake_pred, fake_feats = net_d(sr, return_features=True)
                 with torch.no_grad():
-                    real_out, real_feats = net_d(d_gt, return_features=True)
+                    real_out, real_feats = net_d(b["gt"], return_features=True)
                 real_pred = real_out if lc.gan_type == "ragan" else None
                 terms.append(("l_g_fm", lc.feature_matching_weight * feature_matching_loss(fake_feats, real_feats)))
                 del fake_feats, real_feats
             else:
-                fake_pred = net_d(d_sr)
-                real_pred = net_d(d_gt).detach() if lc.gan_type == "ragan" else None
+                fake_pred = net_d(sr)
+                real_pred = net_d(b["gt"]).detach() if lc.gan_type == "ragan" else None
             terms.insert(2, ("l_g_gan", lc.gan_weight * generator_gan_loss(fake_pred, real_pred, lc.gan_type)))
             if nets.teacher is not None and cfg.teacher.weight > 0:
                 teacher_sr = nets.teacher(b["lq"])
@@ -310,8 +289,8 @@ def train_step_gan(
     for i, (b, sr) in enumerate(zip(batches, outputs)):
         last = i == n - 1
         with _no_sync(net_d, last), prec.autocast():
-            real_pred = net_d(_d_view(b["gt"], offsets[i], shift))
-            fake_pred = net_d(_d_view(sr, offsets[i], shift).clone())
+            real_pred = net_d(b["gt"])
+            fake_pred = net_d(sr.clone())
             l_real, l_fake = discriminator_gan_loss(real_pred, fake_pred, lc.gan_type)
             add("l_d_real", _finite("l_d_real", l_real))
             add("l_d_fake", _finite("l_d_fake", l_fake))
