@@ -1,7 +1,8 @@
 """Which train-gan loss term pushes a fixed sub-pixel (pixel-shuffle) pattern into the generator?
 
 Loads a train-gan run's latest checkpoint (live ``net_g`` and ``net_d``), makes one batch of
-training pairs from ``--images`` with the run's degradation, and takes the gradient of each
+training pairs from the run's own ``data.folders`` (its crops and augmentation, its
+degradation), and takes the gradient of each
 generator term with respect to the SR output. For a gradient ``g (B, C, H, W)`` it reports the
 variance over the ``scale**2`` phases ``(y mod s, x mod s)`` of the per-phase means, relative to
 what white noise of the same energy gives (1.0):
@@ -13,13 +14,13 @@ what white noise of the same energy gives (1.0):
 Then the same for the discriminator terms (GAN + feature matching) with each sample's
 discriminator input cropped by 8 px at random offsets in ``[0, s)`` (the experiment in
 docs/training.md: it decorrelates the batch's patterns, yet a run trained that way grew a
-stronger grid), and the cosine between each group's descent direction's phase pattern and the output's own
-grid. Figures in docs/training.md ("The recipe on 2 CPU cores").
+stronger grid), and the cosine between each group's descent direction's phase pattern and the
+output's own grid (high-pass as ``compare_models.checkerboard``: minus a Gaussian blur, sigma 2
+px). Figures in docs/training.md ("The recipe on 2 CPU cores").
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/gan_phase_gradients.py RUN_DIR [--images ../shared/data/train]
-        [--batch 16] [--seed 0]
+    PYTHONPATH=src python benchmarks/gan_phase_gradients.py RUN_DIR [--batch 32] [--seed 0]
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 from torch import Tensor
 
 from esrcli.config.loader import load_toml
 from esrcli.config.train import TrainGanConfig
+from esrcli.data.dataset import HRCropDataset, scan_images
 from esrcli.losses import feature_matching_loss, generator_gan_loss, pixel_loss
+from esrcli.ops.filters import gaussian_blur
 from esrcli.train import loop
 from esrcli.train.checkpoint import latest_checkpoint, read_checkpoint
 from esrcli.train.pairs import PairMaker
@@ -63,25 +64,10 @@ def coherence(g: Tensor, summed: bool) -> float:
     return float(m.var(-1).mean() / (g.var() / (h * w / STEP**2)))
 
 
-def crops(folder: Path, n: int, size: int, rng: np.random.Generator) -> Tensor:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-    out = []
-    for f in rng.permutation(files):
-        im = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        if im is None or min(im.shape[:2]) < size:
-            continue
-        y, x = rng.integers(0, im.shape[0] - size + 1), rng.integers(0, im.shape[1] - size + 1)
-        out.append(torch.from_numpy(np.ascontiguousarray(im[y : y + size, x : x + size, ::-1])).permute(2, 0, 1).float() / 255)
-        if len(out) == n:
-            break
-    return torch.stack(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
-    ap.add_argument("--images", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "train")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     ck = latest_checkpoint(args.run)
@@ -93,49 +79,48 @@ def main() -> None:
     nets = loop._build_nets(cfg, torch.device("cpu"), lambda s: None, resuming=True)
     nets.net_g.load_state_dict(state["net_g"])
     nets.net_d.load_state_dict(state["net_d"])
+    d = cfg.data
+    hr = HRCropDataset(scan_images(d.folders, d.crop_size, d.min_size), d.crop_size, d.use_hflip, d.use_rot, seed=args.seed)
+    picks = torch.randperm(len(hr), generator=torch.Generator().manual_seed(args.seed))[: args.batch].tolist()
     pairs = PairMaker(cfg, torch.device("cpu"), args.seed)
     pairs.pool = None
-    b = pairs.make(crops(args.images, args.batch, cfg.data.crop_size, np.random.default_rng(args.seed)))
+    b = pairs.make(torch.stack([hr[(position, index)] for position, index in enumerate(picks)]))
     lc = cfg.loss
     with torch.no_grad():
         sr = nets.net_g(b["lq"]).float()
         teacher = nets.teacher(b["lq"]).float() if nets.teacher is not None else None
     sr.requires_grad_(True)
 
-    def d_terms(offsets: Tensor, crop: int) -> Tensor:
-        d_sr, d_gt = shifted(sr, offsets, crop), shifted(b["gt"], offsets, crop)
+    def d_terms(d_sr: Tensor, d_gt: Tensor) -> tuple[Tensor, Tensor]:
+        """(GAN, feature matching) generator terms with these discriminator inputs."""
         fake, fake_feats = nets.net_d(d_sr, return_features=True)
         with torch.no_grad():
             _, real_feats = nets.net_d(d_gt, return_features=True)
-        return lc.gan_weight * generator_gan_loss(fake, None, lc.gan_type) + lc.feature_matching_weight * feature_matching_loss(fake_feats, real_feats)
+        return lc.gan_weight * generator_gan_loss(fake, None, lc.gan_type), lc.feature_matching_weight * feature_matching_loss(fake_feats, real_feats)
 
     terms = {"pixel (GT)": lc.pixel_weight * pixel_loss(sr, b["gt_usm"], lc.pixel_criterion)}
     if teacher is not None:
         terms["teacher"] = cfg.teacher.weight * pixel_loss(sr, teacher, "l1")
-    fake, fake_feats = nets.net_d(sr, return_features=True)
-    with torch.no_grad():
-        _, real_feats = nets.net_d(b["gt"], return_features=True)
-    terms["feature matching"] = lc.feature_matching_weight * feature_matching_loss(fake_feats, real_feats)
-    terms["GAN"] = lc.gan_weight * generator_gan_loss(fake, None, lc.gan_type)
+    terms["GAN"], terms["feature matching"] = d_terms(sr, b["gt"])
     print(f"{ck} (iteration {state['iteration']}), batch {args.batch}")
     print("| term | loss | per-sample coherence | batch-summed coherence |\n|---|---|---|---|")
     grads = {}
     for name, value in terms.items():
         (grads[name],) = torch.autograd.grad(value, sr, retain_graph=True)
         print(f"| {name} | {float(value.detach()):.4f} | {coherence(grads[name], False):.1f} | {coherence(grads[name], True):.1f} |")
-    g = grads["feature matching"] + grads["GAN"]
-    print(f"| GAN + feature matching | | {coherence(g, False):.1f} | {coherence(g, True):.1f} |")
+    d_grad = grads["feature matching"] + grads["GAN"]
+    print(f"| GAN + feature matching | | {coherence(d_grad, False):.1f} | {coherence(d_grad, True):.1f} |")
     gen = torch.Generator().manual_seed(args.seed)
     for shift in (3, 8):
         offsets = torch.randint(0, shift, (args.batch, 2), generator=gen)
-        (g,) = torch.autograd.grad(d_terms(offsets, 8), sr)
+        (g,) = torch.autograd.grad(sum(d_terms(shifted(sr, offsets, 8), shifted(b["gt"], offsets, 8))), sr)
         print(f"| GAN + feature matching, D input cropped at offsets in [0, {shift}) | | {coherence(g, False):.1f} | {coherence(g, True):.1f} |")
     with torch.no_grad():
-        hp = sr - torch.nn.functional.avg_pool2d(torch.nn.functional.pad(sr, (2, 2, 2, 2), mode="reflect"), 5, 1)
+        hp = sr - gaussian_blur(sr, 17, 2.0)
         grid = phase_means(hp).mean(0)
         grid = grid - grid.mean(-1, keepdim=True)
     print(f"\noutput's grid (std of the high-pass phase means): {float(phase_means(hp).std(-1).mean()) * 255:.2f} levels")
-    groups = {"GAN + feature matching": grads["feature matching"] + grads["GAN"], "pixel + teacher": sum(g for k, g in grads.items() if k in ("pixel (GT)", "teacher"))}
+    groups = {"GAN + feature matching": d_grad, "pixel + teacher": sum(grads[k] for k in ("pixel (GT)", "teacher") if k in grads)}
     for name, g in groups.items():
         p = -phase_means(g).mean(0)
         p = p - p.mean(-1, keepdim=True)
