@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from esrcli.archs import VGG19FeatureExtractor
 from esrcli.errors import TrainingError
-from esrcli.losses import discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss, pixel_loss
+from esrcli.losses import discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss, phase_loss, pixel_loss
 from esrcli.losses.perceptual import PerceptualLoss
 
 LAYERS = ("conv1_2", "conv2_2")
@@ -123,3 +123,54 @@ def test_feature_matching_loss_hand_computed():
         feature_matching_loss([torch.ones(1)], [])
     with pytest.raises(ValueError, match="layer 0 shapes differ"):
         feature_matching_loss([torch.ones(2)], [torch.ones(3)])
+
+
+def test_phase_loss_hand_computed():
+    """One phase of four brighter by a: phase means (a, 0, 0, 0), minus their mean a/4:
+    |3a/4| + 3 |a/4| over 4 phases = 3a/8, per channel and sample alike."""
+    a = 0.2
+    gt = torch.rand(2, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    grid = torch.zeros(1, 1, 6, 8)
+    grid[..., 0::2, 0::2] = a
+    sr = (gt + grid).requires_grad_(True)
+    loss = phase_loss(sr, gt, 2)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(3 * a / 8, rel=1e-5)
+    loss.backward()
+    # d/dm_q = sum_p sign(c_p) (delta_pq - 1/4) / (B C phases): +1.5 at (0, 0), -0.5 at the
+    # others; each pixel carries 1/12 of its phase mean (12 pixels a phase)
+    per = 1 / 12 / (2 * 3 * 4)
+    assert torch.allclose(sr.grad[..., 0::2, 0::2], torch.full_like(sr.grad[..., 0::2, 0::2], 1.5 * per))
+    assert torch.allclose(sr.grad[..., 1::2, :], torch.full_like(sr.grad[..., 1::2, :], -0.5 * per))
+    # a colour shift or per-pixel error with equal phase means is not a grid
+    assert phase_loss(gt + 0.3, gt, 2).item() == pytest.approx(0.0, abs=1e-7)
+    cells = torch.tensor([1.0, 1.0, -1.0, -1.0]).repeat(6, 2)  # +-1 by 2x2 cell: each phase mean 0
+    assert phase_loss(gt + 0.1 * cells, gt, 2).item() == pytest.approx(0.0, abs=1e-7)
+    assert phase_loss(gt + 0.1 * cells, gt, 4).item() > 0.04  # ... but a grid of period 4
+    # rows and columns past the last whole period are left out
+    assert phase_loss(sr[..., :5, :7], gt[..., :5, :7], 2).item() == pytest.approx(3 * a / 8, rel=1e-5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        phase_loss(sr, gt[..., :4], 2)
+    with pytest.raises(ValueError, match="period 8 does not fit images of 8x6"):
+        phase_loss(sr, gt, 8)
+
+
+def test_phase_loss_descent_removes_a_pixel_shuffle_grid():
+    """Gradient descent on the phase loss alone takes a x4 grid out and leaves the rest."""
+    gen = torch.Generator().manual_seed(1)
+    gt = torch.rand(1, 3, 32, 32, generator=gen)
+    noise = 0.05 * torch.randn(1, 3, 32, 32, generator=gen)
+    grid = torch.nn.functional.pixel_shuffle(0.02 * torch.randn(1, 48, 1, 1, generator=gen).expand(1, 48, 8, 8), 4)
+    sr = (gt + noise + grid).requires_grad_(True)
+    start = phase_loss(sr, gt, 4).item()
+    opt = torch.optim.SGD([sr], lr=0.002 * 64 * 3 * 16)  # steps of about 0.002 on a phase mean
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / 300)
+    for _ in range(300):
+        opt.zero_grad()
+        phase_loss(sr, gt, 4).backward()
+        opt.step()
+        sched.step()
+    assert phase_loss(sr, gt, 4).item() < 0.05 * start
+    # what moved is the phase pattern: the per-pixel error without it is unchanged
+    moved = (sr.detach() - (gt + noise + grid))
+    means = moved.reshape(1, 3, 8, 4, 8, 4).mean((2, 4), keepdim=True)
+    assert torch.allclose(moved.reshape(1, 3, 8, 4, 8, 4), means.expand(1, 3, 8, 4, 8, 4), atol=1e-6)

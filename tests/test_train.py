@@ -109,7 +109,7 @@ def test_resume_after_kill_is_exact(data, tmp_path, variant):
     gan = variant != "net"
     tables = {}
     if variant == "gan-fm-teacher":
-        tables = {"loss": {"feature_matching_weight": 0.5}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
+        tables = {"loss": {"feature_matching_weight": 0.5, "phase_weight": 0.5}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
     cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3}, **tables)
 
     class Killed(Exception):
@@ -130,7 +130,7 @@ def test_resume_after_kill_is_exact(data, tmp_path, variant):
     sa, sb = read_checkpoint(tmp_path / "a" / "checkpoints" / "iter_00000006.pt"), read_checkpoint(res.checkpoint)
     assert all(torch.equal(v, sb["net_g_ema"][k]) for k, v in sa["net_g_ema"].items())
     if variant == "gan-fm-teacher":
-        assert all(r["l_g_fm"] > 0 and r["l_g_teacher"] > 0 for r in a)
+        assert all(r["l_g_fm"] > 0 and r["l_g_teacher"] > 0 and r["l_g_phase"] > 0 for r in a)
         assert not any("teacher" in k for k in sb) and set(sb["net_g"]) == set(sb["net_g_ema"])  # no teacher stored
 
 
@@ -283,6 +283,26 @@ def test_feature_matching_in_the_step_matches_the_loss(data, tmp_path, monkeypat
     res = train(_cfg(data, gan=True, train={"total_iter": 1}, loss={"feature_matching_weight": 3.0, "gan_weight": 0.0}), tmp_path / "g")
     assert len(values) == 1 and res.losses["l_g_fm"] == pytest.approx(3.0 * values[0], rel=1e-6) and values[0] > 0
     assert res.losses["l_g_gan"] == 0.0
+
+
+def test_phase_term_in_the_step_matches_the_loss(data, tmp_path, monkeypatch):
+    """The logged l_g_phase is weight * phase_loss(sr, USM GT, scale); the export records it."""
+    from esrcli.losses import phase_loss
+
+    calls = []
+
+    def spy(sr, target, period):
+        v = phase_loss(sr, target, period)
+        calls.append((period, float(v.detach())))
+        return v
+
+    monkeypatch.setattr(loop_mod, "phase_loss", spy)
+    res = train(_cfg(data, gan=True, train={"total_iter": 1}, loss={"phase_weight": 4.0}), tmp_path / "g")
+    assert len(calls) == 1 and calls[0][0] == 4 and calls[0][1] > 0
+    assert res.losses["l_g_phase"] == pytest.approx(4.0 * calls[0][1], rel=1e-6)
+    assert "phase 4" in load_model(res.export)[1].metadata["losses"]
+    res = train(_cfg(data, gan=True, train={"total_iter": 1}), tmp_path / "g0")
+    assert len(calls) == 1 and "l_g_phase" not in res.losses and "phase" not in load_model(res.export)[1].metadata["losses"]
 
 
 def _write_cfg(path: Path, cfg) -> Path:

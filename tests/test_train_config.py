@@ -125,5 +125,8 @@ def test_gan_teacher_and_feature_matching_keys():
         from_dict(TrainGanConfig, {"teacher": {"modle": "x"}})
     with pytest.raises(ConfigError, match=r"^loss.feature_matching_weight: must be >= 0"):
         from_dict(TrainGanConfig, {"loss": {"feature_matching_weight": -0.1}})
+    assert TrainGanConfig().loss.phase_weight == 0.0 and from_dict(TrainGanConfig, {"loss": {"phase_weight": 1}}).loss.phase_weight == 1.0
+    with pytest.raises(ConfigError, match=r"^loss.phase_weight: must be >= 0"):
+        from_dict(TrainGanConfig, {"loss": {"phase_weight": -1.0}})
     with pytest.raises(ConfigError, match=r"^loss.perceptual_optional: expected true or false"):
         from_dict(TrainGanConfig, {"loss": {"perceptual_optional": "yes"}})

@@ -301,6 +301,9 @@ class GanLossConfig(LossConfig):
         feature_matching_weight: weight of the discriminator feature-matching loss (L1
             between the discriminator's intermediate activations on real and generated
             images, pix2pixHD Eq. 4; 0 disables it). Needs no ImageNet weights.
+        phase_weight: weight of the sub-pixel phase loss against the (USM) GT
+            (:func:`esrcli.losses.phase_loss` with the model's scale as period: a penalty on a
+            fixed pixel-shuffle grid in the output; 0 disables it).
     """
 
     perceptual_weight: float = 1.0
@@ -311,12 +314,13 @@ class GanLossConfig(LossConfig):
     gan_type: Literal["vanilla", "lsgan", "hinge", "ragan"] = "vanilla"
     gan_weight: float = 0.1
     feature_matching_weight: float = 0.0
+    phase_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per perceptual layer")
-        for name in ("perceptual_weight", "gan_weight", "feature_matching_weight"):
+        for name in ("perceptual_weight", "gan_weight", "feature_matching_weight", "phase_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 

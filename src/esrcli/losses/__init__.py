@@ -4,7 +4,7 @@
 """
 
 from esrcli.losses.gan import GAN_TYPES, discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss
-from esrcli.losses.pixel import PIXEL_CRITERIA, pixel_loss
+from esrcli.losses.pixel import PIXEL_CRITERIA, phase_loss, pixel_loss
 
 __all__ = [
     "GAN_TYPES",
@@ -13,5 +13,6 @@ __all__ = [
     "feature_matching_loss",
     "gan_target_loss",
     "generator_gan_loss",
+    "phase_loss",
     "pixel_loss",
 ]
