@@ -305,6 +305,18 @@ def test_phase_term_in_the_step_matches_the_loss(data, tmp_path, monkeypatch):
     assert len(calls) == 1 and "l_g_phase" not in res.losses and "phase" not in load_model(res.export)[1].metadata["losses"]
 
 
+def test_discriminator_warmup_warns_nothing(data, tmp_path):
+    """While only net_d learns (net_d.d_init_iters) the generator's schedule still counts the
+    iterations, without torch's "lr_scheduler.step() before optimizer.step()" warning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train(_cfg(data, gan=True, train={"total_iter": 3}, net_d={"d_init_iters": 2}), tmp_path / "g")
+    assert res.iteration == 3 and not [w for w in caught if "lr_scheduler" in str(w.message)]
+    assert [r.get("l_g_gan") is not None for r in _log(tmp_path / "g")] == [False, False, True]
+
+
 def _write_cfg(path: Path, cfg) -> Path:
     path.write_text(to_toml(cfg) + "\n")
     return path

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,9 +552,13 @@ def train(
                                     hint="lower train.lr, enable train.grad_clip, or use precision = \"fp32\"") from None
             ema_update(nets.net_g_ema, _unwrap(nets.net_g), t.ema_decay)
             lr = optim.opt_g.param_groups[0]["lr"]  # the lr this iteration used
-            optim.sched_g.step()
-            if optim.sched_d is not None:
-                optim.sched_d.step()
+            with warnings.catch_warnings():
+                # The schedules count iterations. The generator's optimizer does not step during
+                # net_d.d_init_iters (nor when the fp16 scaler skips a step), which torch warns of.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before", category=UserWarning)
+                optim.sched_g.step()
+                if optim.sched_d is not None:
+                    optim.sched_d.step()
             it += 1
             if it == start_iter + 1 and (kernel_error := compiled_prelu_backward_error()) is not None:
                 say(f"note: compiled PReLU backward unavailable, eager kernels used ({kernel_error})")
