@@ -21,7 +21,8 @@ Sections (each in its own ``try``: a failure is recorded and the next section ru
    against a plain fp32 NCHW step (stock modules, Adam), for SRVGGNetCompact 64/32 and
    RRDBNet 64/23/32 x4 at batch 16 and 48.
 5. ``degrade``: second-order degradation pairs/s (Real-ESRGAN's 400 -> 256 crops, USM,
-   batch 48) on the GPU and on the CPU (all its threads) in the same run.
+   batch 48) on the GPU (libjpeg round trips through the host, and ``jpeg_codec = "torch"``)
+   and on the CPU (all its threads) in the same run.
 6. ``loop``: the whole ``esr train-net`` loop (data loading, degradation, pool, step, EMA)
    on the GPU for a few iterations from ``--data``.
 
@@ -359,16 +360,19 @@ def section_degrade(batch: int) -> dict[str, Any]:
     from esrcli.config.degrade import DegradeConfig
     from esrcli.degrade import synthesize_pairs
 
-    cfg = DegradeConfig()
+    from esrcli.config import from_dict
+
+    configs = {"libjpeg": DegradeConfig(), "torch": from_dict(DegradeConfig, {"jpeg_codec": "torch"})}
     x = photo_input(400, 400).repeat(batch, 1, 1, 1)
     out: dict[str, Any] = {"batch": batch, "cpu_threads": torch.get_num_threads()}
     from esrcli.degrade import pipeline
 
     threads = pipeline.GPU_DEGRADE_THREADS
-    for dev in (DEV, "cuda_threads8", "cpu") if DEV == "cuda" else ("cpu",):
+    for dev in (DEV, "cuda_threads8", "cuda_torchjpeg", "cpu") if DEV == "cuda" else ("cpu", "cpu_torchjpeg"):
         pipeline.GPU_DEGRADE_THREADS = 8 if dev == "cuda_threads8" else threads
         gen = torch.Generator().manual_seed(0)
         xd = x.to(dev.split("_")[0])
+        cfg = configs["torch" if dev.endswith("torchjpeg") else "libjpeg"]
 
         def run() -> None:
             synthesize_pairs(xd, cfg, gen, gt_usm=True)
@@ -453,7 +457,9 @@ def markdown(r: dict[str, Any]) -> str:
     d = s.get("degrade")
     if d:
         lines += [f"## Degradation (400 -> 256 crops, batch {d['batch']})", "",
-                  f"GPU {d.get('cuda_pairs_s')} pairs/s ({d.get('gpu_threads')} thread(s); on 8 threads: {d.get('cuda_threads8_pairs_s')}); CPU ({d['cpu_threads']} threads) {d['cpu_pairs_s']} pairs/s.", ""]
+                  f"GPU {d.get('cuda_pairs_s')} pairs/s ({d.get('gpu_threads')} thread(s); on 8 threads: {d.get('cuda_threads8_pairs_s')}; "
+                  f"with jpeg_codec = \"torch\": {d.get('cuda_torchjpeg_pairs_s')}); CPU ({d['cpu_threads']} threads) {d['cpu_pairs_s']} pairs/s"
+                  + (f" (torch codec: {d['cpu_torchjpeg_pairs_s']})" if "cpu_torchjpeg_pairs_s" in d else "") + ".", ""]
     lp = s.get("loop")
     if lp:
         lines += ["## Whole train-net loop on the GPU", ""]

@@ -58,6 +58,24 @@ def test_same_seed_same_output_and_params_rebuild_it(gt):
     torch.testing.assert_close(degrade_with_params(gt[1:2], json.loads(json.dumps(pa[1:2]))), a[1:2], atol=0, rtol=0)
 
 
+def test_torch_jpeg_codec_in_the_pipeline(gt):
+    """[degrade] jpeg_codec = "torch": the same draws, JPEG by esr's torch codec; the pairs
+    stay within a level or so of libjpeg's, the params record the codec and rebuild them."""
+    base = DegradeConfig()
+    torch_cfg = from_dict(DegradeConfig, {"jpeg_codec": "torch"})
+    a, pa = degrade(gt, base, _gen(7))
+    b, pb = degrade(gt, torch_cfg, _gen(7))
+    assert all("jpeg_codec" not in p for p in pa) and all(p.pop("jpeg_codec") == "torch" for p in pb) and pa == pb
+    diff = (a - b).abs() * 255
+    assert 0 < float(diff.mean()) < 1.0 and float((diff < 0.5).float().mean()) > 0.7
+    pb = [{**p, "jpeg_codec": "torch"} for p in pb]
+    torch.testing.assert_close(degrade_with_params(gt, pb), b, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="jpeg_codec: expected one of libjpeg, torch, got 'pil'"):
+        degrade_with_params(gt[:1], [{**pb[0], "jpeg_codec": "pil"}])
+    with pytest.raises(Exception, match="jpeg_codec"):
+        from_dict(DegradeConfig, {"jpeg_codec": "pil"})
+
+
 def test_per_sample_parameters_mix_in_a_batch():
     params = sample_params(DegradeConfig(), 64, _gen(2))
     assert len({p["first"]["resize"]["factor"] for p in params}) > 50

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from esrcli.data.testchart import draw_test_chart
-from esrcli.ops.jpeg import jpeg_compress
+from esrcli.ops.jpeg import jpeg_compress, jpeg_compress_torch, quant_tables
 from esrcli.ops.resize import resize
 
 
@@ -46,15 +46,56 @@ def test_jpeg_per_sample_quality_and_8bit_output(chart):
     assert torch.equal(levels, levels.round())
 
 
+@pytest.mark.parametrize("codec", [jpeg_compress, jpeg_compress_torch])
 @pytest.mark.parametrize("bad", [0, 101, [50]])
-def test_jpeg_errors(chart, bad):
+def test_jpeg_errors(chart, bad, codec):
     with pytest.raises(ValueError):
-        jpeg_compress(chart.expand(2, -1, -1, -1), bad)
+        codec(chart.expand(2, -1, -1, -1), bad)
 
 
-def test_jpeg_rejects_non_rgb():
-    with pytest.raises(ValueError):
-        jpeg_compress(torch.rand(1, 1, 16, 16), 50)
+@pytest.mark.parametrize("codec", [jpeg_compress, jpeg_compress_torch])
+def test_jpeg_rejects_non_rgb(codec):
+    with pytest.raises(ValueError, match=r"expected an RGB batch \(B, 3, H, W\), got \(1, 1, 16, 16\)"):
+        codec(torch.rand(1, 1, 16, 16), 50)
+
+
+def test_quant_tables_follow_libjpeg_scaling():
+    """jpeg_quality_scaling: 5000/q below 50, 200 - 2q from 50; (T * s + 50) // 100 in 1..255."""
+    luma, chroma = quant_tables(torch.tensor([50, 100, 1, 75, 10]))
+    assert luma[0, 0, :4].tolist() == [16, 11, 10, 16] and chroma[0, 7, 7] == 99  # q 50: the base tables
+    assert bool((luma[1] == 1).all() and (chroma[1] == 1).all())
+    assert bool((luma[2] == 255).all())  # 16 * 5000 clipped to baseline's 255
+    assert luma[3, 0, 0] == 8 and luma[3, 0, 2] == 5  # s = 50: (16 * 50 + 50) // 100, (10 * 50 + 50) // 100
+    assert luma[4, 0, 1] == 55 and chroma[4, 0, 0] == 85  # s = 500: (11 * 500 + 50) // 100
+
+
+@pytest.mark.parametrize("size", [(128, 128), (37, 53), (8, 9), (1, 1)])
+def test_torch_jpeg_matches_libjpeg(size):
+    """The torch codec reproduces OpenCV's libjpeg-turbo: the same blocks and chroma filters,
+    most pixels equal, the rest a coefficient's rounding apart (float DCT vs islow)."""
+    g = torch.Generator().manual_seed(3)
+    h, w = size
+    x = F.interpolate(torch.rand(3, 3, max(h // 6, 1), max(w // 6, 1), generator=g), size=size, mode="bicubic").clamp(0, 1)
+    x = (x + 0.04 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    qs = [12, 50, 90]
+    ref, out = jpeg_compress(x, qs), jpeg_compress_torch(x, qs)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    levels = out * 255
+    assert torch.equal(levels, levels.round())
+    diff = (out - ref).abs() * 255
+    psnr = 10 * torch.log10(1 / (out - ref).square().mean().clamp_min(1e-12))
+    assert float(psnr) > 45 and float((diff < 0.5).float().mean()) > 0.8 and float(diff.mean()) < 0.3, (float(psnr), float(diff.mean()))
+    # far from the input at low quality, as libjpeg is: the codec is really applied
+    assert float((out[0] - x[0]).abs().mean()) > 0.5 * float((ref[0] - x[0]).abs().mean()) > 0
+    for i, q in enumerate(qs):  # per-sample quality = one call per sample
+        torch.testing.assert_close(out[i : i + 1], jpeg_compress_torch(x[i : i + 1], q))
+
+
+def test_torch_jpeg_has_8x8_blocking():
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(128, 128), mode="bicubic", align_corners=False).clamp(0, 1)
+    d = (jpeg_compress_torch(smooth, 10)[..., 1:] - jpeg_compress_torch(smooth, 10)[..., :-1]).abs().mean(dim=(0, 1, 2))
+    assert float(d[7::8].mean()) > 1.5 * float(torch.cat([d[i::8] for i in range(7)]).mean())
 
 
 @pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])

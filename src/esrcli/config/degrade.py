@@ -210,6 +210,10 @@ class DegradeConfig:
             ``pdm.safetensors``) or ``"mix"`` (each pair from the PDM with ``pdm_prob``).
         pdm: the PDM file (relative to the config file), needed by ``"pdm"`` and ``"mix"``.
         pdm_prob: probability of a PDM pair with ``source = "mix"``.
+        jpeg_codec: ``"libjpeg"`` (OpenCV's libjpeg-turbo; tensors on a GPU make a round trip
+            through the host) or ``"torch"`` (:func:`esrcli.ops.jpeg.jpeg_compress_torch`, the
+            same steps and tables in torch on the images' device; within a level of libjpeg on
+            most pixels, about 50 dB; slower than libjpeg on a CPU).
     """
 
     scale: int = 4
@@ -223,6 +227,7 @@ class DegradeConfig:
     source: Literal["second-order", "pdm", "mix"] = "second-order"
     pdm: Path | None = None
     pdm_prob: float = 0.5
+    jpeg_codec: Literal["libjpeg", "torch"] = "libjpeg"
 
     def __post_init__(self) -> None:
         if self.source != "second-order" and self.pdm is None:

@@ -16,6 +16,10 @@ second-blur decision and the final order once per batch, every parameter is draw
 sample; samples are processed one by one, so a batch may mix sizes freely. The parameters
 are returned as JSON-serialisable dicts (one per sample) that rebuild the exact output with
 :func:`degrade_with_params` (each carries the seed of its noise generator).
+
+JPEG runs through libjpeg (OpenCV) by default, or with ``[degrade] jpeg_codec = "torch"``
+through esr's torch implementation of the same codec on the images' device, which spares a
+GPU pipeline two round trips through the host per sample.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from esrcli.degrade.draws import Draws
 from esrcli.degrade.kernels import make_kernel, sample_blur_kernel, sample_final_sinc
 from esrcli.errors import DataError
 from esrcli.ops.filters import filter2d, filter_separable, gaussian_kernel1d, usm_sharpen
-from esrcli.ops.jpeg import jpeg_compress
+from esrcli.ops.jpeg import jpeg_compress, jpeg_compress_torch
 from esrcli.ops.noise import add_gaussian_noise, add_poisson_noise
 from esrcli.ops.resize import resize
 
@@ -80,7 +84,8 @@ def sample_params(cfg: DegradeConfig, batch: int, generator: torch.Generator) ->
         (``direction``, ``factor``, ``mode``), ``noise`` (``type`` gaussian/poisson, ``sigma``
         (1/255 units) or ``scale``, ``gray``)), ``first.jpeg_quality`` and ``final``
         (``order`` ``"sinc_first"``/``"jpeg_first"``, ``resize_mode``, ``sinc`` (dict or
-        ``None``), ``jpeg_quality``).
+        ``None``), ``jpeg_quality``); ``jpeg_codec`` (``"torch"``) only when the configuration
+        asks for that codec instead of libjpeg.
     """
     draws = Draws(generator)
     out = []
@@ -94,7 +99,10 @@ def sample_params(cfg: DegradeConfig, batch: int, generator: torch.Generator) ->
             "sinc": sample_final_sinc(cfg.final, draws),
             "jpeg_quality": _quality(draws, *cfg.second.jpeg_range),
         }
-        out.append({"scale": cfg.scale, "seed": draws.seed(), "first": first, "second": second, "final": final})
+        sample = {"scale": cfg.scale, "seed": draws.seed(), "first": first, "second": second, "final": final}
+        if cfg.jpeg_codec != "libjpeg":
+            sample["jpeg_codec"] = cfg.jpeg_codec
+        out.append(sample)
     return out
 
 
@@ -113,8 +121,15 @@ def _blur(x: torch.Tensor, kernel: dict[str, Any] | None) -> torch.Tensor:
     return filter2d(x, make_kernel(kernel, device=x.device, dtype=x.dtype))
 
 
+_JPEG_CODECS = {"libjpeg": jpeg_compress, "torch": jpeg_compress_torch}
+
+
 def _degrade_one(x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
     """Degrade one ``(1, 3, H, W)`` image with its parameter dict."""
+    codec = p.get("jpeg_codec", "libjpeg")
+    if codec not in _JPEG_CODECS:
+        raise ValueError(f"jpeg_codec: expected one of {', '.join(_JPEG_CODECS)}, got {codec!r}")
+    jpeg_compress = _JPEG_CODECS[codec]
     scale = int(p["scale"])
     ori_h, ori_w = x.shape[-2:]
     gen = torch.Generator(device=x.device)
