@@ -35,7 +35,7 @@ from torch import Tensor
 from esrcli.config.loader import load_toml
 from esrcli.config.train import TrainGanConfig
 from esrcli.data.dataset import HRCropDataset, scan_images
-from esrcli.losses import feature_matching_loss, generator_gan_loss, pixel_loss
+from esrcli.losses import feature_matching_loss, generator_gan_loss, phase_loss, pixel_loss
 from esrcli.ops.filters import gaussian_blur
 from esrcli.train import loop
 from esrcli.train.checkpoint import latest_checkpoint, read_checkpoint
@@ -102,6 +102,8 @@ def main() -> None:
     if teacher is not None:
         terms["teacher"] = cfg.teacher.weight * pixel_loss(sr, teacher, "l1")
     terms["GAN"], terms["feature matching"] = d_terms(sr, b["gt"])
+    if lc.phase_weight > 0:
+        terms["sub-pixel phase"] = lc.phase_weight * phase_loss(sr, b["gt_usm"], STEP)
     print(f"{ck} (iteration {state['iteration']}), batch {args.batch}")
     print("| term | loss | per-sample coherence | batch-summed coherence |\n|---|---|---|---|")
     grads = {}

@@ -115,3 +115,19 @@ def test_cli_interp(esr, tmp_path):
     assert err.startswith("esr: error: ")
     rc, _, err = esr("interp", pa, tmp_path / "missing.pth", "-o", tmp_path / "x.safetensors")
     assert rc == 1 and "missing.pth: no such file" in err
+
+
+def test_cli_interp_takes_embedded_names(esr, tmp_path):
+    """`esr interp esr-general-x4-net esr-general-x4`: the embedded pair by name, as --sharpness blends it."""
+    from esrcli.weights import load_model
+    from esrcli.weights.embedded import find_entry
+
+    if find_entry("esr-general-x4") is None:
+        pytest.skip("esr-general-x4 is not embedded in this build")
+    out = tmp_path / "half.safetensors"
+    rc, stdout, err = esr("interp", "esr-general-x4-net", "esr-general-x4", "--alpha", "0.5", "-o", out)
+    assert rc == 0, err
+    mine = load_state_dict(out)
+    blended = load_model("esr-general-x4", sharpness=0.5)[0].state_dict()
+    assert all(torch.allclose(mine[k], blended[k]) for k in blended)
+    assert load_model(out)[1].metadata["parents"] == "esr-general-x4-net,esr-general-x4"

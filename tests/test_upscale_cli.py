@@ -283,8 +283,9 @@ def test_embedded_default_model_is_used_without_model_option(esr, tmp_path):
     assert sr.shape == (160, 192, 3)
     ref = cv2.resize(img, (192, 160), interpolation=cv2.INTER_CUBIC).astype(np.float32)
     assert np.abs(sr - ref)[8:-8, 8:-8].mean() < 6  # a smooth ramp stays the same ramp: no colour shift
-    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "o2", "--model", "esr-general-x4-net", "--sharpness", "0.5")
-    assert rc == 1 and err.count("\n") == 1 and "esr-general-x4-net: no PSNR-stage partner" in err
+    rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "o2", "--sharpness", "0.5")  # x4plus has no partner
+    assert rc == 1 and err.count("\n") == 1 and "realesrgan-x4plus: no PSNR-stage partner" in err
+    assert "models with a partner: esr-general-x4, esr-general-x4-net" in err
     rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "o2", "--sharpness", "2")
     assert rc == 2 and "--sharpness" in err
 

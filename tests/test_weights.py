@@ -326,6 +326,35 @@ def test_shipped_catalogue_default_model(esr):
     assert "training data:" in out and "iterations:" in out
 
 
+def test_shipped_gan_stage_pair_for_sharpness(esr):
+    """esr-general-x4 (GAN stage) pairs with esr-general-x4-net for --sharpness: the blend is
+    ESRGAN's interpolation of the two embedded files, 0 and 1 give the files themselves."""
+    from esrcli.weights import sharpness_pair
+    from esrcli.weights.embedded import find_entry
+
+    entry = find_entry("esr-general-x4")
+    if entry is None:
+        pytest.skip("esr-general-x4 is not embedded in this build")
+    assert entry.partner == "esr-general-x4-net" and not entry.default and entry.iterations > 0
+    assert sharpness_pair("esr-general-x4") == ("esr-general-x4-net", "esr-general-x4") == sharpness_pair("esr-general-x4-net")
+    gan, info = load_model("esr-general-x4")
+    assert info.metadata["provenance"] == "esr train-gan" and info.metadata["dtype"] == "float16"
+    assert "teacher 1" in info.metadata["losses"] and "phase 10" in info.metadata["losses"]
+    net, _ = load_model("esr-general-x4-net")
+    half, half_info = load_model("esr-general-x4", sharpness=0.5)
+    a, b, m = net.state_dict(), gan.state_dict(), half.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # really two networks
+    assert all(torch.allclose(m[k], 0.5 * a[k] + 0.5 * b[k]) for k in a)
+    assert half_info.metadata["parents"] == "esr-general-x4-net,esr-general-x4"
+    assert all(torch.equal(load_model("esr-general-x4-net", sharpness=1.0)[0].state_dict()[k], b[k]) for k in b)
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ys = [n(x) for n in (net, half, gan)]
+    assert all(y.shape == (1, 3, 96, 96) for y in ys) and float((ys[0] - ys[2]).abs().mean()) > 1e-3
+    rc, out, _ = esr("model", "list")
+    assert rc == 0 and "esr-general-x4: SRVGGNetCompact x4" in out and "partner:       esr-general-x4-net (--sharpness" in out
+
+
 @pytest.fixture
 def fake_catalogue(tmp_path, monkeypatch):
     """A models folder with one embedded model, in place of the package's."""

@@ -1,4 +1,4 @@
-"""``esr interp A B --alpha 0.5 -o OUT``: ESRGAN network interpolation of two model files."""
+"""``esr interp A B --alpha 0.5 -o OUT``: ESRGAN network interpolation of two models (files or names)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import typer
 
 
 def interp_cmd(
-    model_a: Path = typer.Argument(..., help="Model at alpha=0 (e.g. the PSNR-oriented net).", show_default=False),
-    model_b: Path = typer.Argument(..., help="Model at alpha=1 (e.g. the GAN net).", show_default=False),
+    model_a: Path = typer.Argument(..., help="Model file or name at alpha=0 (e.g. the PSNR-oriented net, esr-general-x4-net).", show_default=False),
+    model_b: Path = typer.Argument(..., help="Model file or name at alpha=1 (e.g. the GAN net, esr-general-x4).", show_default=False),
     alpha: float = typer.Option(0.5, "--alpha", "-a", min=0.0, max=1.0, help="Weight of B: (1-alpha)*A + alpha*B."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .safetensors file.", show_default=False),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),

@@ -64,23 +64,31 @@ def interpolate_files(
     out: str | os.PathLike,
     half: bool = False,
 ) -> ModelInfo:
-    """Interpolate two model files (``.pth`` or ``.safetensors``) into an esr safetensors file.
+    """Interpolate two models into an esr safetensors file.
 
-    The output metadata records ``parents`` (the two file names, comma separated) and
-    ``alpha``.
+    Each input is a model file (``.pth`` or ``.safetensors``) or, when no such file exists, a
+    model name as ``esr upscale --model`` takes it (embedded, e.g. ``esr-general-x4-net``, or
+    official, downloaded on first use). The output metadata records ``parents`` (the two file
+    or model names, comma separated) and ``alpha``.
 
     Returns:
         The :class:`ModelInfo` written.
 
     Raises:
         ValueError: ``alpha`` outside ``[0, 1]``.
-        WeightsError: unreadable inputs, or the two files differ in architecture or
+        WeightsError: unreadable inputs or unknown names, or the two models differ in architecture or
             hyper-parameters (the message names both files and what differs).
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
-    sd_a, info_a = read_model_info(path_a)
-    sd_b, info_b = read_model_info(path_b)
+    from esrcli.weights.embedded import resolve_model
+
+    def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelInfo]:
+        with resolve_model(path) as file:
+            return read_model_info(file)
+
+    sd_a, info_a = read(path_a)
+    sd_b, info_b = read(path_b)
     if info_a.arch != info_b.arch:
         raise WeightsError(f"{path_a} and {path_b}: different architectures ({info_a.arch} vs {info_b.arch})")
     if info_a.params != info_b.params:
