@@ -69,7 +69,7 @@ def test_quant_tables_follow_libjpeg_scaling():
     assert luma[4, 0, 1] == 55 and chroma[4, 0, 0] == 85  # s = 500: (11 * 500 + 50) // 100
 
 
-@pytest.mark.parametrize("size", [(128, 128), (37, 53), (8, 9), (1, 1)])
+@pytest.mark.parametrize("size", [(128, 128), (37, 53), (8, 9), (6, 4), (1, 1)])
 def test_torch_jpeg_matches_libjpeg(size):
     """The torch codec reproduces OpenCV's libjpeg-turbo: the same blocks and chroma filters,
     most pixels equal, the rest a coefficient's rounding apart (float DCT vs islow)."""

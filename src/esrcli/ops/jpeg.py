@@ -1,9 +1,10 @@
-"""Real JPEG compression artifacts through libjpeg (OpenCV ``imencode`` / ``imdecode``).
+"""Real JPEG compression artifacts: libjpeg (OpenCV ``imencode`` / ``imdecode``) or its torch twin.
 
 Real-ESRGAN trains with a differentiable JPEG approximation (DiffJPEG) on the GPU; esr uses
 the real codec (baseline JPEG, 4:2:0 chroma subsampling, OpenCV's default) so the blocking
-and ringing are exactly those of real files. Tensors on another device make a round trip
-through the CPU. Not differentiable.
+and ringing are exactly those of real files. With :func:`jpeg_compress` tensors on another
+device make a round trip through the CPU; :func:`jpeg_compress_torch` runs the same codec,
+step for step, in torch on the tensors' device. Neither is differentiable.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ def _pad_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def _fancy_upsample(c: torch.Tensor) -> torch.Tensor:
-    """libjpeg's h2v2 "fancy" (triangle) chroma upsampling of ``(B, 2, h, w)`` integer samples."""
+    """libjpeg's h2v2 "fancy" (triangle) chroma upsampling of ``(B, 2, h, w)`` integer samples
+    (for ``w <= 2`` libjpeg replicates each sample instead)."""
+    if c.shape[-1] <= 2:
+        return c.repeat_interleave(2, -2).repeat_interleave(2, -1)
     p = F.pad(c, (1, 1, 1, 1), mode="replicate")
     mid = p[..., 1:-1, :]
     upper = 3 * mid + p[..., :-2, :]  # column sums for the upper output row of each input row
