@@ -15,7 +15,7 @@ from torch import Tensor
 
 from esrcli.errors import WeightsError
 from esrcli.weights.detect import ModelInfo, params_text
-from esrcli.weights.io import read_model_info, save_model
+from esrcli.weights.io import read_named, save_model
 
 __all__ = ["interpolate", "interpolate_files"]
 
@@ -81,14 +81,8 @@ def interpolate_files(
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
-    from esrcli.weights.embedded import resolve_model
-
-    def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelInfo]:
-        with resolve_model(path) as file:
-            return read_model_info(file)
-
-    sd_a, info_a = read(path_a)
-    sd_b, info_b = read(path_b)
+    sd_a, info_a = read_named(path_a)
+    sd_b, info_b = read_named(path_b)
     if info_a.arch != info_b.arch:
         raise WeightsError(f"{path_a} and {path_b}: different architectures ({info_a.arch} vs {info_b.arch})")
     if info_a.params != info_b.params:

@@ -36,7 +36,7 @@ from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
 
 __all__ = [
-    "FORMAT", "read_model_file", "load_state_dict", "read_model_info", "load_model", "build_model", "read_denoise_pair",
+    "FORMAT", "read_model_file", "load_state_dict", "read_model_info", "read_named", "load_model", "build_model", "read_denoise_pair",
     "denoise_state_dict", "save_model", "atomic_save",
 ]
 
@@ -154,7 +154,13 @@ def read_model_info(path: str | os.PathLike) -> tuple[dict[str, Tensor], ModelIn
     return sd, info
 
 
-def _read_named(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> tuple[dict[str, Tensor], ModelInfo]:
+def read_named(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> tuple[dict[str, Tensor], ModelInfo]:
+    """:func:`read_model_info` of a model file or, when no such file exists, of a model name
+    (embedded, official or user catalogue; see :func:`esrcli.weights.embedded.resolve_model`).
+
+    Raises:
+        WeightsError: as :func:`read_model_info`, or no such file or model name.
+    """
     from esrcli.weights.embedded import resolve_model
 
     with resolve_model(path_or_name, progress=progress) as path:
@@ -167,8 +173,8 @@ def _read_sharpness(name: str, sharpness: float) -> tuple[dict[str, Tensor], Mod
     from esrcli.weights.interp import interpolate
 
     psnr_name, gan_name = sharpness_pair(name)
-    sd_a, info_a = _read_named(psnr_name)
-    sd_b, info_b = _read_named(gan_name)
+    sd_a, info_a = read_named(psnr_name)
+    sd_b, info_b = read_named(gan_name)
     if (info_a.arch, info_a.params) != (info_b.arch, info_b.params):
         raise WeightsError(f"{psnr_name} and {gan_name}: partners of different architectures, cannot interpolate")
     try:
@@ -197,8 +203,8 @@ def read_denoise_pair(name: str) -> tuple[dict[str, Tensor], dict[str, Tensor], 
     from esrcli.weights.embedded import denoise_pair
 
     normal_name, wdn_name = denoise_pair(name)
-    sd_n, info_n = _read_named(normal_name)
-    sd_w, info_w = _read_named(wdn_name)
+    sd_n, info_n = read_named(normal_name)
+    sd_w, info_w = read_named(wdn_name)
     if (info_n.arch, info_n.params) != (info_w.arch, info_w.params):
         raise WeightsError(f"{normal_name} and {wdn_name}: partners of different architectures, cannot interpolate")
     metadata = {**info_n.metadata, "parents": f"{normal_name},{wdn_name}"}
@@ -292,7 +298,7 @@ def load_model(
         info.metadata["denoise"] = repr(float(denoise))
         return build_model(denoise_state_dict(sd_n, sd_w, denoise), info, device, str(path_or_name)), info
     if sharpness is None:
-        sd, info = _read_named(path_or_name, progress)
+        sd, info = read_named(path_or_name, progress)
     else:
         if not 0.0 <= float(sharpness) <= 1.0:
             raise ConfigError(f"sharpness: must be in [0, 1], got {sharpness}")
