@@ -36,6 +36,7 @@ from esrcli.config.loader import load_toml
 from esrcli.config.train import TrainGanConfig
 from esrcli.data.dataset import HRCropDataset, scan_images
 from esrcli.losses import feature_matching_loss, generator_gan_loss, phase_loss, pixel_loss
+from esrcli.losses.pixel import phase_means as pixel_phase_means
 from esrcli.ops.filters import gaussian_blur
 from esrcli.train import loop
 from esrcli.train.checkpoint import latest_checkpoint, read_checkpoint
@@ -51,8 +52,8 @@ def shifted(x: Tensor, offsets: Tensor, crop: int) -> Tensor:
 
 
 def phase_means(x: Tensor) -> Tensor:
-    """``(B, C, STEP*STEP)``: the mean of each sub-pixel phase."""
-    return torch.stack([x[:, :, py::STEP, px::STEP].mean((-2, -1)) for py in range(STEP) for px in range(STEP)], -1)
+    """``(B, C, STEP*STEP)``: the mean of each sub-pixel phase (:func:`esrcli.losses.pixel.phase_means`)."""
+    return pixel_phase_means(x, STEP).flatten(-2)
 
 
 def coherence(g: Tensor, summed: bool) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pixel_loss", "phase_loss", "PIXEL_CRITERIA"]
+__all__ = ["pixel_loss", "phase_loss", "phase_means", "PIXEL_CRITERIA"]
 
 PIXEL_CRITERIA = ("l1", "l2", "charbonnier")
 
@@ -66,10 +66,27 @@ def phase_loss(sr: Tensor, gt: Tensor, period: int) -> Tensor:
     """
     if sr.shape != gt.shape:
         raise ValueError(f"phase_loss: sr {tuple(sr.shape)} and gt {tuple(gt.shape)} differ in shape")
-    b, c, h, w = sr.shape
-    if period < 1 or h < period or w < period:
-        raise ValueError(f"phase_loss: period {period} does not fit images of {w}x{h}")
-    h, w = h - h % period, w - w % period
-    diff = (sr.float() - gt.float())[..., :h, :w].reshape(b, c, h // period, period, w // period, period)
-    means = diff.mean(dim=(2, 4))  # (B, C, period, period)
+    means = phase_means(sr.float() - gt.float(), period)  # (B, C, period, period)
     return (means - means.mean(dim=(2, 3), keepdim=True)).abs().mean()
+
+
+def phase_means(x: Tensor, period: int) -> Tensor:
+    """The mean of each sub-pixel phase ``(y mod period, x mod period)`` of each image and channel.
+
+    Args:
+        x: ``(B, C, H, W)`` float.
+        period: the phase period in pixels; rows and columns past the last whole period are
+            left out.
+
+    Returns:
+        ``(B, C, period, period)``: entry ``[b, c, py, px]`` is the mean of
+        ``x[b, c, py::period, px::period]`` over whole periods.
+
+    Raises:
+        ValueError: ``period < 1`` or images smaller than one period.
+    """
+    b, c, h, w = x.shape
+    if period < 1 or h < period or w < period:
+        raise ValueError(f"phase_means: period {period} does not fit images of {w}x{h}")
+    h, w = h - h % period, w - w % period
+    return x[..., :h, :w].reshape(b, c, h // period, period, w // period, period).mean(dim=(2, 4))
