@@ -131,3 +131,17 @@ def test_cli_interp_takes_embedded_names(esr, tmp_path):
     blended = load_model("esr-general-x4", sharpness=0.5)[0].state_dict()
     assert all(torch.allclose(mine[k], blended[k]) for k in blended)
     assert load_model(out)[1].metadata["parents"] == "esr-general-x4-net,esr-general-x4"
+
+
+def test_read_pair_returns_both_and_names_every_differing_parameter(tmp_path):
+    from esrcli.weights.io import read_pair
+
+    pa, pb, pc = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
+    torch.save(_rrdb(0).state_dict(), pa)
+    torch.save(_rrdb(1).state_dict(), pb)
+    torch.save(RRDBNet(**dict(SMALL, num_feat=4, num_block=2)).state_dict(), pc)
+    sd_a, info_a, sd_b, info_b = read_pair(pa, pb)
+    assert info_a.params == info_b.params
+    assert not torch.equal(sd_a["conv_first.weight"], sd_b["conv_first.weight"])
+    with pytest.raises(WeightsError, match=r"c.pth: different RRDBNet hyper-parameters \(num_block 1 vs 2, num_feat 8 vs 4\)$"):
+        read_pair(pa, pc)

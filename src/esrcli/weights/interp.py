@@ -15,7 +15,7 @@ from torch import Tensor
 
 from esrcli.errors import WeightsError
 from esrcli.weights.detect import ModelInfo, params_text
-from esrcli.weights.io import read_named, save_model
+from esrcli.weights.io import read_pair, save_model
 
 __all__ = ["interpolate", "interpolate_files"]
 
@@ -81,14 +81,7 @@ def interpolate_files(
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
-    sd_a, info_a = read_named(path_a)
-    sd_b, info_b = read_named(path_b)
-    if info_a.arch != info_b.arch:
-        raise WeightsError(f"{path_a} and {path_b}: different architectures ({info_a.arch} vs {info_b.arch})")
-    if info_a.params != info_b.params:
-        pa, pb = info_a.params, info_b.params
-        diff = [f"{k} {pa.get(k)} vs {pb.get(k)}" for k in pa if pa.get(k) != pb.get(k)]
-        raise WeightsError(f"{path_a} and {path_b}: different {info_a.arch} hyper-parameters ({', '.join(diff)})")
+    sd_a, info_a, sd_b, _ = read_pair(path_a, path_b)
     try:
         sd = interpolate(sd_a, sd_b, alpha)
     except WeightsError as exc:

@@ -36,7 +36,7 @@ from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
 
 __all__ = [
-    "FORMAT", "read_model_file", "load_state_dict", "read_model_info", "read_named", "load_model", "build_model", "read_denoise_pair",
+    "FORMAT", "read_model_file", "load_state_dict", "read_model_info", "read_named", "read_pair", "load_model", "build_model", "read_denoise_pair",
     "denoise_state_dict", "save_model", "atomic_save",
 ]
 
@@ -167,16 +167,41 @@ def read_named(path_or_name: str | os.PathLike, progress: Callable[[int, int | N
         return read_model_info(path)
 
 
+def read_pair(
+    a: str | os.PathLike, b: str | os.PathLike
+) -> tuple[dict[str, Tensor], ModelInfo, dict[str, Tensor], ModelInfo]:
+    """:func:`read_named` of two models that must share one architecture, for interpolation.
+
+    Args:
+        a: a model file or name (see :func:`read_named`).
+        b: another; named second in the messages.
+
+    Returns:
+        ``(sd_a, info_a, sd_b, info_b)``, each state dict in its stored dtype.
+
+    Raises:
+        WeightsError: as :func:`read_named`; or the two differ in architecture
+            (``"A and B: different architectures (X vs Y)"``) or in hyper-parameters
+            (``"A and B: different X hyper-parameters (num_feat 64 vs 32)"``).
+    """
+    sd_a, info_a = read_named(a)
+    sd_b, info_b = read_named(b)
+    if info_a.arch != info_b.arch:
+        raise WeightsError(f"{a} and {b}: different architectures ({info_a.arch} vs {info_b.arch})")
+    if info_a.params != info_b.params:
+        pa, pb = info_a.params, info_b.params
+        diff = [f"{k} {pa.get(k)} vs {pb.get(k)}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+        raise WeightsError(f"{a} and {b}: different {info_a.arch} hyper-parameters ({', '.join(diff)})")
+    return sd_a, info_a, sd_b, info_b
+
+
 def _read_sharpness(name: str, sharpness: float) -> tuple[dict[str, Tensor], ModelInfo]:
     """Weights of ``(1 - sharpness) * psnr_stage + sharpness * gan_stage`` for an embedded pair."""
     from esrcli.weights.embedded import sharpness_pair
     from esrcli.weights.interp import interpolate
 
     psnr_name, gan_name = sharpness_pair(name)
-    sd_a, info_a = read_named(psnr_name)
-    sd_b, info_b = read_named(gan_name)
-    if (info_a.arch, info_a.params) != (info_b.arch, info_b.params):
-        raise WeightsError(f"{psnr_name} and {gan_name}: partners of different architectures, cannot interpolate")
+    sd_a, _, sd_b, info_b = read_pair(psnr_name, gan_name)
     try:
         sd = interpolate(sd_a, sd_b, sharpness)
     except WeightsError as exc:
@@ -203,10 +228,7 @@ def read_denoise_pair(name: str) -> tuple[dict[str, Tensor], dict[str, Tensor], 
     from esrcli.weights.embedded import denoise_pair
 
     normal_name, wdn_name = denoise_pair(name)
-    sd_n, info_n = read_named(normal_name)
-    sd_w, info_w = read_named(wdn_name)
-    if (info_n.arch, info_n.params) != (info_w.arch, info_w.params):
-        raise WeightsError(f"{normal_name} and {wdn_name}: partners of different architectures, cannot interpolate")
+    sd_n, info_n, sd_w, _ = read_pair(normal_name, wdn_name)
     metadata = {**info_n.metadata, "parents": f"{normal_name},{wdn_name}"}
     return sd_n, sd_w, ModelInfo(arch=info_n.arch, params=dict(info_n.params), scale=info_n.scale, metadata=metadata)
 
