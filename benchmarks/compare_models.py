@@ -116,6 +116,16 @@ def checkerboard(img: np.ndarray, scale: int = 4) -> float:
     return float(np.std([r[py::scale, px::scale].mean() for py in range(scale) for px in range(scale)]))
 
 
+def _bgr8(raw: np.ndarray) -> np.ndarray:
+    """``raw`` (as ``cv2.IMREAD_UNCHANGED`` reads it) as ``cv2.IMREAD_COLOR`` would have read it:
+    8-bit BGR, 16-bit shifted right by 8 bits, gray repeated, alpha dropped."""
+    if raw.dtype == np.uint16:
+        raw = (raw >> 8).astype(np.uint8)
+    if raw.ndim == 2:
+        return cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    return raw[..., :3] if raw.shape[2] == 4 else raw
+
+
 def artefacts(outputs: Path, inputs: Path) -> dict[str, float]:
     """Mean ``checker`` (:func:`checkerboard`) and ``colour`` shift of the x4 outputs in ``outputs``."""
     checker, colour = [], []
@@ -129,7 +139,7 @@ def artefacts(outputs: Path, inputs: Path) -> dict[str, float]:
         checker.append(checkerboard(out))
         # colour: the output area-reduced to the input's size, over the opaque pixels only
         # (what lies under transparent ones is arbitrary in both)
-        inp = cv2.imread(str(src), cv2.IMREAD_COLOR)
+        inp = _bgr8(raw)
         small = cv2.resize(out, (inp.shape[1], inp.shape[0]), interpolation=cv2.INTER_AREA)
         opaque = raw[..., 3] == raw[..., 3].max() if raw.ndim == 3 and raw.shape[2] == 4 else np.ones(inp.shape[:2], bool)
         shift = small[opaque].astype(np.float64).mean(0) - inp[opaque].astype(np.float64).mean(0)
