@@ -362,17 +362,24 @@ def section_degrade(batch: int) -> dict[str, Any]:
 
     from esrcli.config import from_dict
 
-    configs = {"libjpeg": DegradeConfig(), "torch": from_dict(DegradeConfig, {"jpeg_codec": "torch"})}
+    configs = {
+        "libjpeg": DegradeConfig(),
+        "torch": from_dict(DegradeConfig, {"jpeg_codec": "torch"}),
+        "perbatch-libjpeg": from_dict(DegradeConfig, {"per_batch_resize": True}),
+        "perbatch-torch": from_dict(DegradeConfig, {"per_batch_resize": True, "jpeg_codec": "torch"}),
+    }
     x = photo_input(400, 400).repeat(batch, 1, 1, 1)
     out: dict[str, Any] = {"batch": batch, "cpu_threads": torch.get_num_threads()}
     from esrcli.degrade import pipeline
 
     threads = pipeline.GPU_DEGRADE_THREADS
-    for dev in (DEV, "cuda_threads8", "cuda_torchjpeg", "cpu") if DEV == "cuda" else ("cpu", "cpu_torchjpeg"):
+    runs = ("cuda", "cuda_threads8", "cuda_torchjpeg", "cuda_perbatch", "cuda_perbatch_torchjpeg", "cpu") if DEV == "cuda" else ("cpu", "cpu_torchjpeg", "cpu_perbatch")
+    for dev in runs:
         pipeline.GPU_DEGRADE_THREADS = 8 if dev == "cuda_threads8" else threads
         gen = torch.Generator().manual_seed(0)
         xd = x.to(dev.split("_")[0])
-        cfg = configs["torch" if dev.endswith("torchjpeg") else "libjpeg"]
+        codec = "torch" if dev.endswith("torchjpeg") else "libjpeg"
+        cfg = configs[("perbatch-" if "_perbatch" in dev else "") + codec]
 
         def run() -> None:
             synthesize_pairs(xd, cfg, gen, gt_usm=True)
@@ -458,7 +465,9 @@ def markdown(r: dict[str, Any]) -> str:
     if d:
         lines += [f"## Degradation (400 -> 256 crops, batch {d['batch']})", "",
                   f"GPU {d.get('cuda_pairs_s')} pairs/s ({d.get('gpu_threads')} thread(s); on 8 threads: {d.get('cuda_threads8_pairs_s')}; "
-                  f"with jpeg_codec = \"torch\": {d.get('cuda_torchjpeg_pairs_s')}); CPU ({d['cpu_threads']} threads) {d['cpu_pairs_s']} pairs/s"
+                  f"with jpeg_codec = \"torch\": {d.get('cuda_torchjpeg_pairs_s')}; with per_batch_resize, the batch at once: "
+                  f"{d.get('cuda_perbatch_pairs_s')}, and with the torch codec {d.get('cuda_perbatch_torchjpeg_pairs_s')}); "
+                  f"CPU ({d['cpu_threads']} threads) {d['cpu_pairs_s']} pairs/s"
                   + (f" (torch codec: {d['cpu_torchjpeg_pairs_s']})" if "cpu_torchjpeg_pairs_s" in d else "") + ".", ""]
     lp = s.get("loop")
     if lp:

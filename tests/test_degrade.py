@@ -84,6 +84,38 @@ def test_per_sample_parameters_mix_in_a_batch():
     assert len({p["final"]["order"] for p in params}) == 2
 
 
+def test_per_batch_resize_shares_sizes_and_the_batched_path_matches_sample_by_sample(gt, monkeypatch):
+    """[degrade] per_batch_resize: the resizes and the final order are drawn once per batch
+    (Real-ESRGAN's way); kernels, noise and qualities stay per sample. Such a batch runs
+    through each step at once (the GPU's path, forced here on the CPU) with the same output
+    as sample by sample, bit for bit, also when only some samples share their sizes."""
+    from esrcli.degrade import pipeline
+
+    groups: list[int] = []
+    run_group = pipeline._degrade_group
+    monkeypatch.setattr(pipeline, "_degrade_group", lambda x, ps: groups.append(len(ps)) or run_group(x, ps))
+    cfg = from_dict(DegradeConfig, {"per_batch_resize": True})
+    gt6 = torch.cat([gt, gt.flip(-2)])
+    for seed in range(4):
+        params = sample_params(cfg, 6, _gen(seed))
+        assert params[0] == sample_params(DegradeConfig(), 1, _gen(seed))[0]  # the first draws as per-sample mode
+        shared = {json.dumps([p["first"]["resize"], p["second"]["resize"], p["final"]["order"], p["final"]["resize_mode"]]) for p in params}
+        assert len(shared) == 1
+        assert len({json.dumps([p["first"]["blur"], p["second"]["noise"], p["final"]["jpeg_quality"]]) for p in params}) == 6
+        groups.clear()
+        batched = degrade_with_params(gt6, params, batched=True)
+        assert groups == [6]
+        assert torch.equal(batched, degrade_with_params(gt6, params, batched=False))
+        mixed = params[:3] + sample_params(DegradeConfig(), 3, _gen(seed + 10))  # a group of 3 and 3 singles
+        groups.clear()
+        out = degrade_with_params(gt6, mixed, batched=True)
+        assert sorted(groups) == [1, 1, 1, 3]
+        assert torch.equal(out, degrade_with_params(gt6, mixed, batched=False))
+    # over batches the shared draws still follow the configured frequencies
+    firsts = [sample_params(cfg, 4, _gen(s))[0]["first"]["resize"]["direction"] for s in range(300)]
+    assert 0.6 < _freq(firsts, "down") < 0.8 and len(set(firsts)) == 3
+
+
 def _freq(values, key):
     return sum(1 for v in values if v == key) / len(values)
 

@@ -207,3 +207,21 @@ def test_separable_filter_equals_2d_isotropic_gaussian():
         torch.testing.assert_close(conv, ref, atol=2e-6, rtol=0)
     with pytest.raises(ValueError):
         F_.filter_separable(img, torch.ones(3), torch.ones(5))
+
+
+def test_separable_filter_with_one_kernel_per_sample():
+    """(B, k) kernels: each sample filtered by its own, on OpenCV's path and on conv2d's."""
+    img = torch.rand(3, 3, 30, 33, generator=torch.Generator().manual_seed(4))
+    k1 = torch.stack([F_.gaussian_kernel1d(9, s) for s in (0.6, 1.5, 2.8)])
+    ky = k1.flip(0)  # a different y kernel per sample too
+    ref = torch.cat([F_.filter_separable(img[i : i + 1], k1[i], ky[i]) for i in range(3)])
+    out = F_.filter_separable(img, k1, ky)
+    assert torch.equal(out, ref)
+    assert not torch.allclose(out[0], F_.filter_separable(img[:1], k1[1], ky[1])[0], atol=1e-3)
+    with torch.enable_grad():
+        conv = F_.filter_separable(img.clone().requires_grad_(True), k1, ky).detach()
+    torch.testing.assert_close(conv, ref, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="got 2 kernels for a batch of 3"):
+        F_.filter_separable(img, k1[:2], ky[:2])
+    with pytest.raises(ValueError, match="one shape"):
+        F_.filter_separable(img, k1, ky[0])

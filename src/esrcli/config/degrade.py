@@ -214,6 +214,12 @@ class DegradeConfig:
             through the host) or ``"torch"`` (:func:`esrcli.ops.jpeg.jpeg_compress_torch`, the
             same steps and tables in torch on the images' device; within a level of libjpeg on
             most pixels, about 50 dB; slower than libjpeg on a CPU).
+        per_batch_resize: draw the three resizes (direction, factor, interpolation mode) and
+            the final step's order once per batch, as Real-ESRGAN's ``feed_data`` does, instead
+            of per sample. All samples then keep one size through the pipeline, and on a GPU
+            :func:`~esrcli.degrade.pipeline.degrade_with_params` degrades the batch at once
+            (one grouped convolution per blur, one resize, one JPEG call per step) instead of
+            sample by sample. Blur kernels, noise and JPEG qualities stay per sample.
     """
 
     scale: int = 4
@@ -228,6 +234,7 @@ class DegradeConfig:
     pdm: Path | None = None
     pdm_prob: float = 0.5
     jpeg_codec: Literal["libjpeg", "torch"] = "libjpeg"
+    per_batch_resize: bool = False
 
     def __post_init__(self) -> None:
         if self.source != "second-order" and self.pdm is None:

@@ -13,8 +13,12 @@ ICCVW 2021, Sec. 3 and Fig. 2):
 
 Unlike Real-ESRGAN, which draws resize factors, interpolation modes, the noise type, the
 second-blur decision and the final order once per batch, every parameter is drawn per
-sample; samples are processed one by one, so a batch may mix sizes freely. The parameters
-are returned as JSON-serialisable dicts (one per sample) that rebuild the exact output with
+sample by default, so a batch mixes sizes freely and its samples are degraded one by one
+(on the CPU's threads). With ``[degrade] per_batch_resize = true`` the resizes and the final
+order are drawn once per batch, as Real-ESRGAN does; samples that share them keep one size
+through the pipeline, and on a GPU they are degraded together (per-sample blur kernels as
+one grouped convolution, one resize, one JPEG call per step). The parameters are returned as
+JSON-serialisable dicts (one per sample) that rebuild the output with
 :func:`degrade_with_params` (each carries the seed of its noise generator).
 
 JPEG runs through libjpeg (OpenCV) by default, or with ``[degrade] jpeg_codec = "torch"``
@@ -60,10 +64,12 @@ def _sample_noise(stage: StageConfig, draws: Draws) -> dict[str, Any]:
     return {"type": "poisson", "scale": level, "gray": draws.random() < stage.gray_noise_prob}
 
 
-def _sample_stage(stage: StageConfig, draws: Draws) -> dict[str, Any]:
+def _sample_stage(stage: StageConfig, draws: Draws, resize: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stage's draws; ``resize`` (a batch's shared draw) replaces the stage's own."""
     kernel = sample_blur_kernel(stage, draws)
     blur = draws.random() < stage.blur_prob
-    return {"blur": kernel if blur else None, "resize": _sample_resize(stage, draws), "noise": _sample_noise(stage, draws)}
+    resize = dict(resize) if resize is not None else _sample_resize(stage, draws)
+    return {"blur": kernel if blur else None, "resize": resize, "noise": _sample_noise(stage, draws)}
 
 
 def _quality(draws: Draws, lo: float, hi: float) -> int:
@@ -85,17 +91,25 @@ def sample_params(cfg: DegradeConfig, batch: int, generator: torch.Generator) ->
         (1/255 units) or ``scale``, ``gray``)), ``first.jpeg_quality`` and ``final``
         (``order`` ``"sinc_first"``/``"jpeg_first"``, ``resize_mode``, ``sinc`` (dict or
         ``None``), ``jpeg_quality``); ``jpeg_codec`` (``"torch"``) only when the configuration
-        asks for that codec instead of libjpeg.
+        asks for that codec instead of libjpeg. With ``cfg.per_batch_resize`` every sample
+        carries the first sample's ``first.resize``, ``second.resize``, ``final.order`` and
+        ``final.resize_mode`` (the first sample's draws are those of the per-sample mode).
     """
     draws = Draws(generator)
-    out = []
+    out: list[dict[str, Any]] = []
     for _ in range(batch):
-        first = _sample_stage(cfg.first, draws)
+        shared = out[0] if out and cfg.per_batch_resize else None
+        first = _sample_stage(cfg.first, draws, shared and shared["first"]["resize"])
         first["jpeg_quality"] = _quality(draws, *cfg.first.jpeg_range)
-        second = _sample_stage(cfg.second, draws)
+        second = _sample_stage(cfg.second, draws, shared and shared["second"]["resize"])
+        if shared is None:
+            order = "sinc_first" if draws.random() < cfg.final.sinc_first_prob else "jpeg_first"
+            resize_mode = draws.choice(cfg.final.resize_modes)
+        else:
+            order, resize_mode = shared["final"]["order"], shared["final"]["resize_mode"]
         final = {
-            "order": "sinc_first" if draws.random() < cfg.final.sinc_first_prob else "jpeg_first",
-            "resize_mode": draws.choice(cfg.final.resize_modes),
+            "order": order,
+            "resize_mode": resize_mode,
             "sinc": sample_final_sinc(cfg.final, draws),
             "jpeg_quality": _quality(draws, *cfg.second.jpeg_range),
         }
@@ -121,44 +135,94 @@ def _blur(x: torch.Tensor, kernel: dict[str, Any] | None) -> torch.Tensor:
     return filter2d(x, make_kernel(kernel, device=x.device, dtype=x.dtype))
 
 
+def _blur_group(x: torch.Tensor, kernels: list[dict[str, Any] | None]) -> torch.Tensor:
+    """Blur each sample of ``x`` with its kernel (``None``: unchanged), as :func:`_blur` would.
+
+    Samples whose kernels run the same way (separable isotropic Gaussians, or full 2-D
+    kernels, of one size) are filtered together: one grouped convolution each on a GPU.
+    """
+    if len(kernels) == 1:
+        return _blur(x, kernels[0])
+    groups: dict[tuple[bool, int], list[int]] = {}
+    for i, k in enumerate(kernels):
+        if k is not None:
+            groups.setdefault((k["type"] == "iso", int(k["size"])), []).append(i)
+    if not groups:
+        return x
+    out = x.clone()
+    for (separable, size), idx in groups.items():
+        whole = len(idx) == len(kernels)
+        sel = torch.tensor(idx, device=x.device)
+        src = x if whole else x[sel]
+        if separable:
+            k1 = torch.stack([gaussian_kernel1d(size, float(kernels[i]["sigma_x"]), dtype=torch.float64) for i in idx])
+            blurred = filter_separable(src, k1, k1)
+        else:
+            blurred = filter2d(src, torch.stack([make_kernel(kernels[i], device=x.device, dtype=x.dtype) for i in idx]))
+        if whole:
+            return blurred
+        out[sel] = blurred
+    return out
+
+
+def _noise_group(x: torch.Tensor, noises: list[dict[str, Any]], gens: list[torch.Generator]) -> torch.Tensor:
+    """Each sample's noise from its own generator (as one sample alone draws it)."""
+    if len(noises) == 1:
+        return _noise(x, noises[0], gens[0])
+    return torch.cat([_noise(x[i : i + 1], noises[i], gens[i]) for i in range(len(noises))])
+
+
 _JPEG_CODECS = {"libjpeg": jpeg_compress, "torch": jpeg_compress_torch}
 
 
-def _degrade_one(x: torch.Tensor, p: dict[str, Any]) -> torch.Tensor:
-    """Degrade one ``(1, 3, H, W)`` image with its parameter dict."""
+def _shape_key(p: dict[str, Any]) -> tuple[Any, ...]:
+    """What fixes a sample's sizes and steps: samples with equal keys can run as one batch."""
+    r1, r2, fin = p["first"]["resize"], p["second"]["resize"], p["final"]
+    return (r1["factor"], r1["mode"], r2["factor"], r2["mode"], fin["order"], fin["resize_mode"], p.get("jpeg_codec", "libjpeg"))
+
+
+def _degrade_group(x: torch.Tensor, ps: list[dict[str, Any]]) -> torch.Tensor:
+    """Degrade ``(G, 3, H, W)`` images whose parameter dicts share :func:`_shape_key`."""
+    p = ps[0]
     codec = p.get("jpeg_codec", "libjpeg")
     if codec not in _JPEG_CODECS:
         raise ValueError(f"jpeg_codec: expected one of {', '.join(_JPEG_CODECS)}, got {codec!r}")
     jpeg_compress = _JPEG_CODECS[codec]
     scale = int(p["scale"])
     ori_h, ori_w = x.shape[-2:]
-    gen = torch.Generator(device=x.device)
-    gen.manual_seed(int(p["seed"]))
+    gens = []
+    for q in ps:
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(int(q["seed"]))
+        gens.append(gen)
+
+    def quality(step: str) -> int | list[int]:
+        qs = [q[step]["jpeg_quality"] for q in ps]
+        return qs[0] if len(qs) == 1 else qs
 
     # first stage: blur, resize by a factor, noise, JPEG
-    s1 = p["first"]
-    out = _blur(x, s1["blur"])
-    out = resize(out, scale_factor=s1["resize"]["factor"], mode=s1["resize"]["mode"])
-    out = _noise(out, s1["noise"], gen)
-    out = jpeg_compress(out.clamp_(0, 1), s1["jpeg_quality"])
+    out = _blur_group(x, [q["first"]["blur"] for q in ps])
+    out = resize(out, scale_factor=p["first"]["resize"]["factor"], mode=p["first"]["resize"]["mode"])
+    out = _noise_group(out, [q["first"]["noise"] for q in ps], gens)
+    out = jpeg_compress(out.clamp_(0, 1), quality("first"))
 
     # second stage: blur (maybe skipped), resize to gt/scale*factor, noise
-    s2 = p["second"]
-    out = _blur(out, s2["blur"])
-    f2 = s2["resize"]["factor"]
+    out = _blur_group(out, [q["second"]["blur"] for q in ps])
+    f2 = p["second"]["resize"]["factor"]
     size = (max(1, int(ori_h / scale * f2)), max(1, int(ori_w / scale * f2)))
-    out = resize(out, size=size, mode=s2["resize"]["mode"])
-    out = _noise(out, s2["noise"], gen)
+    out = resize(out, size=size, mode=p["second"]["resize"]["mode"])
+    out = _noise_group(out, [q["second"]["noise"] for q in ps], gens)
 
     # final step: [resize back + sinc] and [JPEG] in random order
     fin = p["final"]
     lq_size = (ori_h // scale, ori_w // scale)
+    sincs = [q["final"]["sinc"] for q in ps]
     if fin["order"] == "sinc_first":
-        out = _blur(resize(out, size=lq_size, mode=fin["resize_mode"]), fin["sinc"])
-        out = jpeg_compress(out.clamp_(0, 1), fin["jpeg_quality"])
+        out = _blur_group(resize(out, size=lq_size, mode=fin["resize_mode"]), sincs)
+        out = jpeg_compress(out.clamp_(0, 1), quality("final"))
     else:
-        out = jpeg_compress(out.clamp_(0, 1), fin["jpeg_quality"])
-        out = _blur(resize(out, size=lq_size, mode=fin["resize_mode"]), fin["sinc"])
+        out = jpeg_compress(out.clamp_(0, 1), quality("final"))
+        out = _blur_group(resize(out, size=lq_size, mode=fin["resize_mode"]), sincs)
     return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
 
 
@@ -174,15 +238,22 @@ def _check_gt(gt: torch.Tensor, scale: int) -> None:
 GPU_DEGRADE_THREADS = 1  # samples degraded at once on a GPU (see degrade_with_params)
 
 
-def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
+def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]], *, batched: bool | None = None) -> torch.Tensor:
     """Apply given degradation parameters (from :func:`sample_params`) to a batch.
 
-    Deterministic: the same ``gt`` and ``params`` give the same ``lq`` on the same device.
-    On CPU the samples are processed on ``torch.get_num_threads()`` threads.
+    Deterministic: the same ``gt`` and ``params`` give the same ``lq`` on the same device and
+    path. Sample by sample, on ``torch.get_num_threads()`` threads on a CPU; batched, samples
+    that share their resizes and final order (``[degrade] per_batch_resize``) go through
+    each step together, each sample with its own kernels, noise generator and qualities. On
+    a CPU both paths give the same output bit for bit (tests/test_degrade.py); on a GPU the
+    grouped convolutions may round differently from one sample's, and Poisson noise, which
+    quantises its input, can turn such a difference into another noise draw.
 
     Args:
         gt: ``(B, 3, H, W)`` float32 RGB in ``[0, 1]``, any device.
         params: ``B`` parameter dicts, all with the same ``scale``.
+        batched: degrade samples with equal sizes and steps together; ``None`` (default): on
+            GPUs (and other non-CPU devices) only.
 
     Returns:
         ``lq``: ``(B, 3, H // scale, W // scale)`` float32 in ``[0, 1]`` on 8-bit levels.
@@ -197,6 +268,22 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
     if len(scales) != 1:
         raise ValueError(f"parameter sets mix scales {sorted(scales)}")
     _check_gt(gt, scales.pop())
+    if batched is None:
+        batched = gt.device.type != "cpu"
+    if batched:
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(_shape_key(p), []).append(i)
+        if len(groups) < len(params):
+            with torch.no_grad():
+                if len(groups) == 1:
+                    return _degrade_group(gt, params)
+                parts = {}
+                for idx in groups.values():
+                    sel = torch.tensor(idx, device=gt.device)
+                    for i, lq in zip(idx, _degrade_group(gt[sel], [params[i] for i in idx])):
+                        parts[i] = lq
+                return torch.stack([parts[i] for i in range(len(params))])
     # On the CPU the samples run on torch's threads. On a GPU one after another: threads
     # there were slower (an H200, batch 48 of 400 px: 14.9 pairs/s on 8 threads against 20.2
     # serially; docs/gpu.md), the libjpeg round trips do not overlap the kernels that way.
@@ -204,7 +291,7 @@ def degrade_with_params(gt: torch.Tensor, params: list[dict[str, Any]]) -> torch
 
     def one(i: int) -> torch.Tensor:
         with torch.no_grad():
-            return _degrade_one(gt[i : i + 1], params[i])
+            return _degrade_group(gt[i : i + 1], [params[i]])
 
     if workers <= 1:
         return torch.cat([one(i) for i in range(len(params))])

@@ -323,20 +323,24 @@ def filter_separable(img: torch.Tensor, kernel_x: torch.Tensor, kernel_y: torch.
 
     Args:
         img: ``(B, C, H, W)`` float tensor.
-        kernel_x: ``(k,)`` kernel along rows (x, columns), ``k`` odd.
-        kernel_y: ``(k,)`` kernel along columns (y, rows), same length.
+        kernel_x: ``(k,)`` kernel along rows (x, columns), ``k`` odd, shared by all samples,
+            or ``(B, k)``, one per sample.
+        kernel_y: kernel along columns (y, rows), the shape of ``kernel_x``.
 
     Returns:
         ``(B, C, H, W)`` tensor, same dtype and device.
 
     Raises:
-        ValueError: not a 4-D tensor, or kernels that are not odd 1-D tensors of one length.
+        ValueError: not a 4-D tensor, kernels that are not odd and of one shape, or a batch
+            size mismatch.
     """
     _check_image(img)
-    if kernel_x.dim() != 1 or kernel_x.shape != kernel_y.shape or kernel_x.numel() % 2 == 0:
-        raise ValueError(f"expected two odd 1-D kernels of one length, got {tuple(kernel_x.shape)} and {tuple(kernel_y.shape)}")
-    ksize = kernel_x.numel()
+    if kernel_x.dim() not in (1, 2) or kernel_x.shape != kernel_y.shape or kernel_x.shape[-1] % 2 == 0:
+        raise ValueError(f"expected two odd 1-D kernels (k,) or (B, k) of one shape, got {tuple(kernel_x.shape)} and {tuple(kernel_y.shape)}")
+    ksize = kernel_x.shape[-1]
     b, c, h, w = img.shape
+    if kernel_x.dim() == 2 and kernel_x.shape[0] != b:
+        raise ValueError(f"got {kernel_x.shape[0]} kernels for a batch of {b}")
     if _use_opencv(img):
         kx = kernel_x.detach().to(device="cpu", dtype=torch.float32).numpy()
         ky = kernel_y.detach().to(device="cpu", dtype=torch.float32).numpy()
@@ -345,14 +349,20 @@ def filter_separable(img: torch.Tensor, kernel_x: torch.Tensor, kernel_y: torch.
         out = torch.empty_like(src)
         s, d = src.view(b * c, h, w).numpy(), out.view(b * c, h, w).numpy()
         for i in range(b * c):
-            cv2.sepFilter2D(s[i], cv2.CV_32F, kx, ky, dst=d[i], borderType=border)
+            j = i // c
+            cv2.sepFilter2D(s[i], cv2.CV_32F, kx if kx.ndim == 1 else kx[j], ky if ky.ndim == 1 else ky[j], dst=d[i], borderType=border)
         return out
     kx = kernel_x.to(device=img.device, dtype=img.dtype)
     ky = kernel_y.to(device=img.device, dtype=img.dtype)
     p = ksize // 2
     x = _pad(img, p, p).reshape(b * c, 1, h + 2 * p, w + 2 * p)
-    x = F.conv2d(x, kx.view(1, 1, 1, ksize))
-    x = F.conv2d(x, ky.view(1, 1, ksize, 1))
+    if kernel_x.dim() == 1:
+        x = F.conv2d(x, kx.view(1, 1, 1, ksize))
+        x = F.conv2d(x, ky.view(1, 1, ksize, 1))
+        return x.view(b, c, h, w)
+    x = x.view(1, b * c, h + 2 * p, w + 2 * p)  # one group per (sample, channel)
+    x = F.conv2d(x, kx.repeat_interleave(c, dim=0).view(b * c, 1, 1, ksize), groups=b * c)
+    x = F.conv2d(x, ky.repeat_interleave(c, dim=0).view(b * c, 1, ksize, 1), groups=b * c)
     return x.view(b, c, h, w)
 
 
