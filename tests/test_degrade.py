@@ -91,9 +91,14 @@ def test_per_batch_resize_shares_sizes_and_the_batched_path_matches_sample_by_sa
     as sample by sample, bit for bit, also when only some samples share their sizes."""
     from esrcli.degrade import pipeline
 
-    groups: list[int] = []
+    groups: list[int] = []  # the size of every group degraded at once
     run_group = pipeline._degrade_group
-    monkeypatch.setattr(pipeline, "_degrade_group", lambda x, ps: groups.append(len(ps)) or run_group(x, ps))
+
+    def counted(x, ps):
+        groups.append(len(ps))
+        return run_group(x, ps)
+
+    monkeypatch.setattr(pipeline, "_degrade_group", counted)
     cfg = from_dict(DegradeConfig, {"per_batch_resize": True})
     gt6 = torch.cat([gt, gt.flip(-2)])
     for seed in range(4):
