@@ -340,6 +340,7 @@ def test_shipped_gan_stage_pair_for_sharpness(esr):
     gan, info = load_model("esr-general-x4")
     assert info.metadata["provenance"] == "esr train-gan" and info.metadata["dtype"] == "float16"
     assert "teacher 1" in info.metadata["losses"] and "phase 10" in info.metadata["losses"]
+    assert "phase_weight 1 for iterations 1-1,000, then 10" in info.metadata["history"]
     net, _ = load_model("esr-general-x4-net")
     half, half_info = load_model("esr-general-x4", sharpness=0.5)
     a, b, m = net.state_dict(), gan.state_dict(), half.state_dict()
