@@ -341,6 +341,8 @@ def filter_separable(img: torch.Tensor, kernel_x: torch.Tensor, kernel_y: torch.
     b, c, h, w = img.shape
     if kernel_x.dim() == 2 and kernel_x.shape[0] != b:
         raise ValueError(f"got {kernel_x.shape[0]} kernels for a batch of {b}")
+    if kernel_x.dim() == 2 and b == 1:  # one sample's kernels are a shared pair
+        kernel_x, kernel_y = kernel_x[0], kernel_y[0]
     if _use_opencv(img):
         kx = kernel_x.detach().to(device="cpu", dtype=torch.float32).numpy()
         ky = kernel_y.detach().to(device="cpu", dtype=torch.float32).numpy()
