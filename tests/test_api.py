@@ -114,6 +114,15 @@ def test_pil_modes(up):
     i16 = PILImage.fromarray(np.full((5, 6), 30000, np.uint16))
     assert up.upscale(i16).dtype == np.uint16
     assert up.upscale(PILImage.new("P", (6, 5))).shape == (20, 24, 3)
+    f = up.upscale(PILImage.fromarray(np.full((5, 6), 0.5, np.float32), "F"))  # float in [0, 1]
+    assert f.dtype == np.float32 and f.shape == (20, 24) and abs(float(f.mean()) - 0.5) < 0.02
+    i32 = up.upscale(PILImage.fromarray(np.full((5, 6), 40000, np.int32), "I"))  # 16-bit data as PIL opens it
+    assert i32.dtype == np.uint16 and abs(float(i32.mean()) - 40000) < 800
+    with pytest.raises(ImageError, match="mode I with values 0 to 70000"):
+        up.upscale(PILImage.fromarray(np.array([[0, 70000]], np.int32), "I"))
+    rgba = PILImage.new("RGBA", (6, 5), (200, 100, 50, 128)).convert("RGBa")  # premultiplied
+    out = up.upscale(rgba)
+    assert out.shape == (20, 24, 4) and np.array_equal(out, up.upscale(rgba.convert("RGBA")))
 
 
 def test_bad_inputs_raise_image_error(up, tmp_path):
@@ -122,6 +131,16 @@ def test_bad_inputs_raise_image_error(up, tmp_path):
             up.upscale(bad if not isinstance(bad, str) else tmp_path / "missing.png")
     with pytest.raises(ImageError):
         up.upscale([[1, 2], [3, 4]])
+    with pytest.raises(ImageError, match=r"must lie in \[0, 1\], got 0 to 255 \(8-bit values\? divide by 255\)"):
+        up.upscale(np.array([[0.0, 255.0]]))  # 8-bit values in a float array: not silently white
+    with pytest.raises(ImageError, match="got -0.5 to 0.5"):
+        up.upscale(np.array([[-0.5, 0.5]], np.float32))
+    o = up.upscale(np.array([[-0.05, 1.05]], np.float32))  # overshoot: clipped
+    assert o.shape == (4, 8) and 0 <= o.min() and o.max() <= 1
+    from esrcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="outscale: must be a positive number, got '2'"):
+        up.upscale(np.zeros((4, 4), np.uint8), outscale="2")
 
 
 def test_one_upscaler_from_several_threads(up):

@@ -65,6 +65,9 @@ def test_load_toml_resolves_paths_and_names_file(tmp_path):
     f.write_text("lr = [")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_toml(Outer, f)
+    f.write_bytes(b'folder = "\xff"\n')  # not UTF-8: named, not a UnicodeDecodeError
+    with pytest.raises(ConfigError, match=r"c.toml: invalid TOML \(not UTF-8 text: byte 0xff at offset 10\)"):
+        load_toml(Outer, f)
 
 
 def test_to_toml_round_trip(tmp_path):

@@ -84,6 +84,10 @@ def test_show_writes_a_sheet(esr, tmp_path, hr_dir):
     sheet2 = tmp_path / "sheet2.png"
     rc, stdout, err = esr("degrade", "--show", hr_dir / "a.png", "-o", sheet2, "--n", "2", "--seed", "1")
     assert rc == 0, err and sheet2.exists()
+    before = (hr_dir / "a.png").read_bytes()
+    rc, _, err = esr("degrade", "--show", hr_dir / "a.png", "-o", hr_dir / "a.png", "--no-open")
+    assert rc == 2 and "the sheet would overwrite the input image" in err
+    assert (hr_dir / "a.png").read_bytes() == before
 
 
 def test_print_config_round_trips(esr, tmp_path):

@@ -115,6 +115,11 @@ def test_cli_interp(esr, tmp_path):
     assert err.startswith("esr: error: ")
     rc, _, err = esr("interp", pa, tmp_path / "missing.pth", "-o", tmp_path / "x.safetensors")
     assert rc == 1 and "missing.pth: no such file" in err
+    before = out.read_bytes()
+    for args in ((out, pb), (pa, tmp_path / "." / "m.safetensors")):
+        rc, _, err = esr("interp", *args, "-o", out)
+        assert rc == 2 and "the output would overwrite the input model" in err
+    assert out.read_bytes() == before
 
 
 def test_cli_interp_takes_embedded_names(esr, tmp_path):

@@ -108,6 +108,10 @@ def test_eval_matches_by_name_and_reports_missing(esr, pairs):
     assert "orphan.png" in err and "lonely.png" in err
     assert "wrongsize.png" in err and "sizes differ: sr 100x128 vs gt 136x128" in err
 
+    _write(pairs / "sr" / "same.jpg", _photo(128, 136, 3))  # two SR files for one GT: said once
+    rc, out, err = esr("eval", pairs / "sr", pairs / "gt")
+    assert "ambiguous name 'same'" in err and "no SR image named 'same" not in err
+
 
 def test_eval_two_files_table_prints_inf(esr, pairs):
     rc, out, err = esr("eval", pairs / "sr" / "same.png", pairs / "gt" / "same.png", "--no-niqe")

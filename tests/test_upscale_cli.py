@@ -367,3 +367,87 @@ def test_images_in_flight_stay_within_the_memory_budget(esr, models, inputs, tmp
         assert len(too_big) == 5 and too_big[0].startswith(f"esr: warning: {inputs / 'deep.png'}: needs about"), err
     else:  # memory unknown, or plenty: two at a time
         assert peak == 2 and not waits and not too_big, err
+
+
+def test_running_again_skips_its_own_outputs(esr, models, inputs, tmp_path):
+    """Outputs written into the input folder (with --suffix) or below it (-r) are not taken as
+    inputs the next time: the same command skips them instead of upscaling them in turn."""
+    (inputs / "photo_up.png").write_bytes((inputs / "gray.png").read_bytes())  # no photo.*: an input
+    for _ in range(3):
+        rc, _, err = esr("upscale", inputs, inputs, "--model", models["nearest4"], "--suffix", "_up")
+        assert rc == 0, err
+    names = sorted(p.name for p in inputs.iterdir())
+    assert not [n for n in names if "_up_up_up" in n] and "photo_up_up.png" in names
+    assert len([n for n in names if "_up" in n]) == 7  # 5 outputs, photo_up.png and its output
+    assert "0 written, 6 skipped" in err
+    out = inputs / "out"
+    for _ in range(3):
+        rc, _, err = esr("upscale", "-r", inputs, out, "--model", models["nearest4"])
+        assert rc == 0, err
+    assert not (out / "out").exists() and "0 written, 12 skipped" in err
+    # a file named explicitly is always an input
+    rc, _, err = esr("upscale", inputs / "gray_up.png", tmp_path / "o", "--model", models["nearest4"])
+    assert rc == 0 and (tmp_path / "o" / "gray_up.png").is_file(), err
+
+
+def test_output_kinds_esr_cannot_write_are_usage_errors(esr, models, inputs, tmp_path):
+    for name in ("out.gif", "out.avif", "clip.avi"):
+        rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / name, "--model", models["nearest4"])
+        assert rc == 2 and f"does not write {Path(name).suffix} files" in err, err
+        assert not (tmp_path / name).exists()
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "run.v2", "--model", models["nearest4"])
+    assert rc == 0 and (tmp_path / "run.v2" / "rgb.jpg").is_file(), err  # other dotted names: folders
+
+
+def test_gif_in_a_folder_is_an_input(esr, models, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    PILImage.fromarray(_rng(6, 5, 3)).save(d / "still.gif")
+    rc, _, err = esr("upscale", d, tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 0 and _mode(tmp_path / "out" / "still.png")[1] == (20, 24), err
+
+
+def test_small_tile_takes_a_fitting_default_overlap(esr, models, inputs, tmp_path):
+    rc, _, err = esr("--verbose", "upscale", inputs / "rgb.jpg", tmp_path / "o", "--model", models["nearest4"], "--tile", "16")
+    assert rc == 0 and "tile 16, overlap 8" in err, err
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "o2", "--model", models["nearest4"], "--tile", "16", "--tile-overlap", "9")
+    assert rc == 2 and "at most half the tile (8), got 9" in err
+
+
+def test_depth_and_alpha_warnings_follow_the_written_file(esr, models, inputs, tmp_path):
+    rc, _, err = esr("upscale", inputs / "rgba.png", tmp_path / "a.jpg", "--model", models["nearest4"])
+    assert rc == 0 and "alpha dropped" in err and _mode(tmp_path / "a.jpg")[0] == "RGB"
+    rc, _, err = esr("upscale", inputs / "rgba.png", tmp_path / "b.png", "--model", models["nearest4"], "--ext", "jpg")
+    assert rc == 0 and "alpha dropped" not in err and _mode(tmp_path / "b.png")[0] == "RGBA"  # a named .png wins
+    rc, _, err = esr("upscale", inputs / "deep.png", tmp_path / "o", "--model", models["nearest4"], "--ext", "webp")
+    assert rc == 0 and "16-bit depth is reduced" in err
+    rc, _, err = esr("upscale", inputs / "deep.png", tmp_path / "o", "--model", models["nearest4"])
+    assert rc == 0 and "16-bit depth" not in err
+
+
+def test_nan_output_fails_that_file_with_one_line(esr, models, inputs, tmp_path):
+    from esrcli.weights import load_state_dict
+
+    sd = load_state_dict(models["nearest4"])
+    sd["body.0.weight"] = torch.full_like(sd["body.0.weight"], float("nan"))
+    q = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=4, act_type="prelu")
+    net = SRVGGNetCompact(**q)
+    net.load_state_dict(sd)
+    save_model(tmp_path / "nan.safetensors", net, ModelInfo("SRVGGNetCompact", q, 4))
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs / "gray.png", tmp_path / "o", "--model", tmp_path / "nan.safetensors", "--precision", "fp32")
+    assert rc == 1 and stdout == "" and "NaN" in err and "2 failed" in err and "Traceback" not in err and "RuntimeWarning" not in err
+    assert not (tmp_path / "o" / "rgb.jpg").exists()
+
+
+def test_resize_out_of_memory_fails_that_file(monkeypatch):
+    import esrcli.infer.upscale as up
+
+    def boom(*a, **k):
+        raise cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 49152000000 bytes")
+
+    monkeypatch.setattr(up.cv2, "resize", boom)
+    with pytest.raises(MemoryError, match=r"cannot resize to 30x20: .*Insufficient memory"):
+        up._resize(np.zeros((4, 4, 3), np.float32), (20, 30))
+    from esrcli.infer.batch import _FILE_ERRORS
+
+    assert issubclass(MemoryError, _FILE_ERRORS)

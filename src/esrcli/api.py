@@ -22,6 +22,8 @@ from esrcli.infer.upscale import UpscaleOptions, upscale_image
 
 __all__ = ["Upscaler"]
 
+_FLOAT_SLACK = 0.1  # float inputs a little outside [0, 1] (filter overshoot) are clipped
+
 ImageLike = Union[np.ndarray, "os.PathLike[str]", str, Any]  # Any: a PIL.Image.Image
 
 
@@ -45,9 +47,13 @@ def _from_array(a: np.ndarray) -> tuple[Image, tuple[str, ...]]:
     elif a.dtype in (np.float32, np.float64):
         if not np.isfinite(a3).all():
             raise ImageError("array contains NaN or infinite values")
+        lo, hi = float(a3.min()), float(a3.max())
+        if lo < -_FLOAT_SLACK or hi > 1 + _FLOAT_SLACK:
+            hint = " (8-bit values? divide by 255)" if hi > 2 else ""
+            raise ImageError(f"float array values must lie in [0, 1], got {lo:g} to {hi:g}{hint}")
         f, depth = np.clip(a3, 0, 1).astype(np.float32), 16
     else:
-        raise ImageError(f"array of dtype {a.dtype}: expected uint8, uint16 or float32 in [0, 1]")
+        raise ImageError(f"array of dtype {a.dtype}: expected uint8, uint16, or float32/float64 in [0, 1]")
     c = f.shape[2]
     color = np.ascontiguousarray(f[:, :, :1] if c in (1, 2) else f[:, :, :3])
     alpha = np.ascontiguousarray(f[:, :, -1]) if c in (2, 4) else None
@@ -58,8 +64,15 @@ def _from_pil(im: Any) -> tuple[Image, tuple[str, ...]]:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         a = np.asarray(im).astype(np.uint16)
-    elif mode in ("I", "F"):
-        a = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+    elif mode == "I":  # 32-bit integers: 16-bit data as PIL often opens it
+        a = np.asarray(im)
+        if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+            raise ImageError(f"PIL image of mode I with values {int(a.min())} to {int(a.max())}: expected 0 to 65535 (16-bit)")
+        a = a.astype(np.uint16)
+    elif mode == "F":  # 32-bit float, values in [0, 1]
+        a = np.asarray(im, dtype=np.float32)
+    elif mode in ("RGBa", "La"):  # premultiplied alpha
+        a = np.asarray(im.convert("RGBA" if mode == "RGBa" else "LA"))
     elif mode in ("L", "LA", "RGB", "RGBA"):
         a = np.asarray(im)
     elif mode == "1":
@@ -208,19 +221,22 @@ class Upscaler:
         Args:
             image: a numpy array ``(H, W)`` gray, ``(H, W, 1)``, ``(H, W, 2)`` gray+alpha,
                 ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (RGB order, not OpenCV's BGR), of
-                dtype uint8, uint16 or float32/float64 in ``[0, 1]``; a PIL image (any mode;
-                16-bit gray stays 16-bit); or the path of an image file (EXIF orientation
-                applied).
+                dtype uint8, uint16 or float32/float64 in ``[0, 1]`` (values up to 0.1 outside
+                are clipped); a PIL image (any mode; 16-bit gray and mode ``I`` stay 16-bit,
+                mode ``F`` is float32 in ``[0, 1]``, premultiplied ``RGBa``/``La`` are
+                un-premultiplied); or the path of an image file (EXIF orientation applied).
             outscale: output size factor (any number > 0); ``None`` = the network's scale.
 
         Returns:
             A numpy array with the input's layout (same number of dimensions and channels)
             and dtype, ``round(H * outscale)`` by ``round(W * outscale)`` pixels. For a PIL
-            image, the layout of ``numpy.asarray`` of it (16-bit modes: uint16); for a path,
+            image, the layout of ``numpy.asarray`` of it (16-bit modes and ``I``: uint16;
+            mode ``1``: uint8 0/255; ``P``: RGB or RGBA); for a path,
             what the file holds: uint8 or uint16, gray ``(H, W)``, gray+alpha, RGB or RGBA.
 
         Raises:
-            ImageError: an unreadable file, an unsupported array shape or dtype, NaN values.
+            ImageError: an unreadable file, an unsupported array shape or dtype, NaN values,
+                float values outside ``[-0.1, 1.1]``, a mode ``I`` image outside 0..65535.
             ConfigError: ``outscale`` not a finite number > 0.
         """
         img, kind = _to_image(image)

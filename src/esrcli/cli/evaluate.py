@@ -23,13 +23,16 @@ __all__ = ["register", "pair_images"]
 _COLUMNS = [("psnr", "PSNR", 4), ("ssim", "SSIM", 4), ("psnr_y", "PSNR-Y", 4), ("ssim_y", "SSIM-Y", 4), ("niqe", "NIQE", 4)]
 
 
+def _stem(f: Path, suffix: str) -> str:
+    """The pairing name of ``f``: its stem without ``suffix``."""
+    stem = f.stem
+    return stem[: -len(suffix)] if suffix and stem.endswith(suffix) and len(stem) > len(suffix) else stem
+
+
 def _by_stem(files: list[Path], suffix: str) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
     found: dict[str, list[Path]] = {}
     for f in files:
-        stem = f.stem
-        if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
-            stem = stem[: -len(suffix)]
-        found.setdefault(stem, []).append(f)
+        found.setdefault(_stem(f, suffix), []).append(f)
     unique = {s: fs[0] for s, fs in found.items() if len(fs) == 1}
     problems = [
         (fs[0], f"{fs[0]}: ambiguous name '{s}' (also {', '.join(str(x) for x in fs[1:])}); skipped")
@@ -66,6 +69,7 @@ def pair_images(sr: Path, gt: Path, sr_suffix: str = "") -> tuple[list[tuple[Pat
     else:
         sr_files = list_images([sr])
     sr_map, problems = _by_stem(sr_files, sr_suffix)
+    sr_ambiguous = {_stem(f, sr_suffix) for f, _ in problems}
     gt_map, gt_problems = _by_stem(list_images([gt]), "")
     problems += gt_problems
     pairs = []
@@ -75,7 +79,7 @@ def pair_images(sr: Path, gt: Path, sr_suffix: str = "") -> tuple[list[tuple[Pat
         else:
             problems.append((sr_map[stem], f"{sr_map[stem]}: no ground truth named '{stem}.*' in {gt}; skipped"))
     if sr.is_dir():
-        for stem in sorted(set(gt_map) - set(sr_map)):
+        for stem in sorted(set(gt_map) - set(sr_map) - sr_ambiguous):  # ambiguous ones: reported above
             problems.append((gt_map[stem], f"{gt_map[stem]}: no SR image named '{stem}{sr_suffix}.*' in {sr}; skipped"))
     return pairs, problems
 

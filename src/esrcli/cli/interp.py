@@ -19,6 +19,9 @@ def interp_cmd(
 
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
+    for src in (model_a, model_b):
+        if output.exists() and src.exists() and output.resolve() == src.resolve():
+            raise typer.BadParameter(f"{output}: the output would overwrite the input model", param_hint="--output")
     info = interpolate_files(model_a, model_b, alpha, output, half=half)
     typer.echo(f"{output}: {info.arch} x{info.scale} ({params_text(info.params)}), alpha={alpha:g}")
 

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 EXTENSIONS = ("auto", "png", "jpg", "webp")
 # Output files by name: an image (format by extension) or a video (container by extension).
 _VIDEO_OUT = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
+DEFAULT_TILE_OVERLAP = 32
+# File types an OUT may name by mistake that esr cannot write: an error, not a folder so named.
+_NOT_WRITTEN = (
+    ".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".ico", ".tga", ".exr", ".hdr", ".psd", ".svg", ".pdf",
+    ".txt", ".dng", ".avi", ".wmv", ".flv", ".mpg", ".mpeg",
+)
 
 
 def _output_dir_or_file(inputs: list[Path], out: Path) -> tuple[Path, Path | None]:
@@ -40,6 +46,12 @@ def _output_dir_or_file(inputs: list[Path], out: Path) -> tuple[Path, Path | Non
             inputs are several or a folder: `esr upscale a.png b.png out.png` is more likely a
             typo than a folder named so.
     """
+    if out.suffix.lower() in _NOT_WRITTEN and not out.is_dir():
+        raise typer.BadParameter(
+            f"{out}: esr does not write {out.suffix} files; name a .png, .jpg, .webp, .tif or .bmp file "
+            f"({', '.join(_VIDEO_OUT)} for a video), or a folder",
+            param_hint="OUT",
+        )
     image_name = out.suffix.lower() in IMAGE_EXTENSIONS + _VIDEO_OUT and not out.is_dir()
     if image_name and len(inputs) == 1 and inputs[0].is_file():
         return out.parent if str(out.parent) else Path("."), out
@@ -126,7 +138,9 @@ def upscale(
     denoise: Optional[str] = typer.Option(None, "--denoise", metavar="S|auto", help="0..1 or auto: blend a model with its weak-denoise partner (1 full denoising, 0 keeps grain and fine texture; auto: per image from esr's degradation estimate, shown with --verbose). Models: esr-general-x4-net."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
     tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 512, to bound memory)."),
-    tile_overlap: int = typer.Option(32, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered)."),
+    tile_overlap: Optional[int] = typer.Option(
+        None, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered); default: 32, at most half the tile.", show_default=False
+    ),
     ext: str = typer.Option("auto", "--ext", help="Output format: auto (as input; alpha/16-bit to jpg -> png), png, jpg, webp. Videos: .mp4."),
     suffix: str = typer.Option("", "--suffix", help="Appended to output file names, e.g. _out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
@@ -158,6 +172,8 @@ def upscale(
     denoise_value = _parse_denoise(denoise)
     if denoise_value is not None and sharpness is not None:
         raise typer.BadParameter("give --sharpness or --denoise, not both", param_hint="--denoise")
+    if tile_overlap is None:
+        tile_overlap = min(DEFAULT_TILE_OVERLAP, tile // 2) if tile else DEFAULT_TILE_OVERLAP
     if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:

@@ -327,8 +327,11 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         warnings = []
         if image.frames > 1:
             warnings.append(f"{src}: {image.frames} frames or pages; only the first is upscaled")
-        if options.ext == "jpg" and image.alpha is not None:
-            warnings.append(f"{src}: JPEG has no alpha channel; alpha dropped (use --ext png to keep it)")
+        kind = dst.suffix.lower()
+        if kind in (".jpg", ".jpeg") and image.alpha is not None:
+            warnings.append(f"{src}: JPEG has no alpha channel; alpha dropped (write a .png to keep it)")
+        if kind in (".jpg", ".jpeg", ".webp", ".bmp") and image.bit_depth == 16:
+            warnings.append(f"{src}: {kind[1:].upper()} holds 8 bits per channel; the 16-bit depth is reduced (write a .png or .tif to keep it)")
         return _Job(src, dst=dst, warnings=warnings, image=image, cost=working_memory(image, info, up))
 
     def run_video(src: Path, dst: Path) -> Iterator[Event]:

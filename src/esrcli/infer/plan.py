@@ -22,6 +22,7 @@ __all__ = ["VIDEO_EXTENSIONS", "BatchItem", "is_video", "list_inputs", "collect_
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
+_READ_ONLY = (".gif",)  # read (first frame), written as PNG
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
@@ -52,7 +53,7 @@ def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     Raises:
         ImageError: a path that does not exist.
     """
-    known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + _READ_ONLY
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -71,14 +72,23 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None 
     A folder's files keep their path below it under ``out_dir`` (with ``recursive``);
     a file goes to ``out_dir / (name + suffix)``, or to ``out_file`` when given.
 
+    A file found in a folder that is the output of another input of the same batch (its path
+    without extension is that input's output path: ``photo_out.png`` beside ``photo.jpg``
+    with ``--suffix _out`` into the same folder, or ``out/photo.png`` with the output folder
+    inside the input folder and ``recursive``) is left out, so that running the same command
+    again skips the existing outputs instead of upscaling them in turn. Files named
+    explicitly are always kept.
+
     Raises:
         ImageError: an input that does not exist, or no images or videos found.
     """
     items: list[BatchItem] = []
+    scanned: set[int] = set()  # indices of items found in a folder
     for p in map(Path, inputs):
         if p.is_dir():
             for f in list_inputs([p], recursive=recursive):
                 rel = f.relative_to(p)
+                scanned.add(len(items))
                 items.append(BatchItem(f, out_dir / rel.parent / (rel.stem + suffix)))
         else:
             for f in list_inputs([p]):
@@ -86,9 +96,22 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None 
                     items.append(BatchItem(f, out_file, exact=True))
                 else:
                     items.append(BatchItem(f, out_dir / (f.stem + suffix)))
+    if scanned:
+        makers: dict[str, set[int]] = {}  # output path without extension -> the items writing it
+        for i, it in enumerate(items):
+            makers.setdefault(_key(it.stem), set()).add(i)
+        items = [it for i, it in enumerate(items) if i not in scanned or not makers.get(_key(it.src.with_suffix("")), set()) - {i}]
     if not items:
-        raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+        raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS + _READ_ONLY + VIDEO_EXTENSIONS)})")
     return items
+
+
+def _key(path: Path) -> str:
+    """A path compared as the file system would: absolute, ``..`` and links resolved."""
+    try:
+        return os.path.normcase(str(path.resolve()))
+    except OSError:
+        return os.path.normcase(os.path.abspath(path))
 
 
 def target_ext(src: Path, ext: str, image: Image | None) -> str | None:

@@ -59,8 +59,9 @@ class UpscaleOptions:
     batch: int = 1
 
     def __post_init__(self) -> None:
-        if self.outscale is not None and not (self.outscale > 0 and np.isfinite(self.outscale)):
-            raise ConfigError(f"outscale: must be a positive number, got {self.outscale}")
+        o = self.outscale
+        if o is not None and (isinstance(o, bool) or not isinstance(o, (int, float)) or not (o > 0 and np.isfinite(o))):
+            raise ConfigError(f"outscale: must be a positive number, got {o!r}")
         if self.tile < 0:
             raise ConfigError(f"tile: must be >= 0 (0 = whole image), got {self.tile}")
         if self.tile_overlap < 0:
@@ -166,7 +167,10 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return a
     shrink = size[0] * size[1] < h * w
     interp = cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4
-    out = cv2.resize(a, (size[1], size[0]), interpolation=interp)
+    try:
+        out = cv2.resize(a, (size[1], size[0]), interpolation=interp)
+    except cv2.error as exc:  # OpenCV's own allocation failure (or limit): not a bug of ours
+        raise MemoryError(f"cannot resize to {size[1]}x{size[0]}: {str(exc).strip().splitlines()[-1]}") from exc
     if a.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]
     return np.clip(out, 0.0, 1.0)
@@ -289,7 +293,9 @@ def upscale_image(
         ``bit_depth``, ``icc_profile`` and ``exif``.
 
     Raises:
-        WeightsError: a network whose channels are neither 1 nor 3 in and out.
+        WeightsError: a network whose channels are neither 1 nor 3 in and out, or an output
+            with NaN values (broken weights, or an overflow in half precision).
+        MemoryError: the output (or OpenCV's resize to ``outscale``) does not fit in memory.
     """
     scale = int(getattr(info, "scale", 4))
     h, w = image.size
@@ -313,6 +319,10 @@ def upscale_image(
         with torch.inference_mode():  # sr is an inference tensor of our own: clamp in place
             out = sr[0].clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
         del sr
+        if np.isnan(out).any():
+            raise WeightsError(
+                "the model's output has NaN (not-a-number) values: its weights are broken, or it overflowed in this precision (try --precision fp32)"
+            )
         if out.shape[2] != c:
             out = np.ascontiguousarray(out @ _LUMA)[:, :, None] if c == 1 else np.repeat(out, 3, axis=2)
         return out
