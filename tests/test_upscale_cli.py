@@ -451,3 +451,16 @@ def test_resize_out_of_memory_fails_that_file(monkeypatch):
     from esrcli.infer.batch import _FILE_ERRORS
 
     assert issubclass(MemoryError, _FILE_ERRORS)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_special_files_are_refused_not_read(esr, models, tmp_path):
+    """A link to /dev/zero would be read until memory runs out: refused by name, at once."""
+    (tmp_path / "z.png").symlink_to("/dev/zero")
+    rc, _, err = esr("upscale", tmp_path / "z.png", tmp_path / "o", "--model", models["nearest4"])
+    assert rc == 1 and "z.png: not a regular file" in err
+    from esrcli.data.imageio import read_image
+    from esrcli.errors import ImageError
+
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(tmp_path / "z.png")

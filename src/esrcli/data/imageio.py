@@ -197,8 +197,11 @@ def _read_bytes(path: Path) -> bytes:
     """The whole file.
 
     Raises:
-        ImageError: missing, a folder, unreadable or empty (0 bytes); the message names the file.
+        ImageError: missing, a folder, not a regular file (a device or FIFO, which could block
+            or never end), unreadable or empty (0 bytes); the message names the file.
     """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ImageError(f"{path}: not a regular file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -51,7 +51,7 @@ def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     (hidden files skipped); files named explicitly are kept whatever their extension.
 
     Raises:
-        ImageError: a path that does not exist.
+        ImageError: a path that does not exist, or is neither a folder nor a regular file.
     """
     known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + _READ_ONLY
     out: list[Path] = []
@@ -59,8 +59,10 @@ def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in known and not f.name.startswith(".")))
-        elif p.exists():
+        elif p.is_file():
             out.append(p)
+        elif p.exists():  # a device, FIFO or socket: reading it could block or never end
+            raise ImageError(f"{p}: not a regular file")
         else:
             raise ImageError(f"{p}: no such file or folder")
     return out
