@@ -464,3 +464,14 @@ def test_special_files_are_refused_not_read(esr, models, tmp_path):
 
     with pytest.raises(ImageError, match="not a regular file"):
         read_image(tmp_path / "z.png")
+
+
+def test_a_run_that_writes_nothing_leaves_no_new_folder(esr, models, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    rc, _, err = esr("upscale", tmp_path / "bad.png", tmp_path / "new" / "deep", "--model", models["nearest4"])
+    assert rc == 1 and "1 failed" in err and not (tmp_path / "new").exists()
+    rc, _, err = esr("upscale", tmp_path / "bad.png", tmp_path / "new2", "--model", tmp_path / "missing.safetensors")
+    assert rc == 1 and not (tmp_path / "new2").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    rc, _, err = esr("upscale", tmp_path / "bad.png", tmp_path / "kept", "--model", models["nearest4"])
+    assert rc == 1 and (tmp_path / "kept").is_dir()

@@ -63,14 +63,22 @@ def _output_dir_or_file(inputs: list[Path], out: Path) -> tuple[Path, Path | Non
     return out, None
 
 
-def _prepare_folder(folder: Path) -> None:
+def _prepare_folder(folder: Path) -> list[Path]:
     """Create the output folder if needed and check it is writable.
+
+    Returns:
+        The folders created, outermost first (for :func:`_remove_if_empty`).
 
     Raises:
         ImageError: it cannot be created or written (message names the folder).
     """
     import os
 
+    created = []
+    p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        created.insert(0, p)
+        p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -79,6 +87,16 @@ def _prepare_folder(folder: Path) -> None:
         raise ImageError(f"{folder}: cannot create output folder ({exc.strerror or exc})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ImageError(f"{folder}: output folder is not writable")
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders this run created and left empty (every input failed), innermost first."""
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -132,6 +150,7 @@ def _auto_denoise(color: "np.ndarray") -> float:
 
 
 def upscale(
+    ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., metavar="IN... OUT", help="Input images, videos and/or folders, then the output folder (or file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model file (.safetensors/.pth), embedded model name, or official model name (downloaded once); default: the embedded default model."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="0..1: blend an embedded model with its PSNR-stage partner (0 smooth, 1 the GAN model's full detail); see esr model list."),
@@ -193,7 +212,8 @@ def upscale(
     if out_file is not None and is_video(items[0].src) != (out_file.suffix.lower() in _VIDEO_OUT):
         kind = "a video" if is_video(items[0].src) else "an image"
         raise typer.BadParameter(f"{out_file}: the input is {kind}; name an output file of the same kind, or a folder", param_hint="OUT")
-    _prepare_folder(out_dir)
+    created = _prepare_folder(out_dir)
+    ctx.call_on_close(lambda: _remove_if_empty(created))  # also when the run stops on an error
 
     # After the usage and path checks: torch takes over a second to import.
     from esrcli.infer import distributed
