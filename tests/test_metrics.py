@@ -135,6 +135,9 @@ def test_flat_region_noise_cannot_move_the_score(monkeypatch):
 def test_flat_image_is_a_metric_error():
     with pytest.raises(MetricError, match="flat"):
         niqe(np.full((192, 192, 3), 128, np.uint8))
+    y, x = np.indices((192, 192))  # textured, but every neighbour product has one sign
+    with pytest.raises(MetricError, match="perfectly regular pattern"):
+        niqe(((x + y) % 2 * 255).astype(np.uint8))
 
 
 def test_too_small_for_one_block_is_a_metric_error():

@@ -370,7 +370,7 @@ def niqe_features(
 def _mvg_distance(feats: np.ndarray, model: NiqeModel) -> float:
     complete = feats[~np.isnan(feats).any(axis=1)]
     if complete.shape[0] == 0:
-        raise MetricError("NIQE undefined: no textured block (the image is flat)")
+        raise MetricError("NIQE undefined: no block with natural-image statistics to fit (the image is flat, or a perfectly regular pattern)")
     with np.errstate(invalid="ignore"):
         mu = np.nanmean(feats, axis=0)  # MATLAB nanmean: per column
     if complete.shape[0] >= 2:
@@ -401,7 +401,8 @@ def niqe_gray(
         The NIQE score (float, lower is better).
 
     Raises:
-        MetricError: image smaller than one block, or no textured block.
+        MetricError: image smaller than one block, or no block whose statistics can be fitted
+            (a flat image, or a perfectly regular pattern such as a 1-pixel checkerboard).
     """
     model = model or load_pristine_model()
     return _mvg_distance(niqe_features(gray, model, block_size, workers), model)
