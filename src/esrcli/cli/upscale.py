@@ -251,8 +251,11 @@ def upscale(
     loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness, fixed))
     if denoise_value == "auto":
         loaded.check_denoise()
-    if loaded.precision.note and lead:
-        console.info(f"esr: {loaded.precision.note}")
+    if loaded.precision.note and lead:  # a requested precision not honoured (or slow): a warning
+        if precision == "auto":
+            console.info(f"esr: {loaded.precision.note}")
+        else:
+            console.warn(loaded.precision.note)
     mine = distributed.shard(items, rank)
     n_jobs = batch_jobs(jobs, loaded.device, len(mine))
     info = loaded.info
