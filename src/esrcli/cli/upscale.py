@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 EXTENSIONS = ("auto", "png", "jpg", "webp")
 # Output files by name: an image (format by extension) or a video (container by extension).
 _VIDEO_OUT = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
-DEFAULT_TILE_OVERLAP = 32
 # File types an OUT may name by mistake that esr cannot write: an error, not a folder so named.
 _NOT_WRITTEN = (
     ".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".ico", ".tga", ".exr", ".hdr", ".psd", ".svg", ".pdf",
@@ -191,14 +190,14 @@ def upscale(
     denoise_value = _parse_denoise(denoise)
     if denoise_value is not None and sharpness is not None:
         raise typer.BadParameter("give --sharpness or --denoise, not both", param_hint="--denoise")
+    from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, collect_inputs, is_video
+
     if tile_overlap is None:
         tile_overlap = min(DEFAULT_TILE_OVERLAP, tile // 2) if tile else DEFAULT_TILE_OVERLAP
     if tile and tile_overlap * 2 > tile:
         raise typer.BadParameter(f"at most half the tile ({tile // 2}), got {tile_overlap}", param_hint="--tile-overlap")
     if "/" in suffix or "\\" in suffix:
         raise typer.BadParameter("must not contain a path separator", param_hint="--suffix")
-
-    from esrcli.infer.plan import collect_inputs, is_video
 
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)

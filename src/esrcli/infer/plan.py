@@ -18,11 +18,12 @@ from esrcli.errors import ImageError
 if TYPE_CHECKING:
     from esrcli.data.imageio import Image
 
-__all__ = ["VIDEO_EXTENSIONS", "BatchItem", "is_video", "list_inputs", "collect_inputs", "target_ext"]
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_TILE_OVERLAP", "BatchItem", "is_video", "list_inputs", "collect_inputs", "target_ext"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
 _NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 _READ_ONLY = (".gif",)  # read (first frame), written as PNG
+DEFAULT_TILE_OVERLAP = 32  # input pixels (esr upscale, UpscaleOptions)
 
 
 def is_video(path: str | os.PathLike[str]) -> bool:
@@ -51,7 +52,7 @@ def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     (hidden files skipped); files named explicitly are kept whatever their extension.
 
     Raises:
-        ImageError: a path that does not exist, or is neither a folder nor a regular file.
+        ImageError: a path that does not exist.
     """
     known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + _READ_ONLY
     out: list[Path] = []
@@ -59,10 +60,8 @@ def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in known and not f.name.startswith(".")))
-        elif p.is_file():
+        elif p.exists():
             out.append(p)
-        elif p.exists():  # a device, FIFO or socket: reading it could block or never end
-            raise ImageError(f"{p}: not a regular file")
         else:
             raise ImageError(f"{p}: no such file or folder")
     return out

@@ -27,6 +27,7 @@ from torch import nn
 
 from esrcli.data.imageio import Image, to_tensor
 from esrcli.errors import ConfigError, WeightsError
+from esrcli.infer.plan import DEFAULT_TILE_OVERLAP
 from esrcli.infer.tiled import Notify, tiled_forward
 
 __all__ = ["UpscaleOptions", "upscale_image", "upscale_frames", "fill_transparent", "output_size", "model_multiple", "working_memory"]
@@ -54,7 +55,7 @@ class UpscaleOptions:
 
     outscale: float | None = None
     tile: int = 0
-    tile_overlap: int = 32
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
     alpha: str = "network"
     batch: int = 1
 
