@@ -51,3 +51,13 @@ def test_missing_folder_is_a_typed_error(tmp_path):
         write_image(tmp_path / "no" / "a.png", Image(np.zeros((4, 4, 3), np.float32)))
     with pytest.raises(WeightsError, match="output folder does not exist"):
         atomic_save({"w": torch.zeros(2)}, {}, tmp_path / "no" / "m.safetensors")
+
+
+def test_read_failure_messages(tmp_path):
+    """One line naming the file for each way a read fails."""
+    from esrcli.errors import read_failure
+
+    assert read_failure("a.png", FileNotFoundError(2, "No such file or directory"), "an image") == "a.png: no such file"
+    assert read_failure("d", IsADirectoryError(21, "Is a directory"), "a model file") == "d: is a folder, not a model file"
+    assert read_failure("b.pth", PermissionError(13, "Permission denied"), "a model file") == "b.pth: cannot read (Permission denied)"
+    assert read_failure("c", OSError("weird"), "an image") == "c: cannot read (weird)"

@@ -112,6 +112,8 @@ def test_load_pdm_rejects_generator_and_other_files(tmp_path):
         load_pdm(txt)
     with pytest.raises(WeightsError, match="no such file"):
         load_pdm(tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match="is a folder, not a PDM file"):
+        load_pdm(tmp_path)
 
 
 def _write(path: Path, h: int, w: int, seed: int) -> None:

@@ -46,3 +46,22 @@ class MetricError(EsrError):
 
 class TrainingError(EsrError):
     """Training cannot go on: NaN/inf loss, missing VGG19 weights, incompatible checkpoint."""
+
+
+def read_failure(path: object, exc: OSError, what: str) -> str:
+    """The one-line message for an ``OSError`` raised while reading ``path``.
+
+    Args:
+        path: the file, as the user named it.
+        exc: the error ``open`` or ``read`` raised.
+        what: the kind of file expected, with its article (``"an image"``, ``"a model file"``).
+
+    Returns:
+        ``"PATH: no such file"``, ``"PATH: is a folder, not WHAT"`` or
+        ``"PATH: cannot read (REASON)"``.
+    """
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a folder, not {what}"
+    return f"{path}: cannot read ({exc.strerror or exc})"

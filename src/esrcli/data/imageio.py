@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from esrcli.atomic import atomic_output
-from esrcli.errors import ImageError
+from esrcli.errors import ImageError, read_failure
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so `esr --help` need not load it
     import torch
@@ -204,12 +204,8 @@ def _read_bytes(path: Path) -> bytes:
         raise ImageError(f"{path}: not a regular file")
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ImageError(read_failure(path, exc, "an image")) from None
     if not data:
         raise ImageError(f"{path}: empty file (0 bytes)")
     return data

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from esrcli.atomic import atomic_output
 from esrcli.config.loader import from_dict
 from esrcli.config.pdm import PdmModelConfig
-from esrcli.errors import ConfigError, WeightsError
+from esrcli.errors import ConfigError, WeightsError, read_failure
 
 __all__ = [
     "PDM_FORMAT",
@@ -434,12 +434,8 @@ def read_pdm_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path}: is a folder, not a PDM file") from None
     except OSError as exc:
-        raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
+        raise WeightsError(read_failure(path, exc, "a PDM file")) from None
     if len(head) < 9 or head[8:9] != b"{":
         raise WeightsError(f"{path}: not a PDM file (not safetensors; esr train-pdm writes RUN/pdm.safetensors)")
     from safetensors import safe_open

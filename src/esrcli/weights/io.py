@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from esrcli import __version__
 from esrcli.archs import build_generator
 from esrcli.atomic import atomic_output
-from esrcli.errors import ConfigError, WeightsError
+from esrcli.errors import ConfigError, WeightsError, read_failure
 from esrcli.weights.canonical import canonicalize
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
 
@@ -107,12 +107,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path}: is a folder, not a model file") from None
     except OSError as exc:
-        raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
+        raise WeightsError(read_failure(path, exc, "a model file")) from None
     if not head:
         raise WeightsError(f"{path}: empty file (0 bytes)")
     kind = _sniff(path, head)
