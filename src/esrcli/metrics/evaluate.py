@@ -1,8 +1,8 @@
 """Full-reference evaluation of one SR/GT pair: PSNR and SSIM on RGB and on Y, plus NIQE of SR.
 
 The conventions are those of SR papers (BasicSR ``test.py``): both images as ``uint8``,
-the ground truth mod-cropped to a multiple of the scale when it is larger than the output by
-less than the scale, ``crop_border`` pixels (default: the scale) removed on each side,
+the ground truth mod-cropped to multiples of the scale when that gives the output's size,
+``crop_border`` pixels (default: the scale) removed on each side,
 per-image values that are then averaged over a data set.
 """
 
@@ -53,7 +53,8 @@ def match_sizes(sr: np.ndarray, gt: np.ndarray, scale: int) -> tuple[np.ndarray,
     Args:
         sr: ``(h, w, C)`` image (C = 1 or 3).
         gt: ``(H, W, C')`` image.
-        scale: the SR factor; GT may exceed SR by less than ``scale`` per side (BasicSR ``mod_crop``).
+        scale: the SR factor; GT whose sides, cut down to multiples of ``scale`` (BasicSR
+            ``mod_crop``), equal SR's is cropped to them.
 
     Returns:
         ``(sr, gt, gt_cropped)`` with equal shapes.
