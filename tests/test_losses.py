@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from esrcli.archs import VGG19FeatureExtractor
 from esrcli.errors import TrainingError
-from esrcli.losses import discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss, phase_loss, pixel_loss
+from esrcli.losses import discriminator_gan_loss, feature_matching_loss, gan_target_loss, generator_gan_loss, phase_loss, pixel_loss, texture_loss
 from esrcli.losses.perceptual import PerceptualLoss
+from esrcli.losses.texture import random_texture_filters
 
 LAYERS = ("conv1_2", "conv2_2")
 
@@ -174,3 +175,51 @@ def test_phase_loss_descent_removes_a_pixel_shuffle_grid():
     moved = (sr.detach() - (gt + noise + grid))
     means = moved.reshape(1, 3, 8, 4, 8, 4).mean((2, 4), keepdim=True)
     assert torch.allclose(moved.reshape(1, 3, 8, 4, 8, 4), means.expand(1, 3, 8, 4, 8, 4), atol=1e-6)
+
+
+def test_texture_loss_hand_computed():
+    """One 1x1 filter of weight 1 on one channel: each window's Gram matrix is the mean of
+    relu(x)^2 over the window, and the loss the mean |difference| over windows and samples."""
+    bank = [torch.ones(1, 1, 1, 1)]
+    sr = torch.tensor([[1.0, 2.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 4.0]]).view(1, 1, 2, 4)
+    gt = torch.zeros(1, 1, 2, 4)
+    # windows 2x2: [1, 2, -1, 0] -> (1 + 4 + 0 + 0) / 4 = 1.25; [0, 0, 0, 4] -> 16 / 4 = 4
+    assert texture_loss(sr, gt, bank, patch=2).item() == pytest.approx((1.25 + 4.0) / 2)
+    # two banks: the mean of their losses; a column past the last whole window is left out
+    sr5, gt5 = F.pad(sr, (0, 1), value=9.0), F.pad(gt, (0, 1))
+    two = [torch.ones(1, 1, 1, 1), 2 * torch.ones(1, 1, 1, 1)]
+    assert texture_loss(sr5, gt5, two, patch=2).item() == pytest.approx((2.625 + 4 * 2.625) / 2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        texture_loss(sr, gt[..., :3], bank, patch=2)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        texture_loss(sr, gt)
+
+
+def test_texture_loss_rewards_texture_not_its_place():
+    """A texture moved inside the windows costs little, its flat average (what L1 prefers)
+    much more, and bf16 autocast does not change the value."""
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 3, 64, 64, generator=gen)
+    moved = torch.roll(gt, shifts=(3, 5), dims=(2, 3))
+    flat = F.avg_pool2d(F.pad(gt, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+    assert pixel_loss(flat, gt).item() < pixel_loss(moved, gt).item()  # L1 prefers the blur
+    assert texture_loss(moved, gt).item() < 0.2 * texture_loss(flat, gt).item()
+    assert texture_loss(gt, gt).item() == 0.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = texture_loss(flat, gt)
+    assert in_bf16.dtype == torch.float32 and in_bf16.item() == pytest.approx(texture_loss(flat, gt).item(), rel=1e-6)
+    # gray images get one-channel filters; a brightness change is invisible to zero-mean filters
+    assert texture_loss(moved[:, :1], gt[:, :1]).item() < 0.2 * texture_loss(flat[:, :1], gt[:, :1]).item()
+    assert texture_loss(gt + 0.1, gt).item() < 1e-4 * texture_loss(flat, gt).item()
+
+
+def test_random_texture_filters():
+    banks = random_texture_filters((3, 5), per_size=4, in_ch=2, seed=3)
+    assert [tuple(b.shape) for b in banks] == [(4, 2, 3, 3), (4, 2, 5, 5)]
+    for b in banks:
+        assert torch.allclose(b.mean(dim=(1, 2, 3)), torch.zeros(4), atol=1e-6)
+        assert torch.allclose(b.flatten(1).norm(dim=1), torch.ones(4), atol=1e-6)
+    again = random_texture_filters((3, 5), per_size=4, in_ch=2, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(banks, again))
+    with pytest.raises(ValueError, match="odd sizes"):
+        random_texture_filters((4,))

@@ -109,7 +109,7 @@ def test_resume_after_kill_is_exact(data, tmp_path, variant):
     gan = variant != "net"
     tables = {}
     if variant == "gan-fm-teacher":
-        tables = {"loss": {"feature_matching_weight": 0.5, "phase_weight": 0.5}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
+        tables = {"loss": {"feature_matching_weight": 0.5, "phase_weight": 0.5, "texture_weight": 2.0}, "teacher": {"model": str(_teacher_file(tmp_path)), "weight": 0.3, "precision": "fp32"}}
     cfg = _cfg(data, gan, train={"total_iter": 6, "checkpoint_interval": 3}, **tables)
 
     class Killed(Exception):
@@ -130,7 +130,7 @@ def test_resume_after_kill_is_exact(data, tmp_path, variant):
     sa, sb = read_checkpoint(tmp_path / "a" / "checkpoints" / "iter_00000006.pt"), read_checkpoint(res.checkpoint)
     assert all(torch.equal(v, sb["net_g_ema"][k]) for k, v in sa["net_g_ema"].items())
     if variant == "gan-fm-teacher":
-        assert all(r["l_g_fm"] > 0 and r["l_g_teacher"] > 0 and r["l_g_phase"] > 0 for r in a)
+        assert all(r["l_g_fm"] > 0 and r["l_g_teacher"] > 0 and r["l_g_phase"] > 0 and r["l_g_texture"] > 0 for r in a)
         assert not any("teacher" in k for k in sb) and set(sb["net_g"]) == set(sb["net_g_ema"])  # no teacher stored
 
 
@@ -303,6 +303,26 @@ def test_phase_term_in_the_step_matches_the_loss(data, tmp_path, monkeypatch):
     assert "phase 4" in load_model(res.export)[1].metadata["losses"]
     res = train(_cfg(data, gan=True, train={"total_iter": 1}), tmp_path / "g0")
     assert len(calls) == 1 and "l_g_phase" not in res.losses and "phase" not in load_model(res.export)[1].metadata["losses"]
+
+
+def test_texture_term_in_the_step_matches_the_loss(data, tmp_path, monkeypatch):
+    """The logged l_g_texture is weight * texture_loss(sr, USM GT); the export records it."""
+    from esrcli.losses import texture_loss
+
+    calls = []
+
+    def spy(sr, target):
+        v = texture_loss(sr, target)
+        calls.append((tuple(sr.shape), float(v.detach())))
+        return v
+
+    monkeypatch.setattr(loop_mod, "texture_loss", spy)
+    res = train(_cfg(data, gan=True, train={"total_iter": 1}, loss={"texture_weight": 20.0}), tmp_path / "g")
+    assert len(calls) == 1 and calls[0][1] > 0
+    assert res.losses["l_g_texture"] == pytest.approx(20.0 * calls[0][1], rel=1e-6)
+    assert "texture 20" in load_model(res.export)[1].metadata["losses"]
+    res = train(_cfg(data, gan=True, train={"total_iter": 1}), tmp_path / "g0")
+    assert len(calls) == 1 and "l_g_texture" not in res.losses and "texture" not in load_model(res.export)[1].metadata["losses"]
 
 
 def test_discriminator_warmup_warns_nothing(data, tmp_path):

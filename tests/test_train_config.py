@@ -128,5 +128,13 @@ def test_gan_teacher_and_feature_matching_keys():
     assert TrainGanConfig().loss.phase_weight == 0.0 and from_dict(TrainGanConfig, {"loss": {"phase_weight": 1}}).loss.phase_weight == 1.0
     with pytest.raises(ConfigError, match=r"^loss.phase_weight: must be >= 0"):
         from_dict(TrainGanConfig, {"loss": {"phase_weight": -1.0}})
+    assert TrainGanConfig().loss.texture_weight == 0.0
+    with pytest.raises(ConfigError, match=r"^loss.texture_weight: must be >= 0"):
+        from_dict(TrainGanConfig, {"loss": {"texture_weight": -1.0}})
+    with pytest.raises(ConfigError, match=r"^loss.texture_weight: needs data.gt_size >= 16"):
+        from_dict(TrainGanConfig, {"loss": {"texture_weight": 1.0}, "data": {"gt_size": 8, "crop_size": 8}})
+    from esrcli.losses.texture import TEXTURE_PATCH
+
+    assert TEXTURE_PATCH == 16  # the config's check above uses the same number
     with pytest.raises(ConfigError, match=r"^loss.perceptual_optional: expected true or false"):
         from_dict(TrainGanConfig, {"loss": {"perceptual_optional": "yes"}})

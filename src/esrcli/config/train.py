@@ -304,6 +304,8 @@ class GanLossConfig(LossConfig):
         phase_weight: weight of the sub-pixel phase loss against the (USM) GT
             (:func:`esrcli.losses.phase_loss` with the model's scale as period: a penalty on a
             fixed pixel-shuffle grid in the output; 0 disables it).
+        texture_weight: weight of the patch-wise texture loss against the (USM) GT
+            (:func:`esrcli.losses.texture_loss`; 0 disables it).
     """
 
     perceptual_weight: float = 1.0
@@ -315,12 +317,13 @@ class GanLossConfig(LossConfig):
     gan_weight: float = 0.1
     feature_matching_weight: float = 0.0
     phase_weight: float = 0.0
+    texture_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per perceptual layer")
-        for name in ("perceptual_weight", "gan_weight", "feature_matching_weight", "phase_weight"):
+        for name in ("perceptual_weight", "gan_weight", "feature_matching_weight", "phase_weight", "texture_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
@@ -429,6 +432,8 @@ class TrainGanConfig:
         _check_common(self)
         if self.net_d.type == "vgg" and self.data.gt_size not in (128, 256):
             raise ConfigError(f"net_d.type: 'vgg' needs data.gt_size 128 or 256, got {self.data.gt_size}")
+        if self.loss.texture_weight > 0 and self.data.gt_size < 16:  # esrcli.losses.texture.TEXTURE_PATCH
+            raise ConfigError(f"loss.texture_weight: needs data.gt_size >= 16 (its window), got {self.data.gt_size}")
 
 
 def is_gan(cfg: TrainNetConfig | TrainGanConfig) -> bool:

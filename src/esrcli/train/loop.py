@@ -39,7 +39,14 @@ from esrcli.config import to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
 from esrcli.errors import TrainingError
-from esrcli.losses import discriminator_gan_loss, feature_matching_loss, generator_gan_loss, phase_loss, pixel_loss
+from esrcli.losses import (
+    discriminator_gan_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+    phase_loss,
+    pixel_loss,
+    texture_loss,
+)
 from esrcli.train import build
 from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
@@ -228,16 +235,16 @@ def train_step_gan(
     nets: Nets, optim: Optim, batches: list[dict[str, Tensor]], cfg: TrainGanConfig, prec: build.Precision, iteration: int
 ) -> dict[str, float]:
     """One Real-ESRGAN iteration: generator (pixel + perceptual + GAN [+ feature matching]
-    [+ teacher] [+ sub-pixel phase]), then discriminator.
+    [+ teacher] [+ sub-pixel phase] [+ patch texture]), then discriminator.
 
-    USM GT for the pixel, perceptual and phase terms (when ``train.gt_usm``), plain GT for the GAN
+    USM GT for the pixel, perceptual, phase and texture terms (when ``train.gt_usm``), plain GT for the GAN
     and feature-matching terms (Real-ESRGAN's ``l1_gt_usm``/``percep_gt_usm`` true,
     ``gan_gt_usm`` false); the teacher term is L1 to the frozen teacher's output on the same
     LQ. During the first ``net_d.d_init_iters`` iterations only the discriminator learns.
 
     Returns:
         ``l_g_pix``, ``l_g_percep``, ``l_g_gan``, ``l_d_real``, ``l_d_fake``, ``out_d_real``,
-        ``out_d_fake`` (mean logits), and ``l_g_fm`` / ``l_g_teacher`` / ``l_g_phase`` / ``l_g_pred`` and
+        ``out_d_fake`` (mean logits), and ``l_g_fm`` / ``l_g_teacher`` / ``l_g_phase`` / ``l_g_texture`` / ``l_g_pred`` and
         ``pred_mae`` when those terms are on, each averaged over micro-batches.
     """
     lc, n = cfg.loss, len(batches)
@@ -266,6 +273,8 @@ def train_step_gan(
             terms = [("l_g_pix", l_pix), ("l_g_percep", l_percep)]
             if lc.phase_weight > 0:
                 terms.append(("l_g_phase", lc.phase_weight * phase_loss(sr, target, cfg.model.scale)))
+            if lc.texture_weight > 0:
+                terms.append(("l_g_texture", lc.texture_weight * texture_loss(sr, target)))
             if lc.feature_matching_weight > 0:
                 fake_pred, fake_feats = net_d(sr, return_features=True)
                 with torch.no_grad():
@@ -399,6 +408,8 @@ def _export(out_dir: Path, name: str, nets: Nets, cfg: Config, iteration: int) -
                            f"gan {lc.gan_weight:g} ({lc.gan_type}), feature_matching {lc.feature_matching_weight:g}")
         if lc.phase_weight > 0:
             extra["losses"] += f", phase {lc.phase_weight:g}"
+        if lc.texture_weight > 0:
+            extra["losses"] += f", texture {lc.texture_weight:g}"
         if nets.teacher is not None:
             extra["losses"] += f", teacher {cfg.teacher.weight:g}"
             extra["teacher"] = f"{nets.teacher.source} ({str(nets.teacher.dtype).removeprefix('torch.')})"
