@@ -418,6 +418,10 @@ def test_cli_model_info_convert_list(esr, tmp_path, good_pth):
 
     rc, out, err = esr("model", "convert", good_pth, tmp_path / "out.pth")
     assert rc == 2 and "safetensors" in err
+    before = dst.read_bytes()
+    (tmp_path / "sub").mkdir()
+    rc, out, err = esr("model", "convert", dst, tmp_path / "sub" / ".." / "out.safetensors")
+    assert rc == 2 and "the output would overwrite the input" in err and dst.read_bytes() == before
 
 
 def test_cli_model_info_batch_goes_on(esr, tmp_path, good_pth):

@@ -1,4 +1,4 @@
-"""Shared terminal helpers for the CLI: stderr console, error lines, progress bars.
+"""Shared helpers for the CLI: stderr console, error lines, progress bars, the same-path check.
 
 Only ``cli/`` imports rich and typer. Library code reports progress through plain
 callbacks; :func:`progress` returns a context manager that builds such callbacks.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, TextIO
 
 from rich.console import Console
@@ -23,6 +24,15 @@ class _State:
 state = _State()
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def same_path(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` both exist and name the same file or folder (``..`` and
+    links resolved): an output that would overwrite an input."""
+    try:
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def line(text: str, *, stream: TextIO | None = None) -> None:

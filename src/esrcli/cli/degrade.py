@@ -248,7 +248,7 @@ def register(app: typer.Typer) -> None:
         if show:
             if len(paths) > 1:
                 raise typer.BadParameter("--show takes at most one image; name the sheet file with -o FILE", param_hint="HR_IN")
-            if output is not None and paths and output.exists() and paths[0].exists() and output.resolve() == paths[0].resolve():
+            if output is not None and paths and console.same_path(output, paths[0]):
                 raise typer.BadParameter(f"{output}: the sheet would overwrite the input image", param_hint="--output")
             _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer, pdm.to(dev) if pdm is not None else None)
             return

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from esrcli.cli import console
+
 
 def interp_cmd(
     model_a: Path = typer.Argument(..., help="Model file or name at alpha=0 (e.g. the PSNR-oriented net, esr-general-x4-net).", show_default=False),
@@ -20,7 +22,7 @@ def interp_cmd(
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
     for src in (model_a, model_b):
-        if output.exists() and src.exists() and output.resolve() == src.resolve():
+        if console.same_path(output, src):
             raise typer.BadParameter(f"{output}: the output would overwrite the input model", param_hint="--output")
     info = interpolate_files(model_a, model_b, alpha, output, half=half)
     typer.echo(f"{output}: {info.arch} x{info.scale} ({params_text(info.params)}), alpha={alpha:g}")

@@ -139,7 +139,7 @@ def convert_cmd(
 
     if dst.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+    if console.same_path(dst, src):
         raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
     with resolve_model(src) as real:
         sd, info = read_model_info(real)

@@ -98,13 +98,6 @@ def _remove_if_empty(created: list[Path]) -> None:
             return
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def _fetch_with_progress(model: str) -> None:
     """Download a catalogued model named ``model`` with a progress bar, if it is neither a
     file, nor embedded, nor cached yet (``load_model`` would download it without a bar)."""
@@ -205,7 +198,7 @@ def upscale(
     if not suffix and out_file is None:
         for p in inputs:
             folder = p if p.is_dir() else p.parent
-            if _same_file(folder, out_dir):
+            if console.same_path(folder, out_dir):
                 raise EsrError(f"{out_dir}: output folder is the input folder", "pass --suffix (e.g. _out) or another output folder")
     items = collect_inputs(inputs, out_dir, out_file, suffix=suffix, recursive=recursive)
     if out_file is not None and is_video(items[0].src) != (out_file.suffix.lower() in _VIDEO_OUT):
