@@ -48,9 +48,9 @@ def random_texture_filters(sizes: tuple[int, ...] = (3, 5, 9), per_size: int = 3
     return banks
 
 
-@lru_cache(maxsize=4)
-def _default_banks(in_ch: int) -> tuple[Tensor, ...]:
-    return tuple(random_texture_filters(in_ch=in_ch))
+@lru_cache(maxsize=8)
+def _default_banks(in_ch: int, device: torch.device) -> tuple[Tensor, ...]:
+    return tuple(b.to(device) for b in random_texture_filters(in_ch=in_ch))
 
 
 def _patch_grams(x: Tensor, bank: Tensor, patch: int) -> Tensor:
@@ -60,7 +60,7 @@ def _patch_grams(x: Tensor, bank: Tensor, patch: int) -> Tensor:
     pad = k // 2
     if pad:
         x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    f = F.relu(F.conv2d(x, bank.to(x)))[..., :h, :w]
+    f = F.relu(F.conv2d(x, bank))[..., :h, :w]
     c = f.shape[1]
     f = f.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, patch * patch)
     return f @ f.transpose(1, 2) / (patch * patch)
@@ -95,7 +95,10 @@ def texture_loss(sr: Tensor, gt: Tensor, banks: list[Tensor] | tuple[Tensor, ...
         raise ValueError(f"texture_loss: sr {tuple(sr.shape)} and gt {tuple(gt.shape)} differ in shape")
     if sr.ndim != 4 or min(sr.shape[-2:]) < patch:
         raise ValueError(f"texture_loss: expected (B, C, H, W) images of at least {patch}x{patch}, got {tuple(sr.shape)}")
-    banks = _default_banks(sr.shape[1]) if banks is None else banks
+    if banks is None:
+        banks = _default_banks(sr.shape[1], sr.device)  # made and moved once per channel count and device
+    else:
+        banks = [b.to(sr.device, torch.float32) for b in banks]
     with torch.autocast(sr.device.type, enabled=False):
         sr, gt = sr.float(), gt.float()
         return sum((_patch_grams(sr, k, patch) - _patch_grams(gt, k, patch)).abs().mean() for k in banks) / len(banks)
