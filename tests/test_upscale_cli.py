@@ -423,6 +423,8 @@ def test_depth_and_alpha_warnings_follow_the_written_file(esr, models, inputs, t
     assert rc == 0 and "16-bit depth is reduced" in err
     rc, _, err = esr("upscale", inputs / "deep.png", tmp_path / "o", "--model", models["nearest4"])
     assert rc == 0 and "16-bit depth" not in err
+    rc, _, err = esr("upscale", inputs / "rgba.png", tmp_path / "c.bmp", "--model", models["nearest4"])  # BMP: no alpha either
+    assert rc == 0 and "BMP has no alpha channel; alpha dropped" in err
 
 
 def test_nan_output_fails_that_file_with_one_line(esr, models, inputs, tmp_path):

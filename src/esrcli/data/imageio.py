@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so `esr --help` n
 __all__ = [
     "read_samples",
     "IMAGE_EXTENSIONS",
+    "NO_ALPHA_EXTENSIONS",
+    "DEEP_EXTENSIONS",
     "MAX_PIXELS",
     "Image",
     "read_image",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+NO_ALPHA_EXTENSIONS = (".jpg", ".jpeg", ".bmp")  # written without alpha (write_image drops it)
+DEEP_EXTENSIONS = (".png", ".tif", ".tiff")  # written with 16 bits per channel when the image has them
 MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb threshold (2x its warning limit)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -353,8 +357,8 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ImageError(f"{path}: unknown output format '{ext}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
-    depth = 16 if image.bit_depth == 16 and ext in (".png", ".tif", ".tiff") else 8
-    alpha = image.alpha if ext not in (".jpg", ".jpeg", ".bmp") else None
+    depth = 16 if image.bit_depth == 16 and ext in DEEP_EXTENSIONS else 8
+    alpha = image.alpha if ext not in NO_ALPHA_EXTENSIONS else None
     gray = image.color.shape[2] == 1
     icc = image.icc_profile
     stays_gray = gray and ext != ".webp" and (alpha is None or ext == ".png")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
-from esrcli.data.imageio import Image, read_image, write_image
+from esrcli.data.imageio import DEEP_EXTENSIONS, NO_ALPHA_EXTENSIONS, Image, read_image, write_image
 from esrcli.errors import ConfigError, EsrError, ImageError
 from esrcli.infer.model import UpscaleModel, round_strength
 from esrcli.infer.upscale import UpscaleOptions, upscale_image, working_memory
@@ -328,9 +328,9 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         if image.frames > 1:
             warnings.append(f"{src}: {image.frames} frames or pages; only the first is upscaled")
         kind = dst.suffix.lower()
-        if kind in (".jpg", ".jpeg") and image.alpha is not None:
-            warnings.append(f"{src}: JPEG has no alpha channel; alpha dropped (write a .png to keep it)")
-        if kind in (".jpg", ".jpeg", ".webp", ".bmp") and image.bit_depth == 16:
+        if kind in NO_ALPHA_EXTENSIONS and image.alpha is not None:
+            warnings.append(f"{src}: {kind[1:].upper()} has no alpha channel; alpha dropped (write a .png to keep it)")
+        if kind not in DEEP_EXTENSIONS and image.bit_depth == 16:
             warnings.append(f"{src}: {kind[1:].upper()} holds 8 bits per channel; the 16-bit depth is reduced (write a .png or .tif to keep it)")
         return _Job(src, dst=dst, warnings=warnings, image=image, cost=working_memory(image, info, up))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from esrcli.data.imageio import IMAGE_EXTENSIONS
+from esrcli.data.imageio import IMAGE_EXTENSIONS, NO_ALPHA_EXTENSIONS
 from esrcli.errors import ImageError
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_TILE_OVERLAP", "BatchItem", "is_video", "list_inputs", "collect_inputs", "target_ext"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
-_NO_ALPHA_OR_16BIT = (".jpg", ".jpeg", ".bmp")
 _READ_ONLY = (".gif",)  # read (first frame), written as PNG
 DEFAULT_TILE_OVERLAP = 32  # input pixels (esr upscale, UpscaleOptions)
 
@@ -125,7 +124,7 @@ def target_ext(src: Path, ext: str, image: Image | None) -> str | None:
         suffix = ".png"
     if suffix in (".jpg", ".jpeg"):
         return suffix  # JPEG input: never alpha or 16-bit
-    if suffix in _NO_ALPHA_OR_16BIT:
+    if suffix in NO_ALPHA_EXTENSIONS:  # nor 16-bit: alpha or 16-bit pixels go to PNG
         if image is None:
             return None
         if image.alpha is not None or image.bit_depth == 16:
