@@ -146,3 +146,73 @@ def test_recursive_folders_get_distinct_names(esr, hr_dir, tmp_path):
     assert names == ["a.png", "b_gray.png", "c16.png", "sub__a.png"]
     # each image's randomness depends on its name, not on the other files
     assert (out / "lq" / "a.png").read_bytes() == (out2 / "lq" / "a.png").read_bytes()
+
+
+def test_outputs_never_become_inputs(esr, hr_dir, tmp_path):
+    # the input folder is OUT/lq: its HR images would be overwritten by their own LQ
+    out = tmp_path / "w"
+    (out / "lq").mkdir(parents=True)
+    cv2.imwrite(str(out / "lq" / "a.png"), cv2.imread(str(hr_dir / "a.png")))
+    before = (out / "lq" / "a.png").read_bytes()
+    rc, _, err = esr("degrade", out / "lq", out)
+    assert rc == 2 and "the outputs go to" in err and "pick another output folder" in err
+    assert (out / "lq" / "a.png").read_bytes() == before
+    # OUT inside the input folder with -r: a second run leaves the first run's outputs out
+    x = tmp_path / "x"
+    x.mkdir()
+    cv2.imwrite(str(x / "a.png"), cv2.imread(str(hr_dir / "a.png")))
+    assert esr("degrade", x, x, "-r")[0] == 0
+    rc, _, err = esr("degrade", x, x, "-r")
+    assert rc == 0 and "1 files in" in err and "left out of the inputs" in err
+    assert sorted(p.name for p in (x / "lq").iterdir()) == ["a.png"]
+    assert len((x / "params.jsonl").read_text().splitlines()) == 1
+
+
+def test_params_log_matches_the_images_after_a_partial_rerun(esr, hr_dir, tmp_path):
+    from esrcli.data.imageio import to_tensor
+    from esrcli.degrade import degrade_with_params
+
+    out = tmp_path / "out"
+    assert esr("degrade", hr_dir, out, "--seed", "0")[0] == 0
+    first = {e["lq"]: e for e in map(json.loads, (out / "params.jsonl").read_text().splitlines())}
+    # a rerun with another seed on one file: its line is replaced, the others stay
+    assert esr("degrade", hr_dir / "a.png", out, "--seed", "1")[0] == 0
+    lines = [json.loads(x) for x in (out / "params.jsonl").read_text().splitlines()]
+    assert sorted(e["lq"] for e in lines) == sorted(first)
+    by_lq = {e["lq"]: e for e in lines}
+    assert by_lq["lq/b_gray.png"] == first["lq/b_gray.png"]
+    assert by_lq["lq/a.png"]["seed"] != first["lq/a.png"]["seed"]
+    for entry in lines:  # every line rebuilds the image that is there now
+        img = read_image(entry["source"])
+        gt = to_tensor(np.repeat(img.color, 3, axis=2) if img.is_gray else img.color)
+        h, w = entry["gt_size"]
+        lq = degrade_with_params(gt[:, :, :h, :w], [entry])
+        written = read_image(out / entry["lq"]).color
+        assert np.abs(np.rint(lq[0].permute(1, 2, 0).numpy() * 255) - np.rint(written * 255)).max() <= 1
+    # nothing written at all: no log is promised
+    rc, stdout, _ = esr("degrade", tmp_path / "nothing.png", tmp_path / "o2")
+    assert rc != 0 and not (tmp_path / "o2" / "params.jsonl").exists()
+
+
+def test_seed_of_a_file_does_not_depend_on_other_files(esr, hr_dir, tmp_path):
+    col = tmp_path / "col"
+    col.mkdir()
+    cv2.imwrite(str(col / "x.png"), cv2.imread(str(hr_dir / "a.png")))
+    cv2.imwrite(str(col / "x.bmp"), cv2.imread(str(hr_dir / "a.png")))
+    assert esr("degrade", col / "x.png", tmp_path / "c1")[0] == 0
+    assert esr("degrade", col / "x.bmp", col / "x.png", tmp_path / "c2")[0] == 0  # x.png is named x-2 there
+    assert (tmp_path / "c1" / "lq" / "x.png").read_bytes() == (tmp_path / "c2" / "lq" / "x-2.png").read_bytes()
+    # a file named twice is degraded once
+    rc, stdout, _ = esr("degrade", col / "x.png", col / "x.png", tmp_path / "c3")
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "c3" / "lq").iterdir()) == ["x.png"]
+
+
+def test_misspelt_table_and_blocked_output_are_one_line_errors(esr, hr_dir, tmp_path):
+    f = tmp_path / "typo.toml"
+    f.write_text("[degrad.first]\nnoise_range = [1.0, 2.0]\n")
+    rc, _, err = esr("degrade", "--print-config", "-c", f)
+    assert rc == 1 and "no [degrade] table (tables found: [degrad])" in err
+    (tmp_path / "o1").mkdir()
+    (tmp_path / "o1" / "lq").write_text("")
+    rc, _, err = esr("degrade", hr_dir / "a.png", tmp_path / "o1")
+    assert rc == 1 and "o1/lq: exists and is not a folder" in err and "Traceback" not in err and "internal error" not in err

@@ -231,8 +231,16 @@ def test_cli_degrade_with_pdm_and_model_info(tmp_path, esr):
     assert lq.shape == (8, 10, 3)
     lines = [json.loads(x) for x in (tmp_path / "out" / "params.jsonl").read_text().splitlines()]
     assert lines[0]["pdm"] == str(path)
+    # the line's seed rebuilds the sample: pdm.degrade(gt, generator seeded with it)
+    from esrcli.data.imageio import read_image, to_tensor
+
+    gt = to_tensor(read_image(tmp_path / "in" / "a.png").color)
+    again = m.degrade(gt, generator=torch.Generator().manual_seed(lines[0]["seed"])).clamp(0, 1)
+    assert np.abs(np.rint(again[0].permute(1, 2, 0).numpy() * 255) - lq[:, :, ::-1]).max() <= 1
     rc, out, err = esr("degrade", "--pdm", path, "--show", tmp_path / "in" / "a.png", "-o", tmp_path / "sheet.png", "--n", "3")
     assert rc == 0, err
+    rc, out, err = esr("degrade", "--pdm", path, "--show", tmp_path / "in" / "a.png", "-o", tmp_path / "sheet.png", "--n", "12")
+    assert rc == 0 and "--n 12: the PDM sheet draws at most 8 samples" in err
     assert cv2.imread(str(tmp_path / "sheet.png")) is not None
     rc, out, err = esr("degrade", "--pdm", path, "--scale", "2", tmp_path / "in", tmp_path / "out2")
     assert rc == 1 and "scale 4, expected 2" in err and str(path) in err

@@ -47,6 +47,9 @@ esr degrade --print-config: the settings as TOML (a \\[degrade] table).
 """
 
 
+_PDM_SHEET_MAX = 8  # rows of esrcli.degrade.pdm.pdm_sheet that fit a screen
+
+
 class _TooSmall(Exception):
     """An image smaller than ``--crop``: skipped with a warning, not a failure."""
 
@@ -83,7 +86,47 @@ def _seed_for(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _out_name(path: Path, roots: list[Path], used: set[str]) -> str:
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies inside it (links resolved)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ImageError(f"{folder}: exists and is not a folder") from None
+    except OSError as exc:
+        raise ImageError(f"{folder}: cannot create folder ({exc.strerror or exc})") from None
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """Entries of an earlier run's ``params.jsonl`` (an unfinished last line is dropped)."""
+    entries = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return entries
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImageError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    for raw in text.splitlines():
+        try:
+            entry = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("lq"), str):
+            entries.append(entry)
+    return entries
+
+
+def _out_name(path: Path, roots: list[Path], used: set[str]) -> tuple[str, str]:
+    """``(file name, seed key)``: the name relative to its input folder (``a__b`` for
+    ``a/b.png``), with ``-2``, ``-3``... when another input already took it; the seed key is
+    the name without that suffix, so that other files never change this one's randomness."""
     name = path.stem
     for root in roots:
         if root.is_dir():
@@ -96,11 +139,11 @@ def _out_name(path: Path, roots: list[Path], used: set[str]) -> str:
     while name in used:
         name, i = f"{base}-{i}", i + 1
     used.add(name)
-    return name
+    return name, base
 
 
 def _degrade_file(
-    path: Path, name: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device,
+    path: Path, name: str, key: str, out: Path, cfg: DegradeConfig, seed: int, per_image: int, crop: int | None, device: torch.device,
     pdm: Any = None,
 ) -> list[dict[str, Any]]:
     import torch
@@ -110,7 +153,7 @@ def _degrade_file(
     img = read_image(path)
     x = to_tensor(_rgb(img)).to(device)
     h, w = x.shape[-2:]
-    gen = torch.Generator().manual_seed(_seed_for(seed, name))
+    gen = torch.Generator().manual_seed(_seed_for(seed, key))
     positions: list[tuple[int, int] | None]
     if crop is not None:
         if h < crop or w < crop:
@@ -126,8 +169,10 @@ def _degrade_file(
         positions = [None] * per_image
         gt = x[:, :, :hh, :ww].expand(per_image, -1, -1, -1).contiguous()
     if pdm is not None:  # a learned model (esrcli.degrade.pdm.PdmModel)
-        lq = pdm.degrade(gt, generator=gen).clamp(0, 1)
-        params = [{"pdm": pdm.source}] * per_image
+        # one generator per sample, its seed logged: pdm.degrade(gt_k, generator=seeded) rebuilds it
+        seeds = torch.randint(0, 2**62, (per_image,), generator=gen).tolist()
+        lq = torch.cat([pdm.degrade(gt[k : k + 1], generator=torch.Generator().manual_seed(s)) for k, s in enumerate(seeds)]).clamp(0, 1)
+        params = [{"pdm": pdm.source, "seed": s} for s in seeds]
     else:
         lq, params = degrade(gt, cfg, gen)
     lines = []
@@ -193,7 +238,6 @@ def _show(image: Path | None, output: Path | None, cfg: DegradeConfig, seed: int
     if pdm is not None:
         from esrcli.degrade.pdm import pdm_sheet
 
-        n = min(n, 8)
         with torch.no_grad():
             zk, zn = pdm.draw_codes(n, (ch // cfg.scale, cw // cfg.scale), torch.Generator().manual_seed(seed))
             lq, kernels, noise = pdm(gt[:n], zk, zn)
@@ -226,7 +270,7 @@ def register(app: typer.Typer) -> None:
         recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for images in sub-folders too."),
         show: bool = typer.Option(False, "--show", help="Draw a contact sheet of HR crop and LQ samples."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Contact sheet file (with --show).", dir_okay=False),
-        n: int = typer.Option(12, "--n", min=1, max=64, help="LQ samples on the contact sheet."),
+        n: Optional[int] = typer.Option(None, "--n", min=1, max=64, help="LQ samples on the contact sheet (default 12; with --pdm 8, at most 8).", show_default=False),
         open_viewer: bool = typer.Option(True, "--open/--no-open", help="Open the sheet in the image viewer when there is one."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the configuration as TOML and exit."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -250,6 +294,9 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--show takes at most one image; name the sheet file with -o FILE", param_hint="HR_IN")
             if output is not None and paths and console.same_path(output, paths[0]):
                 raise typer.BadParameter(f"{output}: the sheet would overwrite the input image", param_hint="--output")
+            if pdm is not None and n is not None and n > _PDM_SHEET_MAX:
+                console.warn(f"--n {n}: the PDM sheet draws at most {_PDM_SHEET_MAX} samples")
+            n = min(n or _PDM_SHEET_MAX, _PDM_SHEET_MAX) if pdm is not None else (n or 12)
             _show(paths[0] if paths else None, output, cfg, seed, n, dev, open_viewer, pdm.to(dev) if pdm is not None else None)
             return
         if output is not None:
@@ -261,34 +308,56 @@ def register(app: typer.Typer) -> None:
         *inputs, out = paths
         if out.exists() and not out.is_dir():
             raise ImageError(f"{out}: output exists and is not a folder")
-        files = list_images(inputs, recursive=recursive)
+        written = [out / "lq", out / "gt"]  # esr degrade's own outputs: never inputs
+        for p in inputs:
+            for folder in written:
+                if _inside(p, folder):
+                    raise typer.BadParameter(f"{p}: the outputs go to {folder}, which would overwrite the inputs; pick another output folder", param_hint="OUT")
+        listed = list_images(inputs, recursive=recursive)
+        files = [f for f in listed if not any(_inside(f, folder) for folder in written)]
+        if len(files) < len(listed):
+            console.warn(f"{len(listed) - len(files)} files in {out / 'lq'} or {out / 'gt'} (outputs of an earlier run) left out of the inputs")
         if not files:
             raise ImageError(f"{', '.join(map(str, inputs))}: no images found")
-        (out / "lq").mkdir(parents=True, exist_ok=True)
+        _make_folder(out / "lq")
         if crop is not None:
-            (out / "gt").mkdir(exist_ok=True)
+            _make_folder(out / "gt")
+        log_path = out / "params.jsonl"
+        # An earlier run's lines stay for the files this run does not rewrite; each file's lines
+        # are appended as soon as its images are written, so the log matches the images even
+        # when the run is interrupted (for a rewritten file, its last line counts).
+        earlier = {entry["lq"]: entry for entry in _read_log(log_path)}
+        earlier = {k: e for k, e in earlier.items() if (out / k).is_file()}
+        atomic_write_bytes(log_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in earlier.values()).encode())
         used: set[str] = set()
-        lines: list[dict[str, Any]] = []
+        written_lines = 0
         failed = skipped = 0
-        with console.progress("degrade", total=len(files)) as advance:
+        with open(log_path, "a", encoding="utf-8") as log, console.progress("degrade", total=len(files)) as advance:
             for f in files:
-                name = _out_name(f, inputs, used)
+                name, key = _out_name(f, inputs, used)
                 try:
-                    lines.extend(_degrade_file(f, name, out, cfg, seed, per_image, crop, dev, pdm.to(dev) if pdm is not None else None))
+                    lines = _degrade_file(f, name, key, out, cfg, seed, per_image, crop, dev, pdm.to(dev) if pdm is not None else None)
                 except _TooSmall as exc:
                     console.warn(str(exc))
                     skipped += 1
                 except EsrError as exc:
                     console.error(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
                     failed += 1
+                else:
+                    log.write("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in lines))
+                    log.flush()
+                    written_lines += len(lines)
                 advance()
-        if lines:
-            text = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in lines)
-            atomic_write_bytes(out / "params.jsonl", text.encode())
+        if earlier and written_lines:  # drop the superseded lines of rewritten files
+            final = {entry["lq"]: entry for entry in _read_log(log_path)}
+            atomic_write_bytes(log_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in final.values()).encode())
+        elif not earlier and not written_lines:
+            log_path.unlink(missing_ok=True)
         gt_note = " and GT crops" if crop is not None else ""
         skip_note = f", {skipped} smaller than --crop skipped" if skipped else ""
+        log_note = f" (parameters: {log_path})" if written_lines else ""
         console.out.print(
-            f"{len(lines)} LQ images{gt_note} from {len(files) - failed - skipped} files in {out}{skip_note} (parameters: {out / 'params.jsonl'})",
+            f"{written_lines} LQ images{gt_note} from {len(files) - failed - skipped} files in {out}{skip_note}{log_note}",
             markup=False,
         )
         if failed:

@@ -139,11 +139,12 @@ def load_toml(cls: type[T], file: str | Path, table: str | None = None) -> T:
     Args:
         cls: the config dataclass.
         file: path of the ``.toml`` file.
-        table: optional top-level table to read (e.g. ``"degrade"``); other tables are ignored.
+        table: optional top-level table to read (e.g. ``"degrade"``); other tables are ignored,
+            but the file must have this one (a misspelt table would otherwise be ignored too).
 
     Raises:
-        ConfigError: the file is missing or not valid TOML (message names the file), or any
-            error of :func:`from_dict`.
+        ConfigError: the file is missing or not valid TOML (message names the file), it has no
+            ``table``, or any error of :func:`from_dict`.
     """
     file = Path(file)
     try:
@@ -158,7 +159,13 @@ def load_toml(cls: type[T], file: str | Path, table: str | None = None) -> T:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
     if table is not None:
-        data = data.get(table, {})
+        if table not in data:
+            found = ", ".join(f"[{k}]" for k in data if isinstance(data[k], dict)) or "none"
+            raise ConfigError(
+                f"{file}: no [{table}] table (tables found: {found})",
+                f"put the settings under [{table}] (an empty [{table}] table gives the defaults)",
+            )
+        data = data[table]
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: {table}: expected a table")
     try:
