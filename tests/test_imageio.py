@@ -113,13 +113,14 @@ def test_multi_frame_files_decode_the_first_frame_and_count_them(tmp_path):
     np.testing.assert_array_equal(np.rint(tif.color * 255).astype(np.uint8), np.asarray(frames[0]))
 
 
+@pytest.mark.parametrize("ext", [".png", ".tif"])  # OpenCV rotates TIFFs itself: not twice
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
+def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation, ext):
     a = (np.random.default_rng(3).random((5, 8, 3)) * 255).astype(np.uint8)
     im = PILImage.fromarray(a)
     exif = im.getexif()
     exif[0x0112] = orientation
-    path = tmp_path / "o.png"
+    path = tmp_path / f"o{ext}"
     im.save(path, exif=exif.tobytes())
     expected = np.asarray(ImageOps.exif_transpose(PILImage.open(path)).convert("RGB"))
     got = read_image(path)
@@ -194,7 +195,9 @@ def _good_jpg_bytes() -> bytes:
     [
         ("empty.png", b"", "empty"),
         ("text.png", b"hello, I am not an image\n" * 10, "not a readable image"),
-        ("trunc.png", "png-half", "not a readable image"),
+        ("trunc.png", "png-half", "truncated PNG (the file ends inside its IDAT chunk)"),
+        ("noend.png", "png-no-iend", "truncated PNG (no IEND chunk)"),
+        ("crc.png", "png-flipped", "corrupt PNG (its IDAT chunk fails its CRC check)"),
         ("trunc.jpg", "jpg-half", "not a readable image"),
         ("bomb.png", "bomb", "too large"),
     ],
@@ -202,6 +205,12 @@ def _good_jpg_bytes() -> bytes:
 def test_bad_files_raise_image_error_naming_the_file(tmp_path, name, content, needle, capfd):
     if content == "png-half":
         content = _good_png_bytes()[: len(_good_png_bytes()) // 2]
+    elif content == "png-no-iend":
+        content = _good_png_bytes()[:-12]
+    elif content == "png-flipped":
+        good = bytearray(_good_png_bytes())
+        good[-30] ^= 0xFF  # inside the last IDAT chunk's data
+        content = bytes(good)
     elif content == "jpg-half":
         content = _good_jpg_bytes()[: len(_good_jpg_bytes()) // 2]
     elif content == "bomb":
@@ -212,7 +221,8 @@ def test_bad_files_raise_image_error_naming_the_file(tmp_path, name, content, ne
         read_image(path)
     assert str(info.value).startswith(str(path)) and needle in str(info.value)
     assert "\n" not in str(info.value)
-    assert "WARN" not in capfd.readouterr().err  # OpenCV's own warnings are silenced
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "libpng" not in err  # neither OpenCV nor libpng prints its own line
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -277,6 +287,8 @@ def test_list_images_sorted_recursive_and_hidden_skipped(tmp_path):
     assert list_images([tmp_path / "notes.txt"]) == [tmp_path / "notes.txt"]  # explicit files are kept
     with pytest.raises(ImageError, match="no such file or folder"):
         list_images([tmp_path / "zzz"])
+    # a file reached twice is listed once, where first met
+    assert list_images([tmp_path / "b.png", tmp_path, tmp_path / "sub" / ".." / "a.jpg"]) == [tmp_path / "b.png", tmp_path / "a.jpg"]
 
 
 def test_tensor_helpers_round_trip_and_do_not_modify_input():

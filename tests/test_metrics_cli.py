@@ -112,6 +112,17 @@ def test_eval_matches_by_name_and_reports_missing(esr, pairs):
     rc, out, err = esr("eval", pairs / "sr", pairs / "gt")
     assert "ambiguous name 'same'" in err and "no SR image named 'same" not in err
 
+    (pairs / "sr" / "same.jpg").unlink()
+    _write(pairs / "gt" / "noisy.png", _photo(128, 136, 3))  # two GT files for one SR
+    rc, out, err = esr("eval", pairs / "sr", pairs / "gt", "--no-niqe")
+    assert "ambiguous name 'noisy'" in err and "sr/noisy.png: more than one ground truth named 'noisy.*'" in err
+    assert "no ground truth named 'noisy" not in err
+
+
+def test_a_file_named_twice_is_scored_once(esr, folder):
+    rc, out, err = esr("niqe", folder / "a.png", folder, "--csv")
+    assert [line.split(",")[0].split("/")[-1] for line in out.splitlines()[1:]] == ["a.png", "b.png", "mean"]
+
 
 def test_eval_two_files_table_prints_inf(esr, pairs):
     rc, out, err = esr("eval", pairs / "sr" / "same.png", pairs / "gt" / "same.png", "--no-niqe")

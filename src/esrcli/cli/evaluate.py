@@ -72,10 +72,13 @@ def pair_images(sr: Path, gt: Path, sr_suffix: str = "") -> tuple[list[tuple[Pat
     sr_ambiguous = {_stem(f, sr_suffix) for f, _ in problems}
     gt_map, gt_problems = _by_stem(list_images([gt]), "")
     problems += gt_problems
+    gt_ambiguous = {_stem(f, "") for f, _ in gt_problems}
     pairs = []
     for stem in sorted(sr_map):
         if stem in gt_map:
             pairs.append((sr_map[stem], gt_map[stem]))
+        elif stem in gt_ambiguous:
+            problems.append((sr_map[stem], f"{sr_map[stem]}: more than one ground truth named '{stem}.*' in {gt} (see above); skipped"))
         else:
             problems.append((sr_map[stem], f"{sr_map[stem]}: no ground truth named '{stem}.*' in {gt}; skipped"))
     if sr.is_dir():

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from esrcli.cli import console
-from esrcli.data.imageio import list_images
+from esrcli.data.imageio import list_images, unique_files
 from esrcli.errors import EsrError, ImageError
 
 __all__ = ["register", "fmt_score", "json_score", "expand_paths", "each_image", "error_text", "emit", "output_format"]
@@ -66,7 +66,7 @@ def expand_paths(paths: Sequence[Path], recursive: bool) -> tuple[list[Path], li
             files.extend(list_images([p], recursive=recursive))
         except ImageError as exc:
             missing.append((p, str(exc)))
-    return files, missing
+    return unique_files(files), missing
 
 
 def each_image(

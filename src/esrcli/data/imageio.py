@@ -41,6 +41,7 @@ __all__ = [
     "read_image",
     "write_image",
     "list_images",
+    "unique_files",
     "to_tensor",
     "from_tensor",
     "atomic_write_bytes",
@@ -52,6 +53,8 @@ DEEP_EXTENSIONS = (".png", ".tif", ".tiff")  # written with 16 bits per channel 
 MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb threshold (2x its warning limit)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# OpenCV's TIFF decoder applies the EXIF orientation itself (even with IMREAD_UNCHANGED)
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def list_images(paths: list[Path] | tuple[Path, ...], recursive: bool = False) -
 
     Files named explicitly are kept whatever their extension (reading them decides);
     folders contribute the files whose extension is in :data:`IMAGE_EXTENSIONS`
-    (hidden files, e.g. unfinished ``.name.part`` outputs, are skipped).
+    (hidden files, e.g. unfinished ``.name.part`` outputs, are skipped). A file reached
+    twice (named and in a named folder, or by two spellings) is listed once, where first met.
 
     Raises:
         ImageError: a path that does not exist.
@@ -112,7 +116,20 @@ def list_images(paths: list[Path] | tuple[Path, ...], recursive: bool = False) -
             out.append(p)
         else:
             raise ImageError(f"{p}: no such file or folder")
-    return out
+    return unique_files(out)
+
+
+def unique_files(files: list[Path]) -> list[Path]:
+    """``files`` without repeats of the same file (``dir`` and ``dir/a.png``, ``a.png`` and
+    ``./a.png``, links resolved), each kept where first met."""
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,31 @@ def _png_color_type(data: bytes) -> int | None:
     return None
 
 
+def _png_damage(data: bytes) -> str | None:
+    """What is wrong with PNG bytes that libpng would refuse, or ``None``.
+
+    libpng reports such files on stderr itself (``libpng error: ...``) before OpenCV gives
+    up, so they are caught here first: a chunk cut off by the end of the file, a chunk type
+    that is not four letters, or a critical chunk (IHDR, PLTE, IDAT, IEND) failing its CRC.
+    Damage it tolerates (an ancillary chunk's CRC) is left to the decoder.
+    """
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if not kind.isalpha():
+            return f"corrupt PNG (bad chunk type at byte {pos + 4})"
+        end = pos + 12 + length
+        if end > n:
+            return f"truncated PNG (the file ends inside its {kind.decode()} chunk)"
+        if kind[:1].isupper() and zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return f"corrupt PNG (its {kind.decode()} chunk fails its CRC check)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated PNG (no IEND chunk)"
+
+
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to an ``(H, W[, C])`` array (as Pillow's exif_transpose)."""
     ops = {
@@ -185,8 +227,16 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(f(a)) if f else a
 
 
-def _decode(data: bytes) -> np.ndarray | None:
-    """cv2 decode with OpenCV's own warnings silenced (we raise our own error)."""
+def _decode(path: Path, data: bytes) -> np.ndarray | None:
+    """cv2 decode with OpenCV's own warnings silenced (we raise our own error).
+
+    Raises:
+        ImageError: damaged PNG data (see :func:`_png_damage`), named after ``path``.
+    """
+    if data[:8] == _PNG_SIGNATURE:
+        damage = _png_damage(data)
+        if damage is not None:
+            raise ImageError(f"{path}: {damage}")
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -233,7 +283,7 @@ def read_samples(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     data = _read_bytes(path)
-    arr = _decode(data)
+    arr = _decode(path, data)
     if arr is None or arr.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     if arr.ndim == 3 and arr.shape[2] == 3:
@@ -265,7 +315,7 @@ def read_image(path: str | Path) -> Image:
     path = Path(path)
     data = _read_bytes(path)
     header = _read_header(path, data)
-    arr = _decode(data)
+    arr = _decode(path, data)
     if arr is None or arr.size == 0:
         raise ImageError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     if arr.dtype == np.uint8:
@@ -301,9 +351,10 @@ def read_image(path: str | Path) -> Image:
     if scale == 1.0:
         color = np.clip(color, 0, 1)
         alpha = None if alpha is None else np.clip(alpha, 0, 1)
-    color = _apply_orientation(color, header.orientation)
+    orientation = 1 if data[:4] in _TIFF_SIGNATURES else header.orientation
+    color = _apply_orientation(color, orientation)
     if alpha is not None:
-        alpha = _apply_orientation(alpha, header.orientation)
+        alpha = _apply_orientation(alpha, orientation)
         alpha = np.ascontiguousarray(alpha)
     return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif, header.frames)
 
