@@ -66,12 +66,28 @@ def test_jpeg_file_quality_is_exact_for_opencv_and_pillow(tmp_path: Path, qualit
 
 
 def test_block_phase_finds_the_grid_of_a_cropped_jpeg() -> None:
-    dec = jpeg_roundtrip_uint8(_scene(), 40).astype(np.float32).mean(axis=2)
+    dec = jpeg_roundtrip_uint8(_scene(), 40)[:, :, 1]  # the plane estimate() reads
     assert block_phase(dec) == (0, 0)
     assert block_phase(dec[3:, 5:]) == (5, 3)
     assert block_phase(dec[7:, 1:]) == (1, 7)
-    clean = _scene().astype(np.float32).mean(axis=2)
+    assert block_phase(dec[7:, 1:].astype(np.float32) / 255) == (1, 7)  # float [0, 1] samples
+    clean = _scene()[:, :, 1]
     assert block_phase(clean[3:, 5:]) == (0, 0)
+
+
+def test_block_phase_at_high_quality_and_odd_offsets() -> None:
+    # a fine quality (95) leaves no visible block edges; the grid is still in the coefficients
+    scene = _scene(h=264, w=264, seed=3)
+    for quality, (dy, dx) in ((95, (1, 1)), (85, (4, 4)), (70, (7, 2)), (30, (3, 6))):
+        dec = jpeg_roundtrip_uint8(scene, quality)[:, :, 1]
+        assert block_phase(dec[dy:, dx:]) == ((8 - dy) % 8, (8 - dx) % 8), quality
+    # 16-bit samples of the same decoded image give the same answer
+    dec16 = jpeg_roundtrip_uint8(scene, 50)[:, :, 1].astype(np.uint16) * 257
+    assert block_phase(dec16[5:, 2:]) == (3, 6)
+    # an image resized after compression has no grid left
+    dec = jpeg_roundtrip_uint8(scene, 40)
+    resized = cv2.resize(dec, (199, 199), interpolation=cv2.INTER_AREA)[:, :, 1]
+    assert block_phase(resized) == (0, 0)
 
 
 def test_estimate_follows_added_noise_and_blur(shared: Path) -> None:
@@ -173,8 +189,25 @@ def test_train_estimator_runs_resumes_and_exports(tmp_path: Path, esr) -> None:
     cfg.write_text(cfg.read_text().replace("iterations = 4", "iterations = 6"))
     rc, _, err = esr("train-estimator", cfg, "-o", tmp_path / "run")
     assert rc == 0, err
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [2, 4, 6]
+    # the cosine schedule is the config's (6 iterations), continued, not restarted: it ends at its
+    # floor (1 % of lr), where the checkpoint's 4-iteration schedule would have climbed back to
+    # half the peak
+    assert rows[-1]["lr"] == pytest.approx(2e-5, rel=1e-6)
+    # lines written after the last checkpoint (a killed run) are not kept twice
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"iteration": 7}) + "\n" + '{"iteration": 8')  # a torn last line
+    cfg.write_text(cfg.read_text().replace("iterations = 6", "iterations = 8"))
+    assert esr("train-estimator", cfg, "-o", tmp_path / "run")[0] == 0
     its = [json.loads(x)["iteration"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert its == [2, 4, 6]
+    assert its == [2, 4, 6, 8]
+    # --no-resume refuses a folder with a checkpoint; a corrupt training file is skipped with a warning
+    rc, _, err = esr("train-estimator", cfg, "-o", tmp_path / "run", "--no-resume")
+    assert rc == 1 and "--no-resume was given" in err
+    (data / "broken.png").write_bytes(b"not an image")
+    rc, _, err = esr("train-estimator", cfg, "-o", tmp_path / "run2")
+    assert rc == 0 and "1 training file(s) skipped" in err and "broken.png" in err
 
 
 def test_train_estimator_config_errors_name_the_key(tmp_path: Path, esr) -> None:
@@ -183,7 +216,10 @@ def test_train_estimator_config_errors_name_the_key(tmp_path: Path, esr) -> None
     from esrcli.config import load_toml
     from esrcli.estimate.train import EstimatorTrainConfig
 
-    with pytest.raises(ConfigError, match="p_noise"):
+    with pytest.raises(ConfigError, match=r": sampler\.p_noise: must be in \[0, 1\]"):
+        load_toml(EstimatorTrainConfig, cfg)
+    cfg.write_text("[train]\nbatch = 0\n")
+    with pytest.raises(ConfigError, match=r": train\.batch: must be >= 1"):  # the table named once
         load_toml(EstimatorTrainConfig, cfg)
     cfg.write_text("[train]\niterationz = 3\n")
     rc, _, err = esr("train-estimator", cfg)

@@ -86,7 +86,7 @@ def estimate_cmd(
 def train_estimator_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML config (configs/esr-estimator.toml).", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default runs/<config name>)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the folder's checkpoint when it has one."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the folder's checkpoint (default: when it has one)."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Stop cleanly after this wall time, e.g. 30m."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the complete config (defaults, or CONFIG's) and exit."),
 ) -> None:
@@ -110,7 +110,7 @@ def train_estimator_cmd(
             f"jpeg_mae={m['jpeg_mae']:.1f} blur_mae={m['blur_mae']:.2f}"
         )
 
-    last = train_estimator(cfg, out, time_limit=limit, resume=resume, progress=report)
+    last = train_estimator(cfg, out, time_limit=limit, resume=resume, progress=report, notify=console.warn)
     if last:
         console.out.print(f"iteration {int(last['iteration'])}: noise MAE {last['noise_mae']:.2f} levels, "
                           f"JPEG MAE {last['jpeg_mae']:.1f}, blur MAE {last['blur_mae']:.2f} px (training patches)")

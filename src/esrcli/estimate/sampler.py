@@ -37,13 +37,13 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         for name in ("p_blur", "p_noise", "p_gray_noise", "p_jpeg"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"sampler.{name}: must be in [0, 1]")
+                raise ConfigError(f"{name}: must be in [0, 1]")  # the loader puts "sampler." in front
         if not 0.2 < self.blur_max <= 10.0:
-            raise ConfigError("sampler.blur_max: must be in (0.2, 10]")
+            raise ConfigError("blur_max: must be in (0.2, 10]")
         if not 0.0 < self.noise_max <= 100.0:
-            raise ConfigError("sampler.noise_max: must be in (0, 100]")
+            raise ConfigError("noise_max: must be in (0, 100]")
         if not 1 <= self.jpeg_min <= self.jpeg_max <= 100:
-            raise ConfigError("sampler.jpeg_min/jpeg_max: need 1 <= jpeg_min <= jpeg_max <= 100")
+            raise ConfigError("jpeg_min/jpeg_max: need 1 <= jpeg_min <= jpeg_max <= 100")
 
 
 def held_out(name: str, index: int) -> bool:

@@ -55,9 +55,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         for name in ("iterations", "batch", "width", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}: must be >= 1")
+                raise ConfigError(f"{name}: must be >= 1")  # the loader puts "train." in front
         if not self.lr > 0:
-            raise ConfigError("train.lr: must be > 0")
+            raise ConfigError("lr: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -83,24 +83,31 @@ def train_estimator(
     cfg: EstimatorTrainConfig,
     out_dir: Path,
     time_limit: float | None = None,
-    resume: bool = True,
+    resume: bool | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Train the estimator CNN and write the run folder.
+
+    A resumed run takes the schedule from the config: with more ``iterations`` (or another
+    ``lr``) the cosine decay is stretched from where it stands, not restarted.
 
     Args:
         cfg: the config.
         out_dir: the run folder (created).
         time_limit: seconds after which training stops cleanly (checkpoint + weights), or ``None``.
-        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+        resume: ``None`` continues from ``out_dir/checkpoint.pt`` when it exists, ``True``
+            requires it, ``False`` refuses a folder that has one (as ``esr train-net``).
         progress: called as ``progress(iteration, total, metrics)`` at each log step.
+        notify: receives one-line warnings (training files that cannot be read, skipped).
 
     Returns:
         The last logged metrics (``iteration``, ``loss``, ``noise_mae``, ``jpeg_mae``, ``blur_mae``).
 
     Raises:
         DataError: no usable photos in ``cfg.train.data``.
-        TrainingError: a NaN/inf loss or an incompatible checkpoint.
+        TrainingError: a NaN/inf loss, an incompatible checkpoint, or ``resume`` against
+            what the folder holds.
     """
     import torch
 
@@ -115,10 +122,31 @@ def train_estimator(
         raise ConfigError("train.data: no training folder given")
     if not t.data.is_dir():
         raise DataError(f"{t.data}: training folder not found")
-    images = [im for im in (load_rgb8(p) for p in list_training_photos(t.data)) if min(im.shape[:2]) >= MIN_SIDE]
+    images, skipped = [], []
+    for p in list_training_photos(t.data):
+        try:
+            im = load_rgb8(p)
+        except ValueError as exc:
+            skipped.append(str(exc))
+            continue
+        if min(im.shape[:2]) >= MIN_SIDE:
+            images.append(im)
+    if skipped and notify is not None:
+        notify(f"{len(skipped)} training file(s) skipped, e.g. {skipped[0]}")
     if not images:
         raise DataError(f"{t.data}: no 8-bit photos of at least {MIN_SIDE}x{MIN_SIDE}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "checkpoint.pt"
+    if resume is False and ckpt.exists():
+        raise TrainingError(
+            f"{out_dir}: holds a checkpoint ({ckpt.name}) and --no-resume was given",
+            hint="choose another output folder, or drop --no-resume to continue from it",
+        )
+    if resume is True and not ckpt.exists():
+        raise TrainingError(f"{out_dir}: --resume given but there is no checkpoint here")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"{out_dir}: cannot create the run folder ({exc.strerror or exc})") from None
     (out_dir / "config.toml").write_text(to_toml(cfg))
     torch.manual_seed(t.seed)
     net = EstimatorNet(t.width)
@@ -128,8 +156,7 @@ def train_estimator(
         _load_init(net, t.init)
     rng = np.random.default_rng(t.seed)
     start = 0
-    ckpt = out_dir / "checkpoint.pt"
-    if resume and ckpt.exists():
+    if ckpt.exists():
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
             net.load_state_dict(state["model"])
@@ -138,7 +165,25 @@ def train_estimator(
             rng.bit_generator.state = state["rng"]
             start = int(state["iteration"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise TrainingError(f"{ckpt}: incompatible checkpoint ({exc})") from None
+            raise TrainingError(f"{ckpt}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
+        # the config's schedule, continued from here (cosine from lr to 1 % over `iterations`)
+        floor = t.lr * 0.01
+        sched.T_max, sched.eta_min, sched.base_lrs = t.iterations, floor, [t.lr]
+        for group in opt.param_groups:
+            group["initial_lr"] = t.lr
+            group["lr"] = floor + (t.lr - floor) * (1 + math.cos(math.pi * min(start, t.iterations) / t.iterations)) / 2
+    # metrics: the lines up to the checkpoint stay; later ones (after a kill) are written again
+    metrics = out_dir / "metrics.jsonl"
+    kept = ""
+    if start and metrics.exists():
+        for line in metrics.read_text().splitlines(keepends=True):
+            try:
+                if int(json.loads(line)["iteration"]) <= start:
+                    kept += line if line.endswith("\n") else line + "\n"
+            except (ValueError, KeyError, TypeError):
+                continue
+    with atomic_output(metrics) as fh:
+        fh.write(kept.encode())
 
     def save(it: int) -> None:
         with atomic_output(ckpt) as fh:
@@ -149,7 +194,7 @@ def train_estimator(
     last: dict[str, float] = {}
     acc: list[dict[str, float]] = []
     it = start
-    with open(out_dir / "metrics.jsonl", "a") as log:
+    with open(metrics, "a") as log:
         while it < t.iterations:
             xs, ys = sample_batch(images, t.batch, cfg.sampler, rng)
             x, y = torch.from_numpy(xs), torch.from_numpy(ys)
