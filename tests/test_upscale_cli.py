@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 from torch import nn
 
 import esrcli.weights
+from esrcli.errors import ConfigError
 from esrcli.archs import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
 from esrcli.weights import ModelInfo, save_model
 
@@ -81,9 +82,14 @@ def test_folder_keeps_gray_alpha_and_depth(esr, models, inputs, tmp_path):
 
 
 def test_tiled_output_matches_whole_and_precision_keeps_16bit(esr, models, inputs, tmp_path):
+    cv2.imwrite(str(inputs / "rgb.jpg"), _rng(70, 76, 3))  # larger than the smallest tile, 32
+    cv2.imwrite(str(inputs / "deep.png"), (np.random.default_rng(2).random((66, 40, 4)) * 65535).astype(np.uint16))
+    rgba = _rng(40, 72, 4, 1)
+    rgba[:8, :, 3] = 0
+    cv2.imwrite(str(inputs / "rgba.png"), rgba)
     rc, _, err = esr("upscale", inputs, tmp_path / "a", "--model", models["nearest4"], "--precision", "fp32")
     assert rc == 0, err
-    rc, _, err = esr("upscale", inputs, tmp_path / "b", "--model", models["nearest4"], "--tile", "8", "--tile-overlap", "4", "--batch", "3")
+    rc, _, err = esr("upscale", inputs, tmp_path / "b", "--model", models["nearest4"], "--tile", "32", "--tile-overlap", "8", "--batch", "3")
     assert rc == 0, err
     for name in ("rgb.jpg", "deep.png", "rgba.png"):
         a = cv2.imread(str(tmp_path / "a" / name), -1).astype(np.float64)
@@ -196,7 +202,7 @@ def test_batch_goes_past_bad_files_and_exits_1(esr, models, inputs, tmp_path):
     assert len(stdout.split()) == 5  # the good ones were all written
     lines = [line for line in err.splitlines() if line.startswith("esr: error:")]
     assert len(lines) == 4
-    for name, needle in (("zero.png", "empty"), ("trunc.png", "not a readable"), ("text.jpg", "not a readable"), ("bomb.png", "too large")):
+    for name, needle in (("zero.png", "empty"), ("trunc.png", "truncated PNG"), ("text.jpg", "not a readable"), ("bomb.png", "too large")):
         assert any(name in line and needle in line for line in lines), (name, err)
     assert "5 written, 0 skipped, 4 failed" in err
     assert "Traceback" not in err
@@ -240,11 +246,16 @@ def test_usage_errors_exit_2(esr, models, inputs, tmp_path, args):
     assert rc == 2, err
 
 
-def test_bad_device_and_precision_exit_1(esr, models, inputs, tmp_path):
+def test_bad_device_and_precision(esr, models, inputs, tmp_path):
+    # a value that is no device or precision at all: a usage error
     rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], "--device", "tpu")
-    assert rc == 1 and "device" in err
+    assert rc == 2 and "--device" in err and "'tpu'" in err
     rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], "--precision", "int4")
-    assert rc == 1 and "precision" in err
+    assert rc == 2 and "--precision" in err and "'int4'" in err
+    # a device this machine does not have: exit 1 with why
+    if not torch.cuda.is_available():
+        rc, _, err = esr("upscale", inputs, tmp_path / "o", "--model", models["nearest4"], "--device", "cuda:0")
+        assert rc == 1 and "cuda is not available" in err
 
 
 def test_fp16_on_cpu_runs_with_a_notice(esr, models, inputs, tmp_path):
@@ -408,10 +419,43 @@ def test_gif_in_a_folder_is_an_input(esr, models, tmp_path):
 
 
 def test_small_tile_takes_a_fitting_default_overlap(esr, models, inputs, tmp_path):
-    rc, _, err = esr("--verbose", "upscale", inputs / "rgb.jpg", tmp_path / "o", "--model", models["nearest4"], "--tile", "16")
-    assert rc == 0 and "tile 16, overlap 8" in err, err
-    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "o2", "--model", models["nearest4"], "--tile", "16", "--tile-overlap", "9")
-    assert rc == 2 and "at most half the tile (8), got 9" in err
+    rc, _, err = esr("--verbose", "upscale", inputs / "rgb.jpg", tmp_path / "o", "--model", models["nearest4"], "--tile", "40")
+    assert rc == 0 and "tile 40, overlap 20" in err, err
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "o2", "--model", models["nearest4"], "--tile", "40", "--tile-overlap", "21")
+    assert rc == 2 and "at most half the tile (20), got 21" in err
+    # below 32 the overlap cannot hide the seams: refused
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "o3", "--model", models["nearest4"], "--tile", "16")
+    assert rc == 2 and "at least 32" in err
+    from esrcli import Upscaler
+
+    with pytest.raises(ConfigError, match="at least 32"):
+        Upscaler(models["nearest4"], tile=16)
+    up = Upscaler(models["nearest4"], tile=32, precision="fp32")  # the overlap follows the tile, as in the CLI
+    assert up.options.tile_overlap == 16 and up.upscale(_rng(40, 50, 3)).shape == (160, 200, 3)
+
+
+def test_two_inputs_for_one_output_are_an_error_every_run(esr, models, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "x.png"), _rng(10, 12, 3))
+    cv2.imwrite(str(d / "x.jpg"), _rng(10, 12, 3, 1))
+    for run in range(2):  # the second run finds x.png written: still an error, not a quiet skip
+        rc, _, err = esr("upscale", d, tmp_path / "out", "--model", models["nearest4"], "--ext", "png")
+        assert rc == 1 and "is also the output of" in err, (run, err)
+
+
+def test_a_missing_input_fails_alone(esr, models, inputs, tmp_path):
+    rc, out, err = esr("upscale", tmp_path / "missing.png", inputs / "rgb.jpg", tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 1 and "missing.png: no such file" in err
+    assert (tmp_path / "out" / "rgb.jpg").exists() and "1 written, 0 skipped, 1 failed" in err
+
+
+def test_ext_against_the_output_file_name_and_an_output_too_large(esr, models, inputs, tmp_path):
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "x.png", "--model", models["nearest4"], "--ext", "jpg")
+    assert rc == 0 and "--ext jpg ignored: the output file name x.png decides its format" in err
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "y.png", "--model", models["nearest4"], "--scale", "1000")
+    assert rc == 1 and "the output would be 24000x20000 pixels, over the limit" in err and "smaller --scale" in err
 
 
 def test_depth_and_alpha_warnings_follow_the_written_file(esr, models, inputs, tmp_path):

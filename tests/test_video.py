@@ -217,6 +217,14 @@ def test_audio_the_container_cannot_hold_is_re_encoded(esr, tmp_path):
         seconds = sum(f.samples for f in c.decode(audio=0)) / 48000
         assert sum(1 for _ in av.open(str(dst)).decode(video=0)) == 4
     assert seconds == pytest.approx(0.4, abs=0.03)
+    # MP4 (the default for a folder output): FFmpeg lists PCM as allowed, but its muxer refuses it
+    rc, _, err = esr("upscale", src, tmp_path / "out", "--model", _compact_model())
+    assert rc == 0, err
+    assert "pcm_s16le) cannot go into mp4: re-encoded to AAC" in err
+    with av.open(str(tmp_path / "out" / "pcm.mp4")) as c:
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "h264"), ("audio", "aac")]
+        seconds = sum(f.samples for f in c.decode(audio=0)) / 22050
+    assert seconds == pytest.approx(0.4 + 2048 / 22050, abs=0.03)  # AAC adds its priming and last-frame padding
 
 
 def _clip_with_subtitles(tmp_path: Path) -> Path:

@@ -18,6 +18,7 @@ from esrcli.data.imageio import Image, read_image
 from esrcli.errors import ConfigError, ImageError
 from esrcli.infer.batch import DEFAULT_TILE
 from esrcli.infer.model import ModelSpec, load_upscale_model, round_strength
+from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, MIN_TILE
 from esrcli.infer.upscale import UpscaleOptions, upscale_image
 
 __all__ = ["Upscaler"]
@@ -149,8 +150,9 @@ class Upscaler:
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (as ``esr upscale --precision``;
             under ``auto``, 16-bit and float inputs run in fp32).
         tile: tile size in input pixels; ``None`` = 512 (as ``esr upscale``), 0 = the
-            whole image in one pass.
-        tile_overlap: overlap of neighbouring tiles in input pixels (feathered).
+            whole image in one pass, else at least 32.
+        tile_overlap: overlap of neighbouring tiles in input pixels (feathered); ``None`` =
+            32, or half the tile when that is less (as ``esr upscale``).
         alpha: ``"network"`` (alpha upscaled through the network as gray) or ``"bicubic"``.
         denoise: ``None`` for the model as stored; a strength in ``[0, 1]`` (as
             ``esr upscale --denoise S``: ``S * model + (1 - S) * weak-denoise partner``);
@@ -161,8 +163,9 @@ class Upscaler:
     Raises:
         WeightsError: no such model, an unreadable file or not an image generator;
             ``denoise`` for a model without a weak-denoise partner.
-        ConfigError: an unknown device or precision, a tile overlap over half the tile,
-            ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"`` nor a callable.
+        ConfigError: an unknown device or precision, a tile below 32, a tile overlap over
+            half the tile, ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"``
+            nor a callable.
 
     Thread safety: one instance may be used from several threads at once. The calls share
     the loaded network (read only) and each holds its own activations, so memory grows with
@@ -186,11 +189,15 @@ class Upscaler:
         device: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
         alpha: str = "network",
         denoise: float | str | Callable[[np.ndarray], float] | None = None,
     ) -> None:
         tile = DEFAULT_TILE if tile is None else tile
+        if 0 < tile < MIN_TILE:
+            raise ConfigError(f"tile: must be 0 (whole image) or at least {MIN_TILE}, got {tile} (a smaller tile shows its seams)")
+        if tile_overlap is None:  # as esr upscale: 32, or half a smaller tile
+            tile_overlap = min(DEFAULT_TILE_OVERLAP, tile // 2) if tile else DEFAULT_TILE_OVERLAP
         self.options = UpscaleOptions(tile=tile, tile_overlap=tile_overlap, alpha=alpha)
         fixed, self._strength = _denoise_mode(denoise)
         self.model = load_upscale_model(ModelSpec(model, device, precision, denoise=fixed))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -148,7 +149,7 @@ def upscale(
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="0..1: blend an embedded model with its PSNR-stage partner (0 smooth, 1 the GAN model's full detail); see esr model list."),
     denoise: Optional[str] = typer.Option(None, "--denoise", metavar="S|auto", help="0..1 or auto: blend a model with its weak-denoise partner (1 full denoising, 0 keeps grain and fine texture; auto: per image from esr's degradation estimate, shown with --verbose). Models: esr-general-x4-net."),
     scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Output size factor (any number > 0); default: the model's scale."),
-    tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels; 0 = whole image in one pass (default: 512, to bound memory)."),
+    tile: Optional[int] = typer.Option(None, "--tile", "-t", min=0, help="Tile size in input pixels, at least 32; 0 = whole image in one pass (default: 512, to bound memory)."),
     tile_overlap: Optional[int] = typer.Option(
         None, "--tile-overlap", min=0, help="Overlap of neighbouring tiles in input pixels (feathered); default: 32, at most half the tile.", show_default=False
     ),
@@ -174,6 +175,10 @@ def upscale(
         ext = "jpg"
     if ext not in EXTENSIONS:
         raise typer.BadParameter(f"expected one of {', '.join(EXTENSIONS)}, got {ext!r}", param_hint="--ext")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise typer.BadParameter(f"expected auto, fp32, bf16 or fp16, got {precision!r}", param_hint="--precision")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device.strip().lower()):
+        raise typer.BadParameter(f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint="--device")
     if alpha not in ("network", "bicubic"):
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
     if scale is not None and not (scale > 0 and math.isfinite(scale)):
@@ -183,8 +188,10 @@ def upscale(
     denoise_value = _parse_denoise(denoise)
     if denoise_value is not None and sharpness is not None:
         raise typer.BadParameter("give --sharpness or --denoise, not both", param_hint="--denoise")
-    from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, collect_inputs, is_video
+    from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, MIN_TILE, collect_inputs, is_video
 
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise typer.BadParameter(f"must be 0 (whole image) or at least {MIN_TILE}, got {tile}: a smaller tile shows its seams", param_hint="--tile")
     if tile_overlap is None:
         tile_overlap = min(DEFAULT_TILE_OVERLAP, tile // 2) if tile else DEFAULT_TILE_OVERLAP
     if tile and tile_overlap * 2 > tile:
@@ -194,6 +201,8 @@ def upscale(
 
     inputs, out = [Path(p) for p in paths[:-1]], Path(paths[-1])
     out_dir, out_file = _output_dir_or_file(inputs, out)
+    if out_file is not None and ext != "auto" and out_file.suffix.lower().lstrip(".").replace("jpeg", "jpg") != ext:
+        console.warn(f"--ext {ext} ignored: the output file name {out_file.name} decides its format")
     # Inputs are never overwritten: an output folder that is an input's folder needs a suffix.
     if not suffix and out_file is None:
         for p in inputs:

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
-from esrcli.data.imageio import DEEP_EXTENSIONS, NO_ALPHA_EXTENSIONS, Image, read_image, write_image
+from esrcli.data.imageio import DEEP_EXTENSIONS, MAX_PIXELS, NO_ALPHA_EXTENSIONS, Image, read_image, write_image
 from esrcli.errors import ConfigError, EsrError, ImageError
 from esrcli.infer.model import UpscaleModel, round_strength
-from esrcli.infer.upscale import UpscaleOptions, upscale_image, working_memory
+from esrcli.infer.upscale import UpscaleOptions, output_size, upscale_image, working_memory
 from esrcli.infer.plan import BatchItem, collect_inputs, is_video, list_inputs, target_ext
 from esrcli.infer.video import VideoOptions, upscale_video
 from esrcli.infer.workers import WorkerPool, default_jobs
@@ -264,7 +264,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
     info = model.info
     jobs = batch_jobs(options.jobs, model.device, len(items))
     cancel = threading.Event()
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}  # output -> the input that claimed it
     input_set = {it.src.resolve() for it in items}
     pending: deque[_Job] = deque()
     counts = {"written": 0, "skipped": 0, "failed": 0}
@@ -306,8 +306,8 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         if resolved in input_set:
             raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")
         if resolved in seen:
-            raise ImageError(f"{src}: output {dst} was already written by another input of this run")
-        seen.add(resolved)
+            raise ImageError(f"{src}: output {dst} is also the output of {seen[resolved]} in this run", "rename one of the two inputs")
+        seen[resolved] = src
         return options.overwrite or not dst.exists()
 
     def start(item: BatchItem) -> _Job:
@@ -319,8 +319,12 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         e = None if item.exact else target_ext(src, options.ext, None)
         early = item.stem if item.exact else (item.stem.with_name(item.stem.name + e) if e else None)
         if early is not None and early.exists() and not options.overwrite and early.resolve() not in input_set:
+            claim(src, early)  # kept; but another input of this run writing it too is an error
             return _Job(src, dst=early, skip=True)
         image = read_image(src)
+        out_h, out_w = output_size(*image.size, info.scale, up.outscale)
+        if out_h * out_w > MAX_PIXELS:  # refused before the network runs, not by the encoder after it
+            raise ImageError(f"{src}: the output would be {out_w}x{out_h} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         dst = item.stem if item.exact else item.stem.with_name(item.stem.name + (target_ext(src, options.ext, image) or ".png"))
         if not claim(src, dst):
             return _Job(src, dst=dst, skip=True)

@@ -43,7 +43,8 @@ class UpscaleOptions:
     Attributes:
         outscale: final size factor relative to the input (any float > 0); ``None`` =
             the network's native scale.
-        tile: tile size in input pixels, 0 = whole image.
+        tile: tile size in input pixels, 0 = whole image (``esr upscale`` and
+            :class:`esrcli.Upscaler` take no tile below :data:`esrcli.infer.plan.MIN_TILE`).
         tile_overlap: overlap of neighbouring tiles in input pixels (feathering length).
         alpha: ``"network"`` (alpha upscaled by the network as a gray image) or
             ``"bicubic"``.
@@ -68,7 +69,7 @@ class UpscaleOptions:
         if self.tile_overlap < 0:
             raise ConfigError(f"tile_overlap: must be >= 0, got {self.tile_overlap}")
         if self.tile and self.tile_overlap * 2 > self.tile:
-            raise ConfigError(f"tile_overlap: must be at most half the tile ({self.tile}), got {self.tile_overlap}")
+            raise ConfigError(f"tile_overlap: must be at most half the tile ({self.tile // 2}), got {self.tile_overlap}")
         if self.alpha not in ALPHA_MODES:
             raise ConfigError(f"alpha: expected one of {', '.join(ALPHA_MODES)}, got {self.alpha!r}")
         if self.batch < 1:

@@ -253,7 +253,8 @@ def upscale_video(
             if s.type not in ("audio", "subtitle"):
                 continue
             name = s.codec_context.name if s.codec_context is not None else "unknown"
-            if name in supported:
+            # FFmpeg lists PCM among MP4's codecs, but its muxer refuses it when writing the header
+            if name in supported and not (fmt == "mp4" and name.startswith("pcm_")):
                 try:
                     copies[s.index] = out.add_stream_from_template(s)
                     continue
