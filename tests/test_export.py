@@ -218,3 +218,43 @@ def test_cli_export_without_the_runtime_writes_and_warns(esr, tmp_path, monkeypa
     assert rc == 0, err
     assert (tmp_path / "models" / "tiny.bin").exists()
     assert "written, not checked" in err and "esrcli[export]" in err and "dB" not in out
+
+
+def test_weights_beyond_float16_are_refused_not_exported_as_inf(esr, tmp_path):
+    net, info = CASES["srvgg-x4-prelu"]()
+    with torch.no_grad():
+        net.body[2].weight[0, 0, 0, 0] = 1e6  # fine in float32
+    src = tmp_path / "big.safetensors"
+    save_model(src, net, info)
+    rc, _, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "n", "--no-check")
+    assert rc == 1 and "body.2.weight holds 1e+06, beyond float16's range" in err and "export to ONNX in float32" in err
+    assert not (tmp_path / "n" / "big.bin").exists()
+    rc, _, err = esr("model", "convert", src, tmp_path / "half.safetensors", "--half")
+    assert rc == 1 and "beyond float16's range" in err and not (tmp_path / "half.safetensors").exists()
+    pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+    rc, _, err = esr("model", "export", src, "-f", "onnx", "--fp16", "-o", tmp_path / "h.onnx", "--no-check")
+    assert rc == 1 and "beyond float16's range" in err and not (tmp_path / "h.onnx").exists()
+    from esrcli.export.onnx import max_opset
+
+    rc, out, err = esr("model", "export", src, "-f", "onnx", "-o", tmp_path / "o.onnx", "--opset", str(max_opset() + 1))
+    assert rc == 1 and f"opset: expected 11 to {max_opset()}" in err and out == ""
+
+
+def test_an_export_or_import_that_fails_its_check_leaves_nothing(esr, tmp_path, monkeypatch):
+    pytest.importorskip("ncnn", reason="the export extra (ncnn) is not installed")
+    import esrcli.cli.model as cli_model
+
+    net, info = CASES["srvgg-x4-prelu"]()
+    src = tmp_path / "tiny.safetensors"
+    save_model(src, net, info)
+    assert esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "n")[0] == 0
+    bad = lambda *a, **k: [type("R", (), {"size": (48, 64), "psnr": float("nan")})()]  # noqa: E731
+    monkeypatch.setattr(cli_model, "check_ncnn", bad, raising=False)
+    monkeypatch.setattr("esrcli.export.check_ncnn", bad)
+    rc, _, err = esr("model", "import", tmp_path / "n" / "tiny.param", tmp_path / "n" / "tiny.bin", "-o", tmp_path / "back.safetensors")
+    assert rc == 1 and "disagree" in err and "nothing written" in err and not (tmp_path / "back.safetensors").exists()
+    rc, _, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "m")
+    assert rc == 1 and "does not reproduce the model" in err
+    assert not (tmp_path / "m" / "tiny.param").exists() and not (tmp_path / "m" / "tiny.bin").exists()
+    rc, _, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "m" / "x.param")
+    assert rc == 2 and "give their folder" in err

@@ -183,6 +183,53 @@ def test_interrupted_download_resumes_from_the_part_file(served, tmp_path):
     assert server.requests[-1] == ("/tiny.pth", "bytes=500-")
 
 
+def test_a_bad_part_file_from_an_earlier_run_is_fetched_again_from_byte_0(served, tmp_path):
+    server, data = served
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tiny.pth.part").write_bytes(b"\x00" * 1000)  # not the server's bytes
+    path = fetch_model(_model(server, data), retries=0, retry_wait=0)
+    assert path.read_bytes() == data
+    assert server.requests == [("/tiny.pth", "bytes=1000-"), ("/tiny.pth", None)]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.pth"]
+
+
+def test_a_cached_file_with_the_wrong_hash_offline_says_so(served, tmp_path):
+    server, data = served
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tiny.pth").write_bytes(data[:-1] + b"x")
+    down = f"http://127.0.0.1:{_free_port()}/tiny.pth"
+    with pytest.raises(WeightsError, match=r"tiny: the file there has the wrong sha256 and cannot download .*\(no connection\)"):
+        fetch_model(_model(server, data, url=down), retries=0, retry_wait=0)
+
+
+def test_two_fetches_of_one_model_at_once_both_succeed(served, tmp_path):
+    """Parallel first runs: the second waits for the first's download and uses its file."""
+    server, data = served
+    model = _model(server, data)
+    slow = threading.Event()
+    results: list[object] = []
+
+    def progress(done, total):
+        slow.set()
+        threading.Event().wait(0.01)  # slow the first download down
+
+    def fetch(progress=None):
+        try:
+            results.append(fetch_model(model, progress=progress, retries=0, retry_wait=0).read_bytes())
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            results.append(exc)
+
+    first = threading.Thread(target=fetch, args=(progress,))
+    first.start()
+    slow.wait(5)
+    second = threading.Thread(target=fetch)
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert results == [data, data]
+    assert [r for r in server.requests if r[0] == "/tiny.pth"] == [("/tiny.pth", None)]  # downloaded once
+
+
 def test_unhashed_model_is_checked_by_architecture(served, tmp_path):
     server, data = served
     assert fetch_model(_model(server, data, sha256=None, size=None)).read_bytes() == data

@@ -501,3 +501,25 @@ def test_cli_upscale_with_sharpness(paired_catalogue, esr, tmp_path):
     assert not np.array_equal(outs["s05"], outs["net"]) and not np.array_equal(outs["s05"], outs["gan"])
     rc, _, err = esr("upscale", tmp_path / "in.png", tmp_path / "x", "-m", "lone", "--sharpness", "0.5")
     assert rc == 1 and err.startswith("esr: error: lone: no PSNR-stage partner") and err.count("\n") == 1
+
+
+def test_a_pth_named_safetensors_and_a_model_named_folder(tmp_path, monkeypatch):
+    """The format is read from the content, whatever the name; a folder named like a model
+    does not hide that model."""
+    from esrcli.weights.embedded import resolve_model
+
+    net = SRVGGNetCompact(num_feat=4, num_conv=1, scale=2)
+    path = tmp_path / "really_a_pth.safetensors"
+    torch.save({"params": net.state_dict()}, path)
+    sd, meta = read_model_file(path)
+    assert meta["source_format"] == "pth" and sd.keys() == net.state_dict().keys()
+    # pickle protocol 4 (torch's safe loader reads up to 2): refused with the reason
+    p4 = tmp_path / "p4.pth"
+    torch.save({"params": net.state_dict()}, p4, pickle_protocol=4)
+    with pytest.raises(WeightsError, match="pickle protocol 4") as exc:
+        read_model_file(p4)
+    assert "torch.save" in exc.value.hint
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "esr-general-x4-net").mkdir()
+    with resolve_model("esr-general-x4-net") as found:
+        assert found.is_file() and found.name == "esr-general-x4-net.safetensors"

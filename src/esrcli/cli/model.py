@@ -287,12 +287,27 @@ def export_cmd(
     else:
         if fp16:
             raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
+        if out.suffix.lower() in (".param", ".bin") or out.is_file():
+            raise typer.BadParameter(f"{out}: ncnn writes two files (NAME.param, NAME.bin); give their folder, and the name with --name", param_hint="-o")
         param, bin_ = export_ncnn(net, info, out, stem)
         typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
         results = _checked(lambda: check_ncnn(param, bin_, net), check, MissingExtraError)
     if results:
         figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+        if _failed(results):
+            for f in (target,) if fmt == "onnx" else (param, bin_):
+                f.unlink(missing_ok=True)
+            raise WeightsError(f"{model}: the {fmt} export does not reproduce the model ({figures}); removed")
         typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
+
+
+#: Below this PSNR against PyTorch fp32 an export or import is broken, not rounded (float16
+#: weights give 70 dB and more).
+_CHECK_MIN_PSNR = 40.0
+
+
+def _failed(results: list) -> bool:
+    return any(not r.psnr >= _CHECK_MIN_PSNR for r in results)  # NaN fails too
 
 
 def _checked(run, enabled: bool, missing: type[Exception]) -> list:
@@ -323,18 +338,21 @@ def import_cmd(
         raise typer.BadParameter(f"{out}: the output must end in .safetensors", param_hint="-o")
     result = import_ncnn(param, bin_)
     info = result.info
-    save_model(out, result.state_dict, info, extra_metadata={"ncnn_storage": result.storage}, half=half)
-    typer.echo(f"{out}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(result.state_dict):,} parameters, from {result.storage} ncnn weights")
-    for note in result.notes:
-        console.warn(note)
-    if check and not result.notes:
+    results = []
+    if check and not result.notes:  # checked before anything is written
         net = build_generator(info.arch, info.params)
         net.load_state_dict(result.state_dict)
         net.eval()
         results = _checked(lambda: check_ncnn(param, bin_, net, sizes=((48, 64),)), True, MissingExtraError)
-        if results:
-            figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
-            typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
+    figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+    if results and _failed(results):
+        raise WeightsError(f"{param}: ncnn and the imported weights disagree ({figures}); nothing written")
+    save_model(out, result.state_dict, info, extra_metadata={"ncnn_storage": result.storage}, half=half)
+    typer.echo(f"{out}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(result.state_dict):,} parameters, from {result.storage} ncnn weights")
+    for note in result.notes:
+        console.warn(note)
+    if results:
+        typer.echo(f"check: ncnn vs the imported model in PyTorch (PSNR): {figures}")
 
 
 def register(app: typer.Typer) -> None:

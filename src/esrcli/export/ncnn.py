@@ -38,6 +38,7 @@ from esrcli.archs import RRDBNet, SRVGGNetCompact
 from esrcli.atomic import atomic_output
 from esrcli.errors import WeightsError
 from esrcli.weights.detect import ModelInfo, check_state_dict, detect_arch
+from esrcli.weights.io import check_float16_range
 
 __all__ = ["MAGIC", "FP16_TAG", "export_ncnn", "import_ncnn", "read_ncnn_param", "NcnnLayer", "NcnnImport"]
 
@@ -189,6 +190,8 @@ def export_ncnn(net: nn.Module, info: ModelInfo, folder: str | os.PathLike, name
     Raises:
         WeightsError: an unsupported architecture, or an unwritable folder.
     """
+    folder = Path(folder)
+    check_float16_range(net, str(folder / f"{name}.bin"), "ncnn files hold float16 weights; export to ONNX in float32 instead")
     g = _Writer()
     if isinstance(net, RRDBNet):
         _rrdbnet_graph(g, net)
@@ -197,7 +200,6 @@ def export_ncnn(net: nn.Module, info: ModelInfo, folder: str | os.PathLike, name
     else:
         raise WeightsError(f"cannot export {info.arch} to ncnn: only RRDBNet and SRVGGNetCompact")
     g.layers.insert(0, _Layer("Input", "input", [], [_INPUT]))
-    folder = Path(folder)
     param_path, bin_path = folder / f"{name}.param", folder / f"{name}.bin"
     try:
         folder.mkdir(parents=True, exist_ok=True)

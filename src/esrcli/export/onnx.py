@@ -20,7 +20,7 @@ from torch import nn
 
 from esrcli import __version__
 from esrcli.atomic import atomic_output
-from esrcli.errors import WeightsError
+from esrcli.errors import ConfigError, WeightsError
 from esrcli.export._deps import require
 from esrcli.export.graph import plain_forward_module
 from esrcli.weights.detect import ModelInfo
@@ -28,6 +28,16 @@ from esrcli.weights.detect import ModelInfo
 __all__ = ["export_onnx", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17
+
+
+def max_opset() -> int:
+    """The newest ONNX opset the installed torch exports."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 20
 
 
 def export_onnx(
@@ -45,17 +55,26 @@ def export_onnx(
             ``arch``, ``scale``, ``params``, ``esr_version``).
         path: the ``.onnx`` file to write.
         fp16: float16 weights, input and output instead of float32.
-        opset: ONNX opset version (>= 11).
+        opset: ONNX opset version, 11 to :func:`max_opset` (23 with torch 2.13).
 
     Returns:
         ``path``.
 
     Raises:
-        WeightsError: an unsupported architecture, or the exporter failed.
+        ConfigError: an opset outside 11..:func:`max_opset`.
+        WeightsError: an unsupported architecture, weights beyond float16's range with
+            ``fp16``, or the exporter failed.
         EsrError: the ``onnx`` package is missing (``esrcli[export]``).
     """
-    onnx = require("onnx", "ONNX export")
+    from esrcli.weights.io import check_float16_range
+
     path = Path(path)
+    top = max_opset()
+    if not 11 <= opset <= top:
+        raise ConfigError(f"opset: expected 11 to {top} (what this torch's ONNX exporter writes), got {opset}")
+    if fp16:
+        check_float16_range(net, str(path))
+    onnx = require("onnx", "ONNX export")
     import copy
 
     model = copy.deepcopy(net).to("cpu").float().eval()

@@ -1,7 +1,8 @@
 """Canonicalisation of loaded checkpoints into a flat BasicSR-named state dict.
 
 Handles what official and community ``.pth`` files wrap their weights in: BasicSR's
-``{"params_ema": ..., "params": ...}`` (EMA preferred, as Real-ESRGAN's inference does),
+``{"params_ema": ..., "params": ...}`` (EMA preferred, as Real-ESRGAN's inference does; the
+same for esr's training checkpoints, ``{"net_g_ema": ..., "net_g": ...}``),
 ``{"state_dict": ...}``, ``{"model": ...}``, DataParallel ``module.`` prefixes, and the two
 old ESRGAN RRDBNet layouts (``RRDB_ESRGAN_x4.pth`` and friends):
 
@@ -23,7 +24,7 @@ from esrcli.errors import WeightsError
 
 __all__ = ["unwrap_checkpoint", "canonicalize"]
 
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
+_WRAPPER_KEYS = ("params_ema", "net_g_ema", "params", "state_dict", "model_state_dict", "model", "net_g", "generator")
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -165,6 +165,24 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 @contextmanager
+def _cache_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache folder (POSIX ``flock`` on the folder itself, so
+    no lock file is left behind), waiting while another process downloads into it. Where
+    ``fcntl`` is missing (Windows) downloads are not serialised."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """pooch logs each download on stderr; library code does not print."""
     import pooch
@@ -268,13 +286,25 @@ def fetch_model(
         dest.with_name(dest.name + ".part"), model.size, progress, retries=retries, timeout=timeout, retry_wait=retry_wait
     )
     known = f"sha256:{model.sha256}" if model.sha256 else None
-    fresh = not dest.exists()
     try:
-        with _quiet_pooch():
-            path = Path(pooch.retrieve(model.url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader))
+        # One download per file at a time: another process fetching the same model (parallel
+        # first runs) holds the lock, and this one then finds the file verified in the cache.
+        with _cache_lock(dest), _quiet_pooch():
+            fresh = not dest.exists()
+            try:
+                path = Path(pooch.retrieve(model.url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader))
+            except ValueError as exc:
+                if "hash" not in str(exc).lower() or not downloader.resumed_from:
+                    raise
+                # the bytes kept from an earlier, interrupted download were bad: once more from byte 0
+                downloader.partial.unlink(missing_ok=True)
+                path = Path(pooch.retrieve(model.url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader))
     except requests.RequestException as exc:
         check = f" (sha256 {model.sha256})" if model.sha256 else ""
-        raise WeightsError(f"{model.name}: cannot download {model.url} ({_reason(exc)}); fetch it by hand and save it as {dest}{check}") from None
+        state = "" if fresh else "the file there has the wrong sha256 and "
+        raise WeightsError(
+            f"{model.name}: {state}cannot download {model.url} ({_reason(exc)}); fetch it by hand and save it as {dest}{check}"
+        ) from None
     except ValueError as exc:
         text = str(exc)
         if "hash" in text.lower():

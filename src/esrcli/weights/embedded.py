@@ -192,7 +192,7 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     """
     path = Path(path_or_name)
     text = str(path_or_name)
-    if path.exists():
+    if path.is_file():  # a folder named like a model (an output folder, say) does not hide it
         yield path
         return
     entry = find_entry(text) or find_embedded(text)

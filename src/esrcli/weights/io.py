@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,12 +74,41 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:160] if text else type(exc).__name__
 
 
+def _pickle_protocol(path: Path) -> int | None:
+    """The pickle protocol of a ``.pth`` file's object pickle (zip ``data.pkl`` or a legacy
+    file's first pickle), or ``None`` when it cannot be told."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                head = zf.open(name).read(2) if name is not None else b""
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(2)
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
 def _read_pth(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # a file object, not the path: torch.load sends paths ending in .safetensors to
+        # another loader; its warnings (e.g. about the pickle protocol) are ours to report
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError...
         msg = _first_line(exc)
         if "weights_only" in msg or "Unsupported global" in msg or "Weights only load failed" in msg:
+            protocol = _pickle_protocol(path)
+            if protocol is not None and protocol > 2:
+                raise WeightsError(
+                    f"{path}: refused: saved with pickle protocol {protocol}, which torch's safe loader does not read "
+                    "(not loaded, for safety)",
+                    "save it again with torch.save(obj, path), whose default protocol is 2",
+                ) from None
             raise WeightsError(
                 f"{path}: refused: the checkpoint contains Python objects other than tensors (not loaded, for safety)"
             ) from None
@@ -344,6 +374,32 @@ def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str 
         raise WeightsError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+FLOAT16_MAX = 65504.0
+
+
+def check_float16_range(tensors: dict[str, Tensor] | nn.Module, where: str, hint: str = "keep float32 (leave out --half / --fp16)") -> None:
+    """Refuse weights that float16 cannot hold (they would be stored as infinity).
+
+    Args:
+        tensors: a state dict or a network.
+        where: what is written, for the message (a file name).
+        hint: the one-line way out shown under the message.
+
+    Raises:
+        WeightsError: a floating tensor with a finite value beyond +-65504 (message names
+            the tensor and its largest magnitude).
+    """
+    sd = tensors.state_dict() if isinstance(tensors, nn.Module) else tensors
+    for k, v in sd.items():
+        if v.is_floating_point() and v.numel():
+            big = v.detach().float().abs().nan_to_num(nan=0.0, posinf=0.0).max().item()
+            if big > FLOAT16_MAX:
+                raise WeightsError(
+                    f"{where}: tensor {k} holds {big:.4g}, beyond float16's range (+-65504); it cannot be stored as float16",
+                    hint,
+                )
+
+
 def save_model(
     path: str | os.PathLike,
     net_or_state_dict: nn.Module | dict[str, Tensor],
@@ -364,7 +420,8 @@ def save_model(
 
     Raises:
         WeightsError: the weights do not match ``info`` (keys/shapes), a non-string
-            metadata value, or an unwritable destination.
+            metadata value, weights beyond float16's range with ``half``, or an unwritable
+            destination.
     """
     sd = net_or_state_dict.state_dict() if isinstance(net_or_state_dict, nn.Module) else dict(net_or_state_dict)
     sd, _ = canonicalize(sd, str(path))
@@ -374,6 +431,8 @@ def save_model(
         check_state_dict(sd, info.arch, params)
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
+    if half:
+        check_float16_range(sd, str(path))
     tensors: dict[str, Tensor] = {}
     for k, v in sd.items():
         v = v.detach().to("cpu")
