@@ -388,3 +388,86 @@ def test_accumulation_clipping_and_cosine(data, tmp_path):
     log = _log(tmp_path / "run")
     assert [r["lr"] for r in log] == pytest.approx([1e-4, 2e-4])  # linear warm-up over 2 iterations
     assert res.iteration == 2 and np.isfinite(res.losses["l_pix"])
+
+
+def test_resume_takes_the_configs_learning_rate_and_refuses_another_gt_size(data, tmp_path):
+    cfg = _cfg(data, train={"total_iter": 4, "checkpoint_interval": 2})
+    train(cfg, tmp_path / "run")
+    notes: list[str] = []
+    more = _cfg(data, train={"total_iter": 6, "checkpoint_interval": 2, "lr": 1e-3})
+    train(more, tmp_path / "run", on_message=notes.append)
+    lrs = [r["lr"] for r in _log(tmp_path / "run") if "lr" in r]
+    assert lrs[:4] == [2e-4] * 4 and lrs[4:] == [1e-3, 1e-3]  # the checkpoint's rate before, the config's after
+    assert any("train.lr is 0.001 (the checkpoint's run had 0.0002)" in n for n in notes)
+    # another GT size with the pair pool: refused before anything is written
+    before = (tmp_path / "run" / "config.toml").read_text()
+    other = _cfg(data, train={"total_iter": 8, "checkpoint_interval": 2}, data={"gt_size": 24, "crop_size": 40})
+    with pytest.raises(TrainingError, match="32 px GT crops, data.gt_size is 24") as exc:
+        train(other, tmp_path / "run")
+    assert "data.gt_size" in exc.value.hint and (tmp_path / "run" / "config.toml").read_text() == before
+    # another generator: the message names the first key that does not fit
+    wider = _cfg(data, train={"total_iter": 8}, model={"num_feat": 16})
+    with pytest.raises(TrainingError, match=r"does not fit the configured networks \(.*body\.0\.weight"):
+        train(wider, tmp_path / "run")
+
+
+def test_run_folder_rules(data, tmp_path):
+    from esrcli.atomic import folder_lock
+
+    cfg = _cfg(data, train={"total_iter": 2, "checkpoint_interval": 2})
+    # -o names a file
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrainingError, match="file: exists and is not a folder"):
+        train(cfg, tmp_path / "file")
+    # another run holds the folder
+    (tmp_path / "busy").mkdir()
+    with folder_lock(tmp_path / "busy") as mine:
+        assert mine
+        with pytest.raises(TrainingError, match="another esr training run is writing to this folder"):
+            train(cfg, tmp_path / "busy")
+    # a finished run whose checkpoints were deleted: not overwritten unless asked
+    train(cfg, tmp_path / "done")
+    for p in list_checkpoints(tmp_path / "done"):
+        p.unlink()
+    with pytest.raises(TrainingError, match="earlier run's net_g_ema.safetensors and exports but no checkpoint") as exc:
+        train(cfg, tmp_path / "done")
+    assert "--no-resume" in exc.value.hint
+    assert train(cfg, tmp_path / "done", resume=False).iteration == 2
+    # a checkpoint write cut by a kill leaves its temporary file; the next run removes it
+    stale = tmp_path / "done" / "checkpoints" / ".iter_00000004.pt.abc123.part"
+    stale.write_bytes(b"half")
+    train(_cfg(data, train={"total_iter": 4, "checkpoint_interval": 2}), tmp_path / "done")
+    assert not stale.exists()
+
+
+def test_config_and_device_problems_are_named(data, tmp_path):
+    from esrcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"perceptual_layers\[1\]: 'conv9_9' is no VGG19 layer"):
+        _cfg(data, True, loss={"perceptual_layers": ["conv1_2", "conv9_9"], "perceptual_layer_weights": [1.0, 1.0]})
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="train.device: 'cuda' requested but CUDA is not available"):
+            train(_cfg(data, train={"device": "cuda"}), tmp_path / "r")
+
+
+def test_pretrained_checkpoint_gives_its_ema_weights(data, tmp_path):
+    cfg = _cfg(data, train={"total_iter": 2, "checkpoint_interval": 2})
+    res = train(cfg, tmp_path / "run")
+    state = read_checkpoint(res.checkpoint)
+    net, _ = load_model(res.checkpoint)
+    got = net.state_dict()
+    assert all(torch.equal(got[k], v.float()) for k, v in state["net_g_ema"].items())
+    assert any(not torch.equal(state["net_g"][k], v) for k, v in state["net_g_ema"].items())
+
+
+def test_a_bad_validation_file_is_reported(data, tmp_path):
+    import shutil
+
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(data / "val" / "v0.png", val / "v0.png")
+    (val / "broken.png").write_bytes(b"not an image")
+    notes: list[str] = []
+    cfg = _cfg(data, train={"total_iter": 2, "checkpoint_interval": 2}, val={"folders": [str(val)], "interval": 2})
+    res = train(cfg, tmp_path / "run", on_message=notes.append)
+    assert res.val and any("1 validation file(s) skipped" in n and "broken.png" in n for n in notes)

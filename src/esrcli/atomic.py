@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "folder_lock", "remove_stale_parts"]
 
 
 def _umask() -> int:
@@ -49,3 +49,44 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_parts(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_output` left in ``folder`` when its process was
+    killed mid-write (``.NAME.XXXX.part``); returns how many. Only call it while no other
+    writer uses the folder (e.g. under :func:`folder_lock`).
+    """
+    n = 0
+    with suppress(OSError):
+        for p in Path(folder).iterdir():
+            if p.name.startswith(".") and p.name.endswith(".part") and p.is_file():
+                with suppress(OSError):
+                    p.unlink()
+                    n += 1
+    return n
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[bool]:
+    """Hold an exclusive, non-blocking lock on ``folder`` itself (POSIX ``flock`` on the
+    folder, so no lock file is left behind; released when the process ends, even killed).
+
+    Yields:
+        ``True`` when this process holds the lock, ``False`` when another process does.
+        Where ``fcntl`` is missing (Windows) it always yields ``True``.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

@@ -258,6 +258,9 @@ class PdmSrConfig:
         check_betas_and_ema(self.betas, self.ema_decay)
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per entry of perceptual_layers")
+        from esrcli.config.train import check_vgg_layers
+
+        check_vgg_layers(self.perceptual_layers)
         if self.model.predict_degradation:
             raise ConfigError("model.predict_degradation: not available in [sr] (PDM pairs have no degradation parameters)")
 

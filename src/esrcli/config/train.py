@@ -39,6 +39,17 @@ __all__ = [
 ]
 
 VGG_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
+_VGG_BLOCK_CONVS = (2, 2, 4, 4, 4)  # VGG19's convolutions per block (esrcli.archs.vgg, without torch)
+
+
+def check_vgg_layers(names: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` (``perceptual_layers[i]: ...``) for a name that is no VGG19 layer."""
+    import re
+
+    for i, name in enumerate(names):
+        m = re.fullmatch(r"(?:conv|relu)([1-5])_([1-4])|pool([1-5])", str(name))
+        if m is None or (m.group(1) and int(m.group(2)) > _VGG_BLOCK_CONVS[int(m.group(1)) - 1]):
+            raise ConfigError(f"perceptual_layers[{i}]: {name!r} is no VGG19 layer (convB_I, reluB_I or poolB, e.g. conv5_4)")
 
 
 def check_betas_and_ema(betas: tuple[float, float], ema_decay: float) -> None:
@@ -323,6 +334,7 @@ class GanLossConfig(LossConfig):
         super().__post_init__()
         if len(self.perceptual_layers) != len(self.perceptual_layer_weights):
             raise ConfigError("perceptual_layer_weights: needs one weight per perceptual layer")
+        check_vgg_layers(self.perceptual_layers)
         for name in ("perceptual_weight", "gan_weight", "feature_matching_weight", "phase_weight", "texture_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")

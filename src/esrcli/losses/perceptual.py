@@ -20,19 +20,21 @@ from esrcli.errors import TrainingError, WeightsError
 __all__ = ["PerceptualLoss", "resolve_vgg_weights"]
 
 
-def resolve_vgg_weights(path: Path | None) -> Path:
+def resolve_vgg_weights(path: Path | None, config_key: str = "loss.vgg_weights") -> Path:
     """The VGG19 weight file to use: ``path`` when given, else the torch hub cache.
+
+    ``config_key`` is the setting named in the message (``sr.vgg_weights`` for train-pdm).
 
     Raises:
         TrainingError: the file does not exist; the message says where to put it.
     """
     candidate = Path(path) if path is not None else vgg19_cache_path()
     if not candidate.is_file():
-        where = "loss.vgg_weights" if path is not None else "the torch hub cache"
+        where = config_key if path is not None else "the torch hub cache"
         raise TrainingError(
             f"{candidate}: VGG19 weights for the perceptual loss not found ({where})",
             hint=f"download torchvision's {VGG19_FILE_NAME} "
-            f"(https://download.pytorch.org/models/{VGG19_FILE_NAME}) and set loss.vgg_weights to it "
+            f"(https://download.pytorch.org/models/{VGG19_FILE_NAME}) and set {config_key} to it "
             f"or copy it to {vgg19_cache_path()}",
         )
     return candidate
@@ -46,6 +48,7 @@ class PerceptualLoss(nn.Module):
         layer_names: conv layers (features before activation).
         layer_weights: one weight per layer.
         criterion: ``"l1"`` (Real-ESRGAN) or ``"l2"``.
+        config_key: the setting that names the weight file, for messages.
 
     Shapes:
         ``sr``, ``gt``: ``(B, 3, H, W)`` RGB in ``[0, 1]`` -> scalar float32 tensor.
@@ -61,6 +64,7 @@ class PerceptualLoss(nn.Module):
         layer_names: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4"),
         layer_weights: tuple[float, ...] = (0.1, 0.1, 1.0, 1.0, 1.0),
         criterion: str = "l1",
+        config_key: str = "loss.vgg_weights",
     ) -> None:
         super().__init__()
         if len(layer_names) != len(layer_weights):
@@ -70,7 +74,7 @@ class PerceptualLoss(nn.Module):
         self.layer_weights = dict(zip(layer_names, layer_weights))
         self.criterion = criterion
         self.vgg = VGG19FeatureExtractor(layer_names=tuple(layer_names), use_input_norm=True)
-        path = resolve_vgg_weights(weights_path)
+        path = resolve_vgg_weights(weights_path, config_key)
         try:
             load_vgg19_weights(self.vgg, path)
         except WeightsError as exc:

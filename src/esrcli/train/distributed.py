@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from esrcli.errors import TrainingError
+
 __all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "barrier", "select_device"]
 
 
@@ -33,11 +35,21 @@ class DistInfo:
 
 
 def select_device(name: str, dist_info: DistInfo) -> torch.device:
-    """The training device: ``"auto"`` picks CUDA (``cuda:LOCAL_RANK``) when available, else CPU."""
+    """The training device: ``"auto"`` picks CUDA (``cuda:LOCAL_RANK``) when available, else CPU.
+
+    Raises:
+        TrainingError: CUDA asked for where torch sees none, or a GPU index that does not exist.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{dist_info.local_rank}"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"train.device: {name!r} requested but CUDA is not available (torch sees no CUDA GPU)")
+        if name == "cuda":
+            name = f"cuda:{dist_info.local_rank}"
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise TrainingError(f"train.device: {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
     return torch.device(name)
 
 

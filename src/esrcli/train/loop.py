@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from esrcli.archs.srvgg import compiled_prelu_backward_error
+from esrcli.atomic import folder_lock, remove_stale_parts
 from esrcli.config import to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
@@ -49,7 +50,7 @@ from esrcli.losses import (
 )
 from esrcli.train import build
 from esrcli.train.cpu import single_thread_on_cpu
-from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
+from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.distributed import DistInfo, barrier, cleanup_distributed, select_device, setup_distributed
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
@@ -350,11 +351,29 @@ def save_checkpoint(out_dir: Path, iteration: int, cfg: Config, nets: Nets, opti
     return write_checkpoint(checkpoint_path(out_dir, iteration), state, cfg.train.keep_checkpoints)
 
 
-def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim, pairs: PairMaker, restore_rng: bool = True) -> int:
+def _set_hparams(opt: torch.optim.Optimizer, sched: Any, lr: float, betas: tuple[float, float], weight_decay: float, t: Any) -> None:
+    """Give a restored Adam and its schedule the configured base rate, betas and weight decay."""
+    from esrcli.train.schedule import lr_factor
+
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    for group in opt.param_groups:
+        group.update(initial_lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        group["lr"] = lr * lr_factor(max(0, sched.last_epoch), t)
+
+
+def load_checkpoint(
+    state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim, pairs: PairMaker, restore_rng: bool = True,
+    say: Callable[[str], None] = lambda m: None,
+) -> int:
     """Restore a checkpoint read by :func:`~esrcli.train.checkpoint.read_checkpoint`; returns its iteration.
 
+    The learning rates, betas and weight decay come from ``cfg``, not from the checkpoint (a
+    changed ``train.lr`` is announced through ``say``); the optimiser moments, the schedule's
+    position, the pair pool and the RNG states come from the checkpoint.
+
     Raises:
-        TrainingError: a checkpoint of the other stage or of a different generator.
+        TrainingError: a checkpoint of the other stage, of a different generator, or of
+            another batch size, pool size or GT size.
     """
     stage = "gan" if isinstance(cfg, TrainGanConfig) else "net"
     if state.get("stage") != stage:
@@ -371,7 +390,10 @@ def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim
         if nets.net_p is not None:
             _unwrap(nets.net_p).load_state_dict(state["net_p"])
     except (RuntimeError, KeyError) as exc:
-        raise TrainingError(f"checkpoint does not fit the configured networks ({str(exc).splitlines()[0]})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)  # torch: a title, then the keys
+        raise TrainingError(f"checkpoint does not fit the configured networks ({detail[:300]})",
+                            hint="[model] and [net_d] must stay as they were when the run started; or use another output folder") from None
     try:
         optim.opt_g.load_state_dict(state["opt_g"])
         optim.sched_g.load_state_dict(state["sched_g"])
@@ -382,7 +404,16 @@ def load_checkpoint(state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim
         pairs.load_state_dict(state["pool"])
     except (ValueError, KeyError) as exc:  # e.g. another batch or pool size than the checkpoint's
         raise TrainingError(f"checkpoint does not fit the configuration ({exc})",
-                            hint="train.batch_size and train.pool_size must stay as they were; or use another output folder") from None
+                            hint="train.batch_size, train.pool_size and data.gt_size must stay as they were; or use another output folder") from None
+    # The optimiser hyper-parameters are the config's, as the loss weights and the schedule are:
+    # the checkpoint's moments are kept, its learning rate, betas and weight decay are not.
+    t = cfg.train
+    old_lr = optim.opt_g.param_groups[0].get("initial_lr", t.lr)
+    _set_hparams(optim.opt_g, optim.sched_g, t.lr, t.betas, t.weight_decay, t)
+    if optim.opt_d is not None:
+        _set_hparams(optim.opt_d, optim.sched_d, cfg.net_d.lr, cfg.net_d.betas, t.weight_decay, t)
+    if not math.isclose(old_lr, t.lr, rel_tol=1e-9):
+        say(f"train.lr is {t.lr:g} (the checkpoint's run had {old_lr:g}): the schedule goes on from the new rate")
     if restore_rng:
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -462,7 +493,28 @@ def _find_resume(out_dir: Path, resume: bool | None) -> Path | None:
         )
     if resume is True and latest is None:
         raise TrainingError(f"{out_dir}: --resume given but there is no checkpoint here")
+    if resume is None and latest is None:
+        done = [p.name for p in (out_dir / build.EXPORT_NAME, out_dir / "exports") if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+        if done:
+            raise TrainingError(
+                f"{out_dir}: holds an earlier run's {' and '.join(done)} but no checkpoint to continue from",
+                hint="choose another output folder, or pass --no-resume to start over in this one (its files are replaced)",
+            )
     return latest
+
+
+def make_run_folder(out_dir: Path) -> None:
+    """Create the run folder.
+
+    Raises:
+        TrainingError: the path is a file, or the folder cannot be created (message names it).
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise TrainingError(f"{out_dir}: exists and is not a folder", hint="-o names the run folder") from None
+    except OSError as exc:
+        raise TrainingError(f"{out_dir}: cannot create the run folder ({exc.strerror or exc})") from None
 
 
 def _should_stop(deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device) -> bool:
@@ -518,7 +570,15 @@ def train(
         torch.set_num_threads(t.threads)
     prec = build.select_precision(t.precision, device)
     out_dir = Path(out_dir)
+    held = ExitStack()
     try:
+        if main:  # one run per folder: a second one would interleave its checkpoints and logs
+            make_run_folder(out_dir)
+            if not held.enter_context(folder_lock(out_dir)):
+                raise TrainingError(f"{out_dir}: another esr training run is writing to this folder",
+                                    hint="wait for it to finish, or choose another output folder")
+            for folder in (out_dir, out_dir / CHECKPOINT_DIR, out_dir / "exports"):
+                remove_stale_parts(folder)  # half-written files of a run killed mid-write
         resume_path = _find_resume(out_dir, resume)
         scan = scan_images(cfg.data.folders, cfg.data.crop_size, cfg.data.min_size)
         if scan.skipped:
@@ -534,7 +594,7 @@ def train(
         _, loader = build.build_loader(scan, cfg, start_iter, dist_info.rank, dist_info.world)
         batches = iter(loader)  # before restoring RNG: creating the iterator draws from torch's RNG
         if state is not None:
-            load_checkpoint(state, cfg, nets, optim, pairs, restore_rng=dist_info.rank == 0)
+            load_checkpoint(state, cfg, nets, optim, pairs, restore_rng=dist_info.rank == 0, say=say)
             say(f"resumed from {resume_path} (iteration {start_iter})")
             del state
         if dist_info.enabled:
@@ -545,7 +605,9 @@ def train(
                 nets.net_p = DistributedDataParallel(nets.net_p, device_ids=[device.index] if device.type == "cuda" else None)
         if t.compile:
             nets.forward_g = torch.compile(nets.net_g)
-        val_images = load_validation_set(cfg.val, cfg.model.scale)[0] if main else []
+        val_images, val_skipped = load_validation_set(cfg.val, cfg.model.scale) if main else ([], [])
+        if val_skipped:
+            say(f"warning: {len(val_skipped)} validation file(s) skipped, e.g. {val_skipped[0][1]}")
         log = MetricsLog(out_dir, start_iter, enabled=main)
         if main:
             (out_dir / "config.toml").write_text(to_toml(cfg) + "\n", encoding="utf-8")
@@ -600,4 +662,5 @@ def train(
         return TrainResult(it, t.total_iter, stopped, export, ckpt, resume_path, losses, val, seconds,
                            done / seconds if seconds > 0 else 0.0, prec.name)
     finally:
+        held.close()
         cleanup_distributed(dist_info)

@@ -107,5 +107,14 @@ class PairMaker:
         return {"pool": self.pool.state_dict() if self.pool is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the pool of a checkpoint.
+
+        Raises:
+            ValueError: its pool or batch size differs, or its pairs are of another
+                ``data.gt_size`` than this run's.
+        """
         if self.pool is not None and state.get("pool") is not None:
+            gt = dict(state["pool"].get("tensors", {})).get("gt")
+            if gt is not None and tuple(gt.shape[-2:]) != (self.cfg.gt_size, self.cfg.gt_size):
+                raise ValueError(f"its pooled pairs have {gt.shape[-1]} px GT crops, data.gt_size is {self.cfg.gt_size}")
             self.pool.load_state_dict(state["pool"])

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from esrcli.atomic import folder_lock, remove_stale_parts
 from esrcli.config import to_toml
 from esrcli.config.pdm import PdmConfig, PdmSrConfig
 from esrcli.data.dataset import ScanResult, mix_seed, scan_images
@@ -39,11 +40,11 @@ from esrcli.degrade.pdm import PatchDiscriminator, PdmModel, highpass, kernel_mo
 from esrcli.errors import DataError, ImageError, TrainingError
 from esrcli.losses.pixel import pixel_loss
 from esrcli.train import build
-from esrcli.train.checkpoint import checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
+from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
-from esrcli.train.loop import StepInfo, _find_resume
+from esrcli.train.loop import StepInfo, _find_resume, make_run_folder
 
 __all__ = ["PDM_EXPORT", "SR_EXPORT", "UnpairedPatches", "SrNets", "PdmNets", "PdmResult", "pdm_step", "sr_step",
            "kernel_stats", "calibrated_export", "train_pdm"]
@@ -220,7 +221,7 @@ def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device) -> SrNe
     if sr.perceptual_weight > 0:
         from esrcli.losses.perceptual import PerceptualLoss
 
-        perceptual = PerceptualLoss(sr.vgg_weights, sr.perceptual_layers, sr.perceptual_layer_weights).to(device)
+        perceptual = PerceptualLoss(sr.vgg_weights, sr.perceptual_layers, sr.perceptual_layer_weights, config_key="sr.vgg_weights").to(device)
     return SrNets(net_g, make_ema(net_g), opt, sched, perceptual)
 
 
@@ -563,8 +564,28 @@ def train_pdm(
         DataError: empty/missing/unreadable ``data.hr`` or ``data.lr``, LR images smaller
             than ``data.lr_crop``.
         TrainingError: NaN/inf loss (the last good checkpoint is kept), an incompatible
-            checkpoint, a failed checkpoint write, an unusable ``sr.model.pretrained``.
+            checkpoint, a failed checkpoint write, an unusable ``sr.model.pretrained``,
+            ``out_dir`` a file, or another run writing to it.
     """
+    out_dir = Path(out_dir)
+    make_run_folder(out_dir)
+    with folder_lock(out_dir) as mine:  # one run per folder
+        if not mine:
+            raise TrainingError(f"{out_dir}: another esr training run is writing to this folder",
+                                hint="wait for it to finish, or choose another output folder")
+        for folder in (out_dir, out_dir / CHECKPOINT_DIR):
+            remove_stale_parts(folder)
+        return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message)
+
+
+def _train_pdm(
+    cfg: PdmConfig,
+    out_dir: Path,
+    resume: bool | None,
+    time_limit: float | None,
+    on_step: Callable[[StepInfo], None] | None,
+    on_message: Callable[[str], None] | None,
+) -> PdmResult:
     t = cfg.train
     say = on_message or (lambda m: None)
     start_time = time.monotonic()
