@@ -131,6 +131,9 @@ def test_bad_inputs_raise_image_error(up, tmp_path):
             up.upscale(bad if not isinstance(bad, str) else tmp_path / "missing.png")
     with pytest.raises(ImageError):
         up.upscale([[1, 2], [3, 4]])
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    with pytest.raises(ImageError, match="clip.mp4: a video; Upscaler takes images"):
+        up.upscale(tmp_path / "clip.mp4")
     with pytest.raises(ImageError, match=r"must lie in \[0, 1\], got 0 to 255 \(8-bit values\? divide by 255\)"):
         up.upscale(np.array([[0.0, 255.0]]))  # 8-bit values in a float array: not silently white
     with pytest.raises(ImageError, match="got -0.5 to 0.5"):

@@ -75,6 +75,11 @@ def test_block_phase_finds_the_grid_of_a_cropped_jpeg() -> None:
     assert block_phase(clean[3:, 5:]) == (0, 0)
 
 
+def test_a_flat_image_has_no_jpeg_quality_or_blur() -> None:
+    est = estimate(np.full((200, 200, 3), 120, np.uint8))
+    assert est.jpeg_quality is None and est.blur_sigma == 0.0 and est.denoise == 0.0
+
+
 def test_block_phase_at_high_quality_and_odd_offsets() -> None:
     # a fine quality (95) leaves no visible block edges; the grid is still in the coefficients
     scene = _scene(h=264, w=264, seed=3)

@@ -523,3 +523,13 @@ def test_a_pth_named_safetensors_and_a_model_named_folder(tmp_path, monkeypatch)
     (tmp_path / "esr-general-x4-net").mkdir()
     with resolve_model("esr-general-x4-net") as found:
         assert found.is_file() and found.name == "esr-general-x4-net.safetensors"
+
+
+def test_export_formats_given_as_a_model_say_what_they_are(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(WeightsError, match="an ONNX model, which esr writes"):
+        read_model_file(tmp_path / "m.onnx")
+    (tmp_path / "m.param").write_text("7767517\n3 3\n")
+    with pytest.raises(WeightsError, match="an ncnn file") as exc:
+        read_model_file(tmp_path / "m.param")
+    assert "esr model import" in exc.value.hint

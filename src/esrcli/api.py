@@ -18,7 +18,7 @@ from esrcli.data.imageio import Image, read_image
 from esrcli.errors import ConfigError, ImageError
 from esrcli.infer.batch import DEFAULT_TILE
 from esrcli.infer.model import ModelSpec, load_upscale_model, round_strength
-from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, MIN_TILE
+from esrcli.infer.plan import DEFAULT_TILE_OVERLAP, MIN_TILE, is_video
 from esrcli.infer.upscale import UpscaleOptions, upscale_image
 
 __all__ = ["Upscaler"]
@@ -131,6 +131,8 @@ def _to_image(image: ImageLike) -> tuple[Image, tuple[str, ...]]:
         ImageError: an unreadable file, an unsupported array or PIL mode, or another type.
     """
     if isinstance(image, (str, os.PathLike)):
+        if is_video(Path(image)):
+            raise ImageError(f"{image}: a video; Upscaler takes images (videos: esrcli.infer.run_batch or esr upscale)")
         img = read_image(Path(image))
         return img, ("2d" if img.alpha is None and img.color.shape[2] == 1 else "3d", "uint16" if img.bit_depth == 16 else "uint8")
     if isinstance(image, np.ndarray):

@@ -236,8 +236,9 @@ class TrainOptions:
             raise ConfigError(f"pool_size: must be >= 0, got {self.pool_size}")
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError("milestones: must be increasing")
-        if self.grad_clip < 0 or self.warmup_iter < 0 or self.weight_decay < 0 or self.threads < 0:
-            raise ConfigError("grad_clip, warmup_iter, weight_decay, threads: must be >= 0")
+        for name in ("grad_clip", "warmup_iter", "weight_decay", "threads"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not self.predict_weight >= 0:
             raise ConfigError(f"predict_weight: must be >= 0, got {self.predict_weight}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -275,8 +276,9 @@ class ValConfig:
 
     def __post_init__(self) -> None:
         _positive("interval", self.interval)
-        if self.crop_border < 0 or self.save_images < 0 or self.tile < 0:
-            raise ConfigError("crop_border, save_images, tile: must be >= 0")
+        for name in ("crop_border", "save_images", "tile"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

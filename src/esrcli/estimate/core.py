@@ -122,6 +122,9 @@ def _dct8() -> np.ndarray:
 
 
 _DCT8 = _dct8()
+#: Texture energy (8-bit levels, :func:`_flatness`) under which no patch of an image shows
+#: any detail (a flat colour, at most faint noise): its blur and JPEG quality are not estimated.
+FLAT_LEVEL = 0.25
 PHASE_WINDOW = 264  # pixels per side of the centre window block_phase reads (33 blocks)
 
 
@@ -261,6 +264,8 @@ def estimate(image: ImageLike) -> DegradationEstimate:
         comp = float(np.median(out[:, 3]))
         quality = None if comp < NO_JPEG_BELOW else int(np.clip(round(100.0 - 100.0 * comp), 1, 100))
         blur = float(max(0.0, np.median(out[:, 4]) * BLUR_SCALE))
+        if float(flat.max()) < FLAT_LEVEL / 255.0:  # no detail anywhere: blur and JPEG leave no trace
+            quality, blur = None, 0.0
     if file_quality is not None:
         quality = file_quality
     noise = tuple(round(float(v), 3) for v in noise)

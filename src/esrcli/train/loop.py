@@ -586,6 +586,9 @@ def train(
         if scan.padded:
             say(f"warning: {scan.padded} training image(s) smaller than data.crop_size {cfg.data.crop_size} are reflect-padded")
         nets = _build_nets(cfg, device, say, resuming=resume_path is not None)
+        if gan and cfg.net_d.d_init_iters >= t.total_iter:
+            say(f"warning: net_d.d_init_iters ({cfg.net_d.d_init_iters}) >= train.total_iter ({t.total_iter}): "
+                "only the discriminator trains, the exported generator is the pretrained one")
         opts = build.build_optimizers(nets.net_g, nets.net_d, cfg, nets.net_p)
         optim = Optim(opts["opt_g"], opts["sched_g"], torch.amp.GradScaler(device.type, enabled=prec.use_scaler), opts.get("opt_d"), opts.get("sched_d"))
         pairs = PairMaker(cfg, device, mix_seed(t.seed, 0xDE9, dist_info.rank))

@@ -148,6 +148,12 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         return sd, metadata
     if kind == "pth":
         return _read_pth(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        raise WeightsError(f"{path}: an ONNX model, which esr writes (esr model export) but does not run",
+                           "give the .safetensors or .pth model it was exported from")
+    if suffix in (".param", ".bin"):
+        raise WeightsError(f"{path}: an ncnn file, which esr does not run", "turn it into an esr model with: esr model import NAME.param NAME.bin -o NAME.safetensors")
     raise WeightsError(f"{path}: not a model file (neither safetensors nor a PyTorch checkpoint)")
 
 
