@@ -65,3 +65,19 @@ def read_failure(path: object, exc: OSError, what: str) -> str:
     if isinstance(exc, IsADirectoryError):
         return f"{path}: is a folder, not {what}"
     return f"{path}: cannot read ({exc.strerror or exc})"
+
+
+def folder_failure(folder: object, exc: OSError, what: str = "folder") -> str:
+    """The one-line message for an ``OSError`` raised by ``Path.mkdir`` on ``folder``.
+
+    Args:
+        folder: the folder, as the user named it.
+        exc: the error ``mkdir`` raised.
+        what: what the folder is for (``"output folder"``, ``"run folder"``).
+
+    Returns:
+        ``"FOLDER: exists and is not a folder"`` or ``"FOLDER: cannot create WHAT (REASON)"``.
+    """
+    if isinstance(exc, FileExistsError):
+        return f"{folder}: exists and is not a folder"
+    return f"{folder}: cannot create {what} ({exc.strerror or exc})"

@@ -30,7 +30,7 @@ from esrcli.cli import console
 from esrcli.config import load_toml, to_toml
 from esrcli.config.degrade import DegradeConfig
 from esrcli.data.imageio import Image, atomic_write_bytes, from_tensor, list_images, read_image, to_tensor, write_image
-from esrcli.errors import EsrError, ImageError
+from esrcli.errors import EsrError, ImageError, folder_failure
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `esr --help` need not load it
     import torch
@@ -98,10 +98,8 @@ def _inside(path: Path, folder: Path) -> bool:
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ImageError(f"{folder}: exists and is not a folder") from None
     except OSError as exc:
-        raise ImageError(f"{folder}: cannot create folder ({exc.strerror or exc})") from None
+        raise ImageError(folder_failure(folder, exc, "output folder")) from None
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:

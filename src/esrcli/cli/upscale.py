@@ -22,7 +22,7 @@ import typer
 
 from esrcli.cli import console
 from esrcli.data.imageio import IMAGE_EXTENSIONS
-from esrcli.errors import EsrError, ImageError
+from esrcli.errors import EsrError, ImageError, folder_failure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,10 +81,8 @@ def _prepare_folder(folder: Path) -> list[Path]:
         p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ImageError(f"{folder}: output path exists and is not a folder") from None
     except OSError as exc:
-        raise ImageError(f"{folder}: cannot create output folder ({exc.strerror or exc})") from None
+        raise ImageError(folder_failure(folder, exc, "output folder")) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ImageError(f"{folder}: output folder is not writable")
     return created

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from esrcli.errors import ConfigError, DataError, TrainingError
+from esrcli.errors import ConfigError, DataError, TrainingError, folder_failure
 from esrcli.estimate.sampler import MIN_SIDE, SamplerSettings, list_training_photos, load_rgb8, sample_batch
 
 __all__ = ["EstimatorTrainConfig", "TrainSettings", "train_estimator"]
@@ -146,7 +146,7 @@ def train_estimator(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TrainingError(f"{out_dir}: cannot create the run folder ({exc.strerror or exc})") from None
+        raise TrainingError(folder_failure(out_dir, exc, "the run folder"), hint="-o names the run folder") from None
     (out_dir / "config.toml").write_text(to_toml(cfg))
     torch.manual_seed(t.seed)
     net = EstimatorNet(t.width)

@@ -39,7 +39,7 @@ from esrcli.atomic import folder_lock, remove_stale_parts
 from esrcli.config import to_toml
 from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
-from esrcli.errors import TrainingError
+from esrcli.errors import TrainingError, folder_failure
 from esrcli.losses import (
     discriminator_gan_loss,
     feature_matching_loss,
@@ -511,10 +511,8 @@ def make_run_folder(out_dir: Path) -> None:
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise TrainingError(f"{out_dir}: exists and is not a folder", hint="-o names the run folder") from None
     except OSError as exc:
-        raise TrainingError(f"{out_dir}: cannot create the run folder ({exc.strerror or exc})") from None
+        raise TrainingError(folder_failure(out_dir, exc, "the run folder"), hint="-o names the run folder") from None
 
 
 def _should_stop(deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device) -> bool:
