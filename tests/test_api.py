@@ -144,6 +144,31 @@ def test_bad_inputs_raise_image_error(up, tmp_path):
 
     with pytest.raises(ConfigError, match="outscale: must be a positive number, got '2'"):
         up.upscale(np.zeros((4, 4), np.uint8), outscale="2")
+    calls = []
+    hook = up.model.net_for(8).register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ImageError, match="the output would be 4000000x4000000 pixels, over the limit"):
+            up.upscale(np.zeros((4, 4), np.uint8), outscale=1e6)
+        assert calls == []  # refused before the network ran
+        up.upscale(np.zeros((4, 4), np.uint8))
+        assert calls  # control: the hook sees a pass
+    finally:
+        hook.remove()
+
+
+def test_sharpness_blends_the_embedded_pair():
+    from esrcli import Upscaler
+    from esrcli.errors import ConfigError
+
+    x = _rng(20, 24, 3, seed=3)
+    ends = [Upscaler(name, precision="fp32", tile=0).upscale(x).astype(np.float64) for name in ("esr-general-x4-net", "esr-general-x4")]
+    half = Upscaler("esr-general-x4", precision="fp32", tile=0, sharpness=0.5).upscale(x).astype(np.float64)
+    assert np.abs(ends[0] - ends[1]).mean() > 1  # the two stages differ
+    assert np.abs(half - ends[0]).mean() < np.abs(ends[1] - ends[0]).mean() > np.abs(half - ends[1]).mean()
+    with pytest.raises(ConfigError, match="sharpness: expected a number in"):
+        Upscaler("esr-general-x4", sharpness=2)
+    with pytest.raises(ConfigError, match="give one of them"):
+        Upscaler("esr-general-x4", sharpness=0.5, denoise=0.5)
 
 
 def test_one_upscaler_from_several_threads(up):

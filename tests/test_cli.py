@@ -27,3 +27,32 @@ def test_help_and_version_do_not_load_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_sigterm_is_handled_like_ctrl_c():
+    """``kill`` (SIGTERM) of the console script unwinds like Ctrl-C: clean-up code in
+    ``finally`` blocks runs (a video's ``.part`` removed), "interrupted", exit 130."""
+    import signal
+
+    code = (
+        "import sys, time\n"
+        "from esrcli.cli.app import app, main\n"
+        "@app.command('wait-here')\n"
+        "def wait_here():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        print('cleaned up', flush=True)\n"
+        "sys.argv = ['esr', 'wait-here']\n"
+        "main()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "cleaned up" in out and "interrupted" in err and "Traceback" not in err

@@ -253,3 +253,26 @@ def test_auto_precision_holds_on_real_photo_crops(monkeypatch, shared, name):
             out = torch.func.functional_call(net, low_params, (x.to(prec.dtype),)).float()
         mse = float(((out.clamp(0, 1) - ref.clamp(0, 1)) ** 2).mean())
         assert mse == 0 or 10 * np.log10(1 / mse) >= device_mod.BF16_MIN_PSNR, (name, file, prec.name)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("ext", "gif", "ext: expected one of"),
+        ("quality", 0, "quality: expected an integer 1..100, got 0"),
+        ("quality", 95.5, "quality: expected an integer"),
+        ("jobs", -1, "jobs: expected an integer >= 0"),
+        ("jobs", "2", "jobs: expected an integer"),
+        ("memory_share", 0.0, "memory_share: expected a number in (0, 1]"),
+        ("memory_share", 1.5, "memory_share"),
+        ("overwrite", "yes", "overwrite: expected true or false"),
+        ("upscale", {"tile": 0}, "upscale: expected UpscaleOptions, got dict"),
+    ],
+)
+def test_batch_options_name_the_bad_field(field, value, message):
+    from esrcli.infer import BatchOptions
+
+    with pytest.raises(ConfigError) as exc:
+        BatchOptions(**{field: value})
+    assert message in str(exc.value)
+    BatchOptions(quality=1, jobs=3, memory_share=1, overwrite=True)  # the edges are fine

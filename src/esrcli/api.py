@@ -156,6 +156,10 @@ class Upscaler:
         tile_overlap: overlap of neighbouring tiles in input pixels (feathered); ``None`` =
             32, or half the tile when that is less (as ``esr upscale``).
         alpha: ``"network"`` (alpha upscaled through the network as gray) or ``"bicubic"``.
+        sharpness: ``None`` for the model as stored; else ``0..1`` (as ``esr upscale
+            --sharpness S``): an embedded model blended with its partner of the other
+            training stage, ``(1 - S) * PSNR stage + S * GAN stage`` (ESRGAN network
+            interpolation, once at load).
         denoise: ``None`` for the model as stored; a strength in ``[0, 1]`` (as
             ``esr upscale --denoise S``: ``S * model + (1 - S) * weak-denoise partner``);
             ``"auto"`` for a strength per image from :func:`esrcli.estimate.estimate`; or a
@@ -164,10 +168,11 @@ class Upscaler:
 
     Raises:
         WeightsError: no such model, an unreadable file or not an image generator;
-            ``denoise`` for a model without a weak-denoise partner.
+            ``denoise`` for a model without a weak-denoise partner; ``sharpness`` for a
+            model without a sharpness partner.
         ConfigError: an unknown device or precision, a tile below 32, a tile overlap over
             half the tile, ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"``
-            nor a callable.
+            nor a callable; ``sharpness`` not a number in ``[0, 1]``, or given with ``denoise``.
 
     Thread safety: one instance may be used from several threads at once. The calls share
     the loaded network (read only) and each holds its own activations, so memory grows with
@@ -193,8 +198,15 @@ class Upscaler:
         tile: int | None = None,
         tile_overlap: int | None = None,
         alpha: str = "network",
+        sharpness: float | None = None,
         denoise: float | str | Callable[[np.ndarray], float] | None = None,
     ) -> None:
+        if sharpness is not None:
+            if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not 0.0 <= float(sharpness) <= 1.0:
+                raise ConfigError(f"sharpness: expected a number in [0, 1], got {sharpness!r}")
+            if denoise is not None:
+                raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")
+            sharpness = float(sharpness)
         tile = DEFAULT_TILE if tile is None else tile
         if 0 < tile < MIN_TILE:
             raise ConfigError(f"tile: must be 0 (whole image) or at least {MIN_TILE}, got {tile} (a smaller tile shows its seams)")
@@ -202,7 +214,7 @@ class Upscaler:
             tile_overlap = min(DEFAULT_TILE_OVERLAP, tile // 2) if tile else DEFAULT_TILE_OVERLAP
         self.options = UpscaleOptions(tile=tile, tile_overlap=tile_overlap, alpha=alpha)
         fixed, self._strength = _denoise_mode(denoise)
-        self.model = load_upscale_model(ModelSpec(model, device, precision, denoise=fixed))
+        self.model = load_upscale_model(ModelSpec(model, device, precision, sharpness=sharpness, denoise=fixed))
         if self._strength is not None:
             self.model.check_denoise()
 
@@ -247,6 +259,8 @@ class Upscaler:
             ImageError: an unreadable file, an unsupported array shape or dtype, NaN values,
                 float values outside ``[-0.1, 1.1]``, a mode ``I`` image outside 0..65535.
             ConfigError: ``outscale`` not a finite number > 0.
+            ImageError: the output would have more than 178,956,970 pixels (Pillow's limit
+                for a readable image), raised before the network runs.
         """
         img, kind = _to_image(image)
         options = dataclasses.replace(self.options, outscale=outscale) if outscale is not None else self.options

@@ -1,12 +1,16 @@
 """The root ``esr`` command: joins one module per sub-command and maps errors to exit codes.
 
 Exit codes: 0 success, 1 an :class:`~esrcli.errors.EsrError` (one line on stderr, plus a
-hint line when there is one) or a batch with failures, 2 a usage error, 130 Ctrl-C.
+hint line when there is one) or a batch with failures, 2 a usage error, 130 Ctrl-C or
+SIGTERM (``kill``, a job scheduler's stop: handled like Ctrl-C, so unfinished outputs such as a
+video's ``.part`` file are removed and the one-line "interrupted" is printed).
 ``--verbose`` (anywhere on the command line) shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Optional
 
@@ -53,8 +57,31 @@ def _register() -> None:
 _register()
 
 
+def _sigterm_as_interrupt() -> None:
+    """Turn SIGTERM in this process into ``KeyboardInterrupt`` (the clean-up paths of Ctrl-C).
+
+    Child processes that inherit the handler (loader workers) keep SIGTERM's default: they
+    exit at once, as before.
+    """
+    pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``esr`` with ``argv`` (default ``sys.argv[1:]``) and return/exit with its exit code."""
+    if argv is None:  # the console script, not a caller that owns the process
+        _sigterm_as_interrupt()
     args = sys.argv[1:] if argv is None else list(argv)
     verbose = "--verbose" in args or "-v" in args
     console.state.verbose = verbose

@@ -103,7 +103,9 @@ class BatchOptions:
             the model as loaded. Videos ignore it (a warning says so).
 
     Raises:
-        ConfigError: an unknown ``ext``.
+        ConfigError: an unknown ``ext``; ``quality`` not an integer 1..100; ``jobs`` not an
+            integer >= 0; ``memory_share`` not in ``(0, 1]``; ``overwrite`` not a bool;
+            ``upscale`` / ``video`` of the wrong type (the message names the field).
     """
 
     upscale: UpscaleOptions = UpscaleOptions(tile=DEFAULT_TILE)
@@ -118,6 +120,19 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.ext not in OUTPUT_EXTENSIONS:
             raise ConfigError(f"ext: expected one of {', '.join(OUTPUT_EXTENSIONS)}, got {self.ext!r}")
+        if not isinstance(self.upscale, UpscaleOptions):
+            raise ConfigError(f"upscale: expected UpscaleOptions, got {type(self.upscale).__name__}")
+        if not isinstance(self.video, VideoOptions):
+            raise ConfigError(f"video: expected VideoOptions, got {type(self.video).__name__}")
+        if not isinstance(self.overwrite, bool):
+            raise ConfigError(f"overwrite: expected true or false, got {self.overwrite!r}")
+        if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
+            raise ConfigError(f"quality: expected an integer 1..100, got {self.quality!r}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
+            raise ConfigError(f"jobs: expected an integer >= 0 (0: automatic), got {self.jobs!r}")
+        share = self.memory_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise ConfigError(f"memory_share: expected a number in (0, 1], got {share!r}")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from esrcli.data.imageio import Image, to_tensor
-from esrcli.errors import ConfigError, WeightsError
+from esrcli.data.imageio import MAX_PIXELS, Image, to_tensor
+from esrcli.errors import ConfigError, ImageError, WeightsError
 from esrcli.infer.plan import DEFAULT_TILE_OVERLAP
 from esrcli.infer.tiled import Notify, tiled_forward
 
@@ -298,10 +298,14 @@ def upscale_image(
         WeightsError: a network whose channels are neither 1 nor 3 in and out, or an output
             with NaN values (broken weights, or an overflow in half precision).
         MemoryError: the output (or OpenCV's resize to ``outscale``) does not fit in memory.
+        ImageError: the output would have more than :data:`esrcli.data.imageio.MAX_PIXELS`
+            pixels (checked before the network runs).
     """
     scale = int(getattr(info, "scale", 4))
     h, w = image.size
     size = output_size(h, w, scale, options.outscale)
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageError(f"the output would be {size[1]}x{size[0]} pixels, over the limit of {MAX_PIXELS:,}", "ask for a smaller outscale")
 
     cin, _ = _check_channels(net, info)
     mod = model_multiple(info)
