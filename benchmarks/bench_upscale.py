@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from esrcli.archs import RRDBNet, SRVGGNetCompact
+from esrcli.errors import EsrError
 from esrcli.infer import prepare_model, select_device, select_precision, tiled_forward
 from esrcli.infer.workers import WorkerPool, default_jobs
 
@@ -248,7 +249,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=6, help="images per measurement, rounded up to whole groups of --jobs (default 6)")
     ap.add_argument("--jobs", type=int, default=0, help="images at once on esr's path (default 0: as esr upscale, 2 on a CPU with 2+ threads)")
     ap.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto; a GPU must be present")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--models", default="rrdb,compact", help="comma list of rrdb, compact (empty: none)")
     ap.add_argument("--skip-fp32", action="store_true", help="skip the plain fp32 NCHW baseline")
@@ -258,7 +259,13 @@ def main() -> None:
     ap.add_argument("--rss", action="store_true", help="also measure peak memory of esr upscale (slow)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    try:
+        device = select_device(args.device)
+    except EsrError as exc:  # e.g. --device cuda on a machine without a CUDA GPU
+        sys.exit(f"bench_upscale: --device {args.device}: {str(exc).removeprefix('device: ')} (use --device cpu)")
+    unknown = [k.strip() for k in filter(None, args.models.split(",")) if k.strip() not in ("rrdb", "compact")]
+    if unknown:
+        ap.error(f"--models: unknown model(s) {', '.join(unknown)}; choose from rrdb, compact")
     jobs = args.jobs or default_jobs(device)
     tiles = [int(t) for t in filter(None, args.tiles.split(","))]
     photo = tuple(int(v) for v in args.photo.lower().split("x"))

@@ -12,8 +12,12 @@ stream through).
 
 Usage::
 
-    python benchmarks/bench_video.py [--model esr-general-x4] [--size 320x240] [--frames 24]
+    python benchmarks/bench_video.py [--model esr-general-x4-net] [--size 320x240] [--frames 24]
         [--rounds 3] [--threads 2] [--device cpu] [--precision auto]
+
+The figures in docs/upscale.md were measured with ``--model esr-general-x4-net`` (without
+``--model`` the default model runs, ``realesrgan-x4plus``, far slower). ``--device cuda`` without a CUDA GPU, or an unknown
+``--model``, is a one-line error.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +35,7 @@ import cv2
 import numpy as np
 import torch
 
+from esrcli.errors import EsrError
 from esrcli.infer import ModelSpec, UpscaleOptions, VideoOptions, load_upscale_model, upscale_frames, upscale_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,13 +78,22 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto; a GPU must be present")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--tile", type=int, default=512)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    model = load_upscale_model(ModelSpec(args.model, args.device, args.precision))
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        ap.error(f"--size takes WxH in pixels, e.g. 320x240, got {args.size!r}")
+    try:
+        model = load_upscale_model(ModelSpec(args.model, args.device, args.precision))
+    except EsrError as exc:  # e.g. --device cuda on a machine without a CUDA GPU, an unknown --model
+        msg = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        if msg.startswith("device: "):
+            msg = f"--device {args.device}: {msg.removeprefix('device: ')} (use --device cpu)"
+        sys.exit(f"bench_video: {msg}")
     options = UpscaleOptions(tile=args.tile, tile_overlap=32)
     print(f"torch {torch.__version__}, PyAV {av.__version__}, {args.threads} thread(s); model {model.name} "
           f"({model.info.arch} x{model.info.scale}) on {model.device} in {model.precision.name}; "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -34,10 +35,15 @@ def load(path: str) -> tuple[np.ndarray, list[tuple[str, float, float | None]], 
     """``(strengths, inputs, psnr)``: the common strength grid, (image, sigma, quality) per
     input and PSNR ``(inputs, strengths)`` (inputs lacking a grid strength are dropped)."""
     rows: dict[tuple[str, float, float | None], dict[float, float]] = defaultdict(dict)
-    for r in csv.DictReader(open(path)):
-        q = float(r["quality"]) if r["quality"] else None
-        rows[r["image"], float(r["sigma"]), q][float(r["strength"])] = float(r["psnr_y"])
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            q = float(r["quality"]) if r["quality"] else None
+            rows[r["image"], float(r["sigma"]), q][float(r["strength"])] = float(r["psnr_y"])
+    if not rows:
+        raise ValueError("no rows")
     common = sorted(set.intersection(*(set(v) for v in rows.values())))
+    if len(common) < 2:
+        raise ValueError("fewer than two denoise strengths shared by every input")
     keys = sorted(rows, key=lambda k: (k[0], k[1], k[2] or 0))
     table = np.array([[rows[k][s] for s in common] for k in keys])
     return np.array(common), keys, table
@@ -69,7 +75,16 @@ def main() -> None:
     ap.add_argument("table")
     ap.add_argument("--fit", choices=("set5", "set14", "all"), default="all")
     args = ap.parse_args()
-    grid, keys, table = load(args.table)
+    try:
+        grid, keys, table = load(args.table)
+    except OSError as exc:
+        sys.exit(f"fit_denoise_strength: {args.table}: cannot read ({exc.strerror}); "
+                 "make the table with benchmarks/bench_denoise_auto.py --table")
+    except KeyError as exc:
+        sys.exit(f"fit_denoise_strength: {args.table}: no column {exc} (needs image, sigma, quality, strength, psnr_y "
+                 "as bench_denoise_auto.py --table writes)")
+    except ValueError as exc:
+        sys.exit(f"fit_denoise_strength: {args.table}: not a bench_denoise_auto.py --table CSV ({exc})")
     fine = on_steps(grid, table)
     sigma = np.array([k[1] for k in keys])
     quality = np.array([np.nan if k[2] is None else k[2] for k in keys])

@@ -18,6 +18,10 @@ stronger grid), and the cosine between each group's descent direction's phase pa
 output's own grid (high-pass as ``compare_models.checkerboard``: minus a Gaussian blur, sigma 2
 px). Figures in docs/training.md ("The recipe on 2 CPU cores").
 
+The VGG19 perceptual term is not among the terms reported (nor the texture term), so the VGG19
+network is not built: the script runs without its ImageNet weights whatever the run's
+``loss.perceptual_weight``.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/gan_phase_gradients.py RUN_DIR [--batch 32] [--seed 0]
@@ -26,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from torch import Tensor
 from esrcli.config.loader import load_toml
 from esrcli.config.train import TrainGanConfig
 from esrcli.data.dataset import HRCropDataset, scan_images
+from esrcli.errors import EsrError
 from esrcli.losses import feature_matching_loss, generator_gan_loss, phase_loss, pixel_loss
 from esrcli.losses.pixel import phase_means as pixel_phase_means
 from esrcli.ops.filters import gaussian_blur
@@ -71,13 +77,23 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not args.run.is_dir():
+        sys.exit(f"gan_phase_gradients: {args.run}: no such run folder (pass a train-gan run folder)")
     ck = latest_checkpoint(args.run)
     if ck is None:
-        sys.exit(f"{args.run}: no checkpoint")
-    cfg = load_toml(TrainGanConfig, args.run / "config.toml")
-    state = read_checkpoint(ck)
+        sys.exit(f"gan_phase_gradients: {args.run}: no checkpoint (pass a train-gan run folder with checkpoints/)")
+    try:
+        cfg = load_toml(TrainGanConfig, args.run / "config.toml")
+        state = read_checkpoint(ck)
+    except EsrError as exc:
+        sys.exit(f"gan_phase_gradients: {exc}")
+    if state.get("net_d") is None:
+        sys.exit(f"gan_phase_gradients: {ck}: no discriminator in this checkpoint (pass a train-gan run, not a train-net one)")
     torch.manual_seed(args.seed)
-    nets = loop._build_nets(cfg, torch.device("cpu"), lambda s: None, resuming=True)
+    # No perceptual term below: perceptual_weight 0 keeps _build_nets from building VGG19 (and
+    # from needing its ImageNet weights); nothing else depends on it.
+    nets_cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, perceptual_weight=0.0))
+    nets = loop._build_nets(nets_cfg, torch.device("cpu"), lambda s: None, resuming=True)
     nets.net_g.load_state_dict(state["net_g"])
     nets.net_d.load_state_dict(state["net_d"])
     d = cfg.data

@@ -3,7 +3,13 @@
 Called by ``benchmarks/gpu_check.sh`` (which also runs the CUDA tests and a ``torchrun``
 training with kill + resume); runs alone too::
 
-    PYTHONPATH=src python3 benchmarks/gpu_check.py --out gpu-out [--data DIR] [--quick]
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --out gpu-out [--data DIR] [--sections LIST]
+
+Without a CUDA GPU it stops at once with a one-line message. ``--dry-run`` checks the script
+itself on the CPU in seconds: tiny sizes (``--side`` 64 unless given, 144x96 for ``match``,
+16 -> 64 training patches, batch 2), one timed repetition, only the compact model in ``match``
+and ``upscale`` (RRDBNet in fp16 on a CPU takes minutes), no ``env`` section; its figures mean
+nothing.
 
 Sections (each in its own ``try``: a failure is recorded and the next section runs):
 
@@ -87,7 +93,12 @@ def empty_cache() -> None:
 
 
 def cuda_time(fn: Callable[[], Any], warmup: int = 2, reps: int = 5) -> float:
-    """Median seconds of ``fn`` (GPU work synchronised), after ``warmup`` calls."""
+    """Median seconds of ``fn`` (GPU work synchronised), after ``warmup`` calls.
+
+    With ``--dry-run`` (``DEV`` is ``"cpu"``) one warm-up and one timed call: the script's own
+    check, not a measurement."""
+    if DEV != "cuda":
+        warmup, reps = min(warmup, 1), 1
     for _ in range(warmup):
         fn()
     sync()
@@ -221,7 +232,7 @@ def section_env() -> dict[str, Any]:
 
 def section_match(models: dict[str, tuple[nn.Module, str]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    x = photo_input(288, 192)
+    x = photo_input(288, 192) if DEV == "cuda" else photo_input(144, 96)  # still two tiles, blended
     for name, (net, src) in models.items():
         with torch.inference_mode():  # same tiling on both sides: only the device differs
             ref = tiled_forward(net.eval(), x, 4, tile=96, tile_overlap=24)
@@ -297,7 +308,7 @@ def _train_cfg(arch: str, batch: int):
     return from_dict(TrainNetConfig, {"model": model, "train": {"batch_size": batch, "precision": "bf16", "device": DEV}})
 
 
-def section_train(batches: tuple[int, ...]) -> dict[str, Any]:
+def section_train(batches: tuple[int, ...], lq_side: int = 64) -> dict[str, Any]:
     from esrcli.train import build
     from esrcli.train.ema import ema_update, make_ema
     from esrcli.train.loop import Nets, Optim, train_step_net
@@ -308,8 +319,8 @@ def section_train(batches: tuple[int, ...]) -> dict[str, Any]:
         rows: dict[str, Any] = {}
         for batch in batches:
             cfg = _train_cfg(arch, batch)
-            lq = torch.rand(batch, 3, 64, 64, device=dev)
-            gt = torch.rand(batch, 3, 256, 256, device=dev)
+            lq = torch.rand(batch, 3, lq_side, lq_side, device=dev)
+            gt = torch.rand(batch, 3, 4 * lq_side, 4 * lq_side, device=dev)
             # plain: fp32 NCHW, stock modules (PReLU from torch), Adam with defaults, PyTorch defaults
             torch.manual_seed(0)
             plain = build.build_net_g(cfg.model, 0)
@@ -485,16 +496,25 @@ def main() -> None:
     ap.add_argument("--out", default="gpu-out")
     ap.add_argument("--data", default="", help="folder of HR images for the train-net loop section")
     ap.add_argument("--x4plus", default="", help="RealESRGAN_x4plus file when esr has none embedded")
-    ap.add_argument("--side", type=int, default=1024, help="upscale input side (default 1024)")
+    ap.add_argument("--side", type=int, default=None, help="upscale input side (default 1024; 64 with --dry-run)")
     ap.add_argument("--sections", default="env,match,upscale,train,degrade,loop")
     ap.add_argument("--loop-iters", type=int, default=40)
-    ap.add_argument("--dry-run", action="store_true", help="check this script on the CPU (tiny sizes, no env section)")
+    ap.add_argument("--dry-run", action="store_true", help="check this script on the CPU (tiny sizes, no env section; seconds)")
     args = ap.parse_args()
+    if args.side is None:
+        args.side = 64 if args.dry_run else 1024
+    if args.side < 16:
+        ap.error("--side must be at least 16")
+    unknown = set(args.sections.split(",")) - {"env", "match", "upscale", "train", "degrade", "loop"}
+    if unknown:
+        ap.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from env,match,upscale,train,degrade,loop")
+    if args.data and not Path(args.data).is_dir():
+        ap.error(f"--data {args.data}: no such folder (a folder of HR images for the loop section)")
     global DEV
     if args.dry_run:
         DEV = "cpu"
     elif not torch.cuda.is_available():
-        sys.exit("gpu_check: torch sees no CUDA GPU")
+        sys.exit("gpu_check: torch sees no CUDA GPU; run it on a GPU machine, or pass --dry-run to check the script on the CPU")
     torch.backends.cudnn.benchmark = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -521,10 +541,11 @@ def main() -> None:
     if DEV == "cuda":
         run("env", section_env)
     peak = RESULTS["sections"].get("env", {}).get("matmul_fp16_tflops") or DATASHEET_FP16_DENSE
-    run("match", lambda: section_match(models))
-    run("upscale", lambda: section_upscale(models, args.side, peak))
     small = DEV != "cuda"
-    run("train", lambda: section_train((2,) if small else (16, 48)))
+    fwd_models = {"compact": models["compact"]} if small else models  # dry run: RRDBNet fp16 on a CPU is slow
+    run("match", lambda: section_match(fwd_models))
+    run("upscale", lambda: section_upscale(fwd_models, args.side, peak))
+    run("train", lambda: section_train((2,) if small else (16, 48), 16 if small else 64))
     run("degrade", lambda: section_degrade(2 if small else 48))
     if args.data:
         run("loop", lambda: section_loop(Path(args.data), args.loop_iters, 2 if small else 48))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# esr on one CUDA GPU in one prepared run (at most ~8 minutes, no network, installs nothing):
+# esr on one CUDA GPU in one prepared run (about 4 minutes on an H200; each step has a time
+# limit, 240 + 300 + 270 s, so at most about 14 minutes; no network, installs nothing):
 #   1. the CUDA tests (pytest -m cuda),
 #   2. benchmarks/gpu_check.py: CUDA vs CPU outputs, upscale / training / degradation speed
 #      against plain PyTorch in the same run, the train-net loop on the GPU,
@@ -9,14 +10,22 @@
 #   OUT        results folder (default $OUT or gpu-out): gpu_check.json, gpu_check.md, logs
 #   HR_FOLDER  a few HR training images (>= 400 px) for the training loop and torchrun parts
 #   X4PLUS     RealESRGAN_x4plus weights if esr has none embedded
+# gpu-out/ is in .gitignore. Without a CUDA GPU it says so and exits (code 2) without running
+# or writing anything; `python benchmarks/gpu_check.py --dry-run` checks the Python part on a CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu-out}}
 DATA=${2:-.gpu/data}
 X4PLUS=${3:-}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)" 2>/dev/null; then
+  echo "gpu_check.sh: no CUDA GPU here (torch.cuda.is_available() is false, or $PY cannot import torch): nothing run." >&2
+  echo "  On a CUDA machine it runs the CUDA tests, benchmarks/gpu_check.py and a torchrun kill + resume, writing to $OUT_DIR/." >&2
+  echo "  To check the Python part on this CPU: PYTHONPATH=src $PY benchmarks/gpu_check.py --dry-run --out /tmp/gpu-dry" >&2
+  exit 2
+fi
+mkdir -p "$OUT_DIR"
 status=0
 start=$(date +%s)
 stamp() { echo "[gpu_check +$(( $(date +%s) - start ))s] $*"; }
@@ -41,8 +50,8 @@ timeout 300 $PY benchmarks/gpu_check.py "${args[@]}" 2>&1 | tee "$OUT_DIR/gpu_ch
 [ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; stamp "gpu_check.py FAILED"; }
 fi
 
-stamp "3. torchrun train-net (NCCL), kill after the first checkpoint, resume"
 if [[ $STEPS == *torchrun* ]] && [ -d "$DATA" ]; then
+  stamp "3. torchrun train-net (NCCL), kill after the first checkpoint, resume"
   RUN=$(mktemp -d)
   cat > "$RUN/ddp.toml" <<EOF
 [model]
@@ -85,7 +94,11 @@ EOF
   fi
   rm -rf "$RUN"
 else
-  stamp "torchrun part skipped (STEPS=$STEPS, HR folder $DATA)"
+  if [[ $STEPS != *torchrun* ]]; then
+    stamp "3. skipped (STEPS=$STEPS)"
+  else
+    stamp "3. skipped: no HR folder at $DATA (pass one as the second argument)"
+  fi
 fi
 
 stamp "done (status $status)"

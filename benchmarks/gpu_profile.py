@@ -2,16 +2,21 @@
 
 Follow-up of ``gpu_check.py`` (which measures; this one explains)::
 
-    PYTHONPATH=src python3 benchmarks/gpu_profile.py
+    PYTHONPATH=src python3 benchmarks/gpu_profile.py [--side 1024] [--reps 5]
 
-Times (median of 5, CUDA events, 1024x1024 input on the GPU, no host copies unless said):
-NCHW vs channels_last, fp16; RRDBNet's tail whole vs in row strips; ``tiled_forward``
-whole-image from a CPU tensor (copies included); a SRVGGNetCompact training step with esr's
-PReLU vs torch's; the EMA update alone. Then the top CUDA kernels of each forward.
+Needs a CUDA GPU: on a machine without one it exits at once with a one-line message (code 2);
+``gpu_check.py --dry-run`` is the check that runs on a CPU.
+
+Times (median of ``--reps``, default 5; CUDA events; a ``--side`` x ``--side`` input, default
+1024, on the GPU; no host copies unless said): NCHW vs channels_last, fp16; RRDBNet's tail
+whole vs in row strips; ``tiled_forward`` whole-image from a CPU tensor (copies included); a
+SRVGGNetCompact training step with esr's PReLU vs torch's; the EMA update alone. Then the top
+CUDA kernels of each forward.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 from pathlib import Path
@@ -29,9 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import cuda_time  # noqa: E402
 
 
-def t(fn, reps: int = 5, warmup: int = 2) -> float:
-    """Median milliseconds of ``fn`` on the GPU (CUDA events)."""
-    return 1000 * cuda_time(fn, warmup=warmup, reps=reps)
+REPS = 5  # --reps
+
+
+def t(fn, warmup: int = 2) -> float:
+    """Median milliseconds of ``fn`` over ``REPS`` runs on the GPU (CUDA events)."""
+    return 1000 * cuda_time(fn, warmup=warmup, reps=REPS)
 
 
 def top_kernels(fn, n: int = 12) -> str:
@@ -46,9 +54,22 @@ def top_kernels(fn, n: int = 12) -> str:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--side", type=int, default=1024, help="input side in pixels (default 1024)")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions, the median is printed (default 5)")
+    args = ap.parse_args()
+    if args.side < 16 or args.reps < 1:
+        ap.error("--side must be >= 16 and --reps >= 1")
+    if not torch.cuda.is_available():
+        print("gpu_profile: needs a CUDA GPU (torch sees none here); run it on a GPU machine, "
+              "or benchmarks/gpu_check.py --dry-run to check the scripts on a CPU", file=sys.stderr)
+        sys.exit(2)
+    global REPS
+    REPS = args.reps
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
-    x_cpu = torch.rand(1, 3, 1024, 1024)
+    side = args.side
+    x_cpu = torch.rand(1, 3, side, side)
     x16 = x_cpu.to(dev, torch.float16)
     x16cl = x16.contiguous(memory_format=torch.channels_last)
     torch.manual_seed(0)
@@ -70,7 +91,7 @@ def main() -> None:
                 r["nchw_fp16_no_strips"] = t(lambda: nchw(x16))
             r["tiled_whole_from_cpu"] = t(lambda: tiled_forward(cl, x_cpu, 4, 0))
             r["tiled_512_from_cpu"] = t(lambda: tiled_forward(cl, x_cpu, 4, 512, 32))
-            r["d2h_output_fp32"] = t(lambda: torch.empty(1, 3, 4096, 4096, device=dev).cpu())
+            r["d2h_output_fp32"] = t(lambda: torch.empty(1, 3, 4 * side, 4 * side, device=dev).cpu())
         print(name, {k: round(v, 2) for k, v in r.items()}, "ms", flush=True)
         with torch.inference_mode():
             print(top_kernels(lambda: cl(x16cl)), flush=True)

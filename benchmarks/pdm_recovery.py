@@ -19,7 +19,8 @@ Usage::
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pdm_recovery.py --time 1200 \\
         --out /tmp/pdm_bench [--sigma 2.0 1.2 --theta 120 --noise 5] [--set train.lr=1e-3]
 
-Prints one JSON object (also written to ``OUT/result.json``).
+Prints one JSON object, also written to ``OUT/RUN/result.json`` (``RUN`` is ``--run``, default
+``run``: the run folder, beside its ``pdm.safetensors``), so runs sharing an ``--out`` keep their own.
 """
 
 from __future__ import annotations

@@ -11,6 +11,14 @@ LR domain, made with the known kernel and noise).
 With ``--joint RUN`` it also scores the ``net_g_ema.safetensors`` of a ``train-pdm`` run with
 an ``[sr]`` table (joint PDM-SR; ``benchmarks/pdm_recovery.py --set sr.model.num_feat=32 ...``).
 
+The two runs go to ``OUT/pdm`` and ``OUT/second-order`` (``--out``, default
+``/tmp/pdm_sr_compare``); the figures to ``OUT/result.json`` (``result_pdm.json`` etc. with
+``--only``). A run folder left by an earlier call with the same ``--out`` is not reused
+silently: the script stops with a one-line error before training anything. Pass ``--resume``
+to continue those runs for another ``--time`` seconds each (the scores then belong to the
+longer training), or choose another ``--out``. Missing ``--domain``/``--lr-dir``/``--pdm``
+paths are one-line errors too.
+
 Usage::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pdm_sr_compare.py --domain /tmp/pdm_bench/domain \\
@@ -33,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from esrcli.config.loader import from_dict  # noqa: E402
 from esrcli.config.train import TrainNetConfig  # noqa: E402
 from esrcli.data.imageio import read_image  # noqa: E402
+from esrcli.errors import EsrError  # noqa: E402
 from esrcli.metrics.psnr_ssim import psnr  # noqa: E402
 from esrcli.train.loop import train  # noqa: E402
 from esrcli.weights import load_model  # noqa: E402
@@ -67,7 +76,25 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--only", choices=["pdm", "second-order", "none"], default=None, help="train only one (none: score --joint only)")
     ap.add_argument("--joint", type=Path, default=None, help="a train-pdm run folder with [sr]: score its net_g_ema.safetensors")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the runs an earlier call left in --out (another --time seconds each) instead of stopping")
     args = ap.parse_args()
+
+    def fail(msg: str) -> None:
+        sys.exit(f"pdm_sr_compare: {msg}")
+
+    sources = [s for s in ("pdm", "second-order") if not args.only or s == args.only]
+    if not (args.domain / "hr").is_dir():
+        fail(f"--domain {args.domain}: no hr/ folder in it (pass the OUT/domain that benchmarks/pdm_recovery.py made)")
+    if not args.lr_dir.is_dir():
+        fail(f"--lr-dir {args.lr_dir}: no such folder (pass the OUT/domain/lr_* folder that benchmarks/pdm_recovery.py made)")
+    if "pdm" in sources and not args.pdm.is_file():
+        fail(f"--pdm {args.pdm}: no such file (pass the pdm.safetensors of a benchmarks/pdm_recovery.py run)")
+    if args.joint is not None and not (args.joint / "net_g_ema.safetensors").is_file():
+        fail(f"--joint {args.joint}: no net_g_ema.safetensors in it (pass a finished train-pdm run folder with [sr])")
+    earlier = [str(args.out / s) for s in sources if (args.out / s).is_dir() and any((args.out / s).iterdir())]
+    if earlier and not args.resume:
+        fail(f"{', '.join(earlier)}: an earlier run is there; pass --resume to continue it, or choose another --out")
     base = {
         "model": {"arch": "SRVGGNetCompact", "num_feat": 32, "num_conv": 8},
         "data": {"folders": [str(args.domain / "hr")], "gt_size": 128, "crop_size": 160, "num_workers": 0},
@@ -75,14 +102,19 @@ def main() -> None:
                   "precision": "fp32", "compile_kernels": False, "seed": 0, "lr": 5e-4, "ema_decay": 0.99, "device": "cpu"},
     }
     lr_files = sorted(args.lr_dir.iterdir())
-    pairs = [(DATA / f.name, f) for f in lr_files if f.name.startswith("photo_")][: args.pairs]
+    pairs = [(DATA / f.name, f) for f in lr_files if f.name.startswith("photo_") and (DATA / f.name).is_file()][: args.pairs]
+    if not pairs:
+        fail(f"--lr-dir {args.lr_dir}: no photo_* file with its HR original in {DATA}")
     result = {"time_per_model_s": args.time, "threads": torch.get_num_threads(), "pairs": len(pairs)}
-    for source in ("pdm", "second-order"):
-        if args.only and source != args.only:
-            continue
+    for folder in earlier:
+        print(f"pdm_sr_compare: --resume: continuing the earlier run in {folder} for another {args.time:g} s", file=sys.stderr)
+    for source in sources:
         deg = {"source": source, "pdm": str(args.pdm)} if source == "pdm" else {}
         cfg = from_dict(TrainNetConfig, {**base, "degrade": deg})
-        res = train(cfg, args.out / source, time_limit=args.time)
+        try:
+            res = train(cfg, args.out / source, time_limit=args.time)
+        except EsrError as exc:
+            fail(f"{exc}" + (f" ({exc.hint})" if exc.hint else ""))
         result[source] = {"iterations": res.iteration, "psnr_y": round(score(res.export, pairs, 4), 3)}
         print(json.dumps(result), file=sys.stderr)
     if args.joint is not None:

@@ -20,6 +20,10 @@ fi
 CONFIG=$1
 MINUTES=$2
 OUT=${3%/}
+if ! [[ $MINUTES =~ ^([0-9]+([.][0-9]*)?|[.][0-9]+)$ ]]; then
+    echo "train_slice: MINUTES must be a plain number of minutes (e.g. 7 or 2.5), got '$MINUTES'" >&2
+    exit 2
+fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 STAGE=${ESR_SLICE_STAGE:-train-gan}
@@ -41,14 +45,22 @@ from esrcli.errors import EsrError
 src, dst, stage = sys.argv[1:4]
 try:
     cfg = load_toml(TrainGanConfig if stage == "train-gan" else TrainNetConfig, src)
-    data = {key: int(os.environ[env]) for env, key in (("ESR_SLICE_CROP", "crop_size"), ("ESR_SLICE_GT", "gt_size"),
-            ("ESR_SLICE_WORKERS", "num_workers")) if os.environ.get(env)}
+    env_int = {}
+    for env in ("ESR_SLICE_CROP", "ESR_SLICE_GT", "ESR_SLICE_WORKERS", "ESR_SLICE_BATCH", "ESR_SLICE_POOL"):
+        if os.environ.get(env):
+            try:
+                env_int[env] = int(os.environ[env])
+            except ValueError:
+                sys.exit(f"train_slice: {env} must be a whole number, got {os.environ[env]!r}")
+    data = {key: env_int[env] for env, key in (("ESR_SLICE_CROP", "crop_size"), ("ESR_SLICE_GT", "gt_size"),
+            ("ESR_SLICE_WORKERS", "num_workers")) if env in env_int}
     cfg = replace_path(cfg, "data", dataclasses.replace(cfg.data, **data))  # together: crop_size >= gt_size
     for env, key in (("ESR_SLICE_BATCH", "train.batch_size"), ("ESR_SLICE_POOL", "train.pool_size")):
-        if os.environ.get(env):
-            cfg = replace_path(cfg, key, int(os.environ[env]))
+        if env in env_int:
+            cfg = replace_path(cfg, key, env_int[env])
 except (EsrError, ValueError) as exc:
-    sys.exit(f"train_slice: {src}: {exc}")
+    msg = str(exc)  # load_toml's messages start with the file already: do not name it twice
+    sys.exit(f"train_slice: {msg if msg.startswith(src) else f'{src}: {msg}'}")
 missing = [str(f) for f in cfg.data.folders if not f.is_dir()]
 if missing:
     sys.exit(f"train_slice: data folder missing: {', '.join(missing)} (run python scripts/pack_train_subset.py first)")
