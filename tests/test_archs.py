@@ -130,6 +130,23 @@ def test_srvgg_bad_act():
         SRVGGNetCompact(act_type="gelu")
 
 
+def test_srvgg_bilinear_residual():
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, scale=4, act_type="prelu", upsample="bilinear")
+    assert sorted(net.state_dict()) == sorted(SRVGGNetCompact(num_feat=8, num_conv=2, scale=4).state_dict())
+    for p in net.body[-1].parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.rand(1, 3, 6, 5)
+    smooth = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(net(x), smooth)
+    assert (smooth - F.interpolate(x, scale_factor=4, mode="nearest")).abs().max() > 0.05  # control
+    # CPU inference on channels_last (the fused nearest path elsewhere) keeps the bilinear residual.
+    low = net.eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(low(x.contiguous(memory_format=torch.channels_last)), smooth)
+    with pytest.raises(ValueError, match="upsample"):
+        SRVGGNetCompact(upsample="bicubic")
+
+
 def test_unet_discriminator_shapes_and_keys():
     d = UNetDiscriminatorSN(3, num_feat=8)
     assert d(torch.rand(2, 3, 32, 24)).shape == (2, 1, 32, 24)

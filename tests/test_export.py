@@ -25,9 +25,11 @@ def _rrdb(scale: int) -> tuple[RRDBNet, ModelInfo]:
     return net, ModelInfo("RRDBNet", p, scale)
 
 
-def _srvgg(scale: int, act: str) -> tuple[SRVGGNetCompact, ModelInfo]:
+def _srvgg(scale: int, act: str, upsample: str = "nearest") -> tuple[SRVGGNetCompact, ModelInfo]:
     torch.manual_seed(10 + scale)
     p = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, scale=scale, act_type=act)
+    if upsample != "nearest":
+        p["upsample"] = upsample
     net = SRVGGNetCompact(**p).eval()
     if act == "prelu":
         with torch.no_grad():  # distinct slopes, so a mix-up of PReLU weights shows
@@ -44,6 +46,7 @@ CASES = {
     "srvgg-x4-prelu": lambda: _srvgg(4, "prelu"),
     "srvgg-x3-leakyrelu": lambda: _srvgg(3, "leakyrelu"),
     "srvgg-x2-relu": lambda: _srvgg(2, "relu"),
+    "srvgg-x4-prelu-bilinear": lambda: _srvgg(4, "prelu", "bilinear"),
 }
 
 
@@ -67,7 +70,7 @@ def test_ncnn_round_trip_keeps_weights_within_fp16_rounding(case, tmp_path):
 def test_onnx_export_matches_pytorch_at_two_sizes_fp32_and_fp16(tmp_path):
     pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
     pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
-    for case in ("rrdb-x2", "srvgg-x4-prelu"):
+    for case in ("rrdb-x2", "srvgg-x4-prelu-bilinear", "srvgg-x4-prelu"):
         net, info = CASES[case]()
         path = export_onnx(net, info, tmp_path / f"{case}.onnx")
         checks = check_onnx(path, net)
@@ -83,7 +86,7 @@ def test_onnx_export_matches_pytorch_at_two_sizes_fp32_and_fp16(tmp_path):
 
 def test_ncnn_export_runs_in_ncnn_like_pytorch(tmp_path):
     pytest.importorskip("ncnn", reason="the export extra (ncnn) is not installed")
-    for case in ("rrdb-x4", "rrdb-x1", "srvgg-x3-leakyrelu"):
+    for case in ("rrdb-x4", "rrdb-x1", "srvgg-x3-leakyrelu", "srvgg-x4-prelu-bilinear"):
         net, info = CASES[case]()
         param, bin_ = export_ncnn(net, info, tmp_path, case)
         checks = check_ncnn(param, bin_, net, sizes=((48, 64),) if case != "rrdb-x1" else ((48, 64), (72, 40)))

@@ -460,6 +460,26 @@ def test_pretrained_checkpoint_gives_its_ema_weights(data, tmp_path):
     assert any(not torch.equal(state["net_g"][k], v) for k, v in state["net_g_ema"].items())
 
 
+def test_bilinear_fine_tune_of_nearest_weights(data, tmp_path):
+    """A nearest-residual model is a valid start for a bilinear-residual run (same keys): it
+    loads, the run says so, and the export records the bilinear residual."""
+    first = train(_cfg(data, train={"total_iter": 2, "checkpoint_interval": 2}), tmp_path / "near")
+    notes: list[str] = []
+    cfg = _cfg(data, model={"upsample": "bilinear", "pretrained": str(first.export)}, train={"total_iter": 2, "checkpoint_interval": 2})
+    res = train(cfg, tmp_path / "bil", on_message=notes.append)
+    assert any("trained on a nearest global residual; this run uses bilinear" in n for n in notes), notes
+    net, info = load_model(res.export)
+    assert info.params["upsample"] == "bilinear" and net.upsample == "bilinear"
+    # The checkpoint's stored config says what its weights cannot (also a LeakyReLU).
+    assert load_model(res.checkpoint)[1].params["upsample"] == "bilinear"
+    assert "upsample" not in load_model(first.checkpoint)[1].params
+    leaky = train(_cfg(data, model={"act_type": "leakyrelu"}, train={"total_iter": 2, "checkpoint_interval": 2}), tmp_path / "leaky")
+    assert load_model(leaky.checkpoint)[1].params["act_type"] == "leakyrelu"
+    other = _cfg(data, model={"num_feat": 4, "upsample": "bilinear", "pretrained": str(first.export)})
+    with pytest.raises(TrainingError, match="pretrained weights are SRVGGNetCompact"):  # other shapes still refused
+        train(other, tmp_path / "bad")
+
+
 def test_a_bad_validation_file_is_reported(data, tmp_path):
     import shutil
 

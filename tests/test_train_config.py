@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"train": {"pool_size": -1}}, "train.pool_size: must be >= 0"),
         ({"train": {"ema_decay": 1.0}}, "train.ema_decay: must be in [0, 1)"),
         ({"model": {"arch": "EDSR"}}, "model.arch: 'EDSR' is not one of"),
+        ({"model": {"upsample": "bicubic"}}, "model.upsample: 'bicubic' is not one of"),
         ({"data": {"gt_size": 64, "crop_size": 32}}, "data.crop_size: must be >= gt_size"),
         ({"data": {"gt_size": 66}}, "data.gt_size: must be a multiple of model.scale"),
         ({"degrade": {"first": {"blur_sigma": [3, 1]}}}, "degrade.first.blur_sigma"),
@@ -34,6 +35,15 @@ def test_errors_name_the_path(data, message):
     with pytest.raises(ConfigError) as exc:
         from_dict(TrainNetConfig, data)
     assert message in str(exc.value)
+
+
+def test_bilinear_residual_reaches_the_generator():
+    from esrcli.archs import build_generator
+
+    cfg = from_dict(TrainNetConfig, {"model": {"arch": "SRVGGNetCompact", "upsample": "bilinear"}})
+    params = cfg.model.generator_params()
+    assert params["upsample"] == "bilinear" and build_generator("SRVGGNetCompact", params).upsample == "bilinear"
+    assert "upsample" not in from_dict(TrainNetConfig, {"model": {"arch": "SRVGGNetCompact"}}).model.generator_params()
 
 
 def test_gan_only_tables():

@@ -24,6 +24,7 @@ from esrcli.weights import (
     read_model_info,
     save_model,
 )
+from esrcli.weights.io import read_pair
 
 
 @pytest.fixture(autouse=True)
@@ -168,6 +169,24 @@ def test_leakyrelu_from_metadata(tmp_path):
     assert load_model(path)[1].params["act_type"] == "leakyrelu"
     # Without metadata the shapes cannot tell relu from leakyrelu: relu is assumed.
     assert detect_arch(net.state_dict()).params["act_type"] == "relu"
+
+
+def test_bilinear_residual_from_metadata(tmp_path):
+    params = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=4, act_type="prelu", upsample="bilinear")
+    net = _net("SRVGGNetCompact", params)
+    path = tmp_path / "b.safetensors"
+    save_model(path, net, ModelInfo("SRVGGNetCompact", params, 4))
+    loaded, info = load_model(path)
+    assert info.params == params and loaded.upsample == "bilinear"
+    x = torch.rand(1, 3, 7, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    # The weights alone look like Real-ESRGAN's nearest-residual layout.
+    assert "upsample" not in detect_arch(net.state_dict()).params
+    nearest = tmp_path / "n.safetensors"
+    save_model(nearest, net.state_dict(), ModelInfo("SRVGGNetCompact", {k: v for k, v in params.items() if k != "upsample"}, 4))
+    with pytest.raises(WeightsError, match="upsample bilinear vs nearest"):  # a blend of the two would be neither
+        read_pair(path, nearest)
 
 
 def test_official_realesrgan_layouts_detected():

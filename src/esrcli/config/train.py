@@ -82,6 +82,8 @@ class ModelConfig:
         num_grow_ch: growth channels (RRDBNet only).
         num_conv: hidden convolutions (SRVGGNetCompact only).
         act_type: activation of SRVGGNetCompact (``prelu``, ``relu``, ``leakyrelu``).
+        upsample: SRVGGNetCompact's global residual, ``nearest`` (Real-ESRGAN's) or
+            ``bilinear`` (esr's compact models; see :class:`esrcli.archs.SRVGGNetCompact`).
         pretrained: optional starting weights (``.pth`` or ``.safetensors``); for train-gan
             the train-net export (its EMA weights).
         predict_degradation: CSRGAN-style joint model: a small head (``net_p``) on the
@@ -99,6 +101,7 @@ class ModelConfig:
     num_grow_ch: int = 32
     num_conv: int = 32
     act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"
+    upsample: Literal["nearest", "bilinear"] = "nearest"
     pretrained: Path | None = None
     predict_degradation: bool = False
 
@@ -117,8 +120,11 @@ class ModelConfig:
         if self.arch == "RRDBNet":
             return {"num_in_ch": 3, "num_out_ch": 3, "scale": self.scale, "num_feat": self.num_feat,
                     "num_block": self.num_block, "num_grow_ch": self.num_grow_ch}
-        return {"num_in_ch": 3, "num_out_ch": 3, "num_feat": self.num_feat, "num_conv": self.num_conv,
-                "scale": self.scale, "act_type": self.act_type}
+        params: dict[str, int | str] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": self.num_feat, "num_conv": self.num_conv,
+                                        "scale": self.scale, "act_type": self.act_type}
+        if self.upsample != "nearest":  # as esrcli.weights.detect_arch gives it
+            params["upsample"] = self.upsample
+        return params
 
 
 @dataclass(frozen=True)

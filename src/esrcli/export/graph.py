@@ -50,7 +50,7 @@ class _PlainRRDBNet(nn.Module):
 
 
 class _PlainSRVGG(nn.Module):
-    """SRVGGNetCompact: conv/activation body, PixelShuffle, plus the nearest-upsampled input."""
+    """SRVGGNetCompact: conv/activation body, PixelShuffle, plus the nearest- or bilinear-upsampled input."""
 
     def __init__(self, net: SRVGGNetCompact) -> None:
         super().__init__()
@@ -69,6 +69,8 @@ class _PlainSRVGG(nn.Module):
             else:
                 out = F.relu(out)
         out = F.pixel_shuffle(n.body[-1](out), n.scale)
+        if n.upsample == "bilinear":
+            return out + F.interpolate(x, scale_factor=float(n.scale), mode="bilinear", align_corners=False)
         return out + F.interpolate(x, scale_factor=float(n.scale), mode="nearest")
 
 

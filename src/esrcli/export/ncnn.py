@@ -166,7 +166,8 @@ def _srvgg_graph(g: _Writer, net: SRVGGNetCompact) -> None:
     out = g.conv(f"body.{last}", layers[last], out)
     out = g.add("PixelShuffle", "upsampler", [out], f"0={net.scale}")
     s = float(net.scale)
-    base = g.add("Interp", "residual_up", [_INPUT], f"0=1 1={s:e} 2={s:e}")
+    mode = 2 if net.upsample == "bilinear" else 1  # ncnn Interp resize_type; align_corner 0 = half-pixel
+    base = g.add("Interp", "residual_up", [_INPUT], f"0={mode} 1={s:e} 2={s:e}")
     g.add("BinaryOp", "residual_add", [out, base], "0=0", output=_OUTPUT)
 
 
@@ -356,6 +357,7 @@ def import_ncnn(param: str | os.PathLike, bin_: str | os.PathLike) -> NcnnImport
     relu_after: dict[int, float] = {}
     storage: set[str] = set()
     shuffle = 0
+    residual_up = 1  # resize_type of the Interp on the input (SRVGGNetCompact's global residual)
     reorg_phase_first = 0  # Reorg 1=1: the stride of a phase-first pixel-unshuffle
     notes: list[str] = []
     for layer in layers:
@@ -387,6 +389,11 @@ def import_ncnn(param: str | os.PathLike, bin_: str | os.PathLike) -> NcnnImport
             relu_after[len(convs) - 1] = float(p.get(0, 0.0))
         elif layer.type == "PixelShuffle":
             shuffle = int(p.get(0, 1))
+        elif layer.type == "Interp" and any(b == _INPUT or b.startswith(f"{_INPUT}_splitncnn") for b in layer.inputs):
+            residual_up = int(p.get(0, 0))
+            if residual_up not in (1, 2) or int(p.get(6, 0)):
+                raise WeightsError(f"{param}: {layer.name}: the input is enlarged by Interp resize_type {residual_up}"
+                                   f"{' with align_corner' if int(p.get(6, 0)) else ''}: only nearest or half-pixel bilinear import")
         elif layer.type == "Interp" and shuffle and _OUTPUT in layer.outputs and _INPUT not in layer.inputs:
             notes.append(
                 f"the ncnn model resizes the result by {p.get(1, 1.0):g} at the end ({'bicubic' if p.get(0) == 3 else 'resize'}); "
@@ -434,8 +441,10 @@ def import_ncnn(param: str | os.PathLike, bin_: str | os.PathLike) -> NcnnImport
     meta = {"provenance": f"imported from ncnn {param.name}"}
     try:
         info = detect_arch(sd)
-        if info.arch == "SRVGGNetCompact" and act_type and info.params.get("act_type") != act_type:
-            params = {**info.params, "act_type": act_type}
+        if info.arch == "SRVGGNetCompact" and (act_type and info.params.get("act_type") != act_type or residual_up == 2):
+            params = {**info.params, "act_type": act_type or info.params["act_type"]}
+            if residual_up == 2:
+                params["upsample"] = "bilinear"
             check_state_dict(sd, info.arch, params)
             info = ModelInfo(info.arch, params, info.scale)
     except WeightsError as exc:

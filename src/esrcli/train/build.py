@@ -8,7 +8,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import Tensor, nn
@@ -124,8 +124,12 @@ def _resolve_pretrained(path: Path) -> Path:
     return path
 
 
-def load_pretrained(net_g: nn.Module, model: ModelConfig) -> Path | None:
+def load_pretrained(net_g: nn.Module, model: ModelConfig, notify: Callable[[str], None] | None = None) -> Path | None:
     """Load ``model.pretrained`` into ``net_g`` (EMA weights of official/esr files are preferred).
+
+    SRVGGNetCompact weights trained on another global residual (``upsample``, nearest vs
+    bilinear: same keys) load, as a deliberate fine-tune would need, and ``notify`` gets a
+    line saying so (the first outputs differ from the file's until the run adapts).
 
     Returns:
         The file actually read, or ``None`` when no pretrained file is configured.
@@ -142,7 +146,8 @@ def load_pretrained(net_g: nn.Module, model: ModelConfig) -> Path | None:
     except WeightsError as exc:
         raise TrainingError(f"model.pretrained: {exc}", exc.hint) from None
     want = model.generator_params()
-    mismatch = info.arch != model.arch or any(info.params.get(k) != v for k, v in want.items() if k in info.params)
+    residual = {k: v for k, v in want.items() if k != "upsample"}
+    mismatch = info.arch != model.arch or any(info.params.get(k) != v for k, v in residual.items() if k in info.params)
     if mismatch:
         raise TrainingError(
             f"{path}: pretrained weights are {info.arch}({params_text(info.params)}), "
@@ -152,6 +157,9 @@ def load_pretrained(net_g: nn.Module, model: ModelConfig) -> Path | None:
         net_g.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     except RuntimeError as exc:
         raise TrainingError(f"{path}: weights do not fit the generator ({str(exc).splitlines()[0]})") from None
+    had, has = str(info.params.get("upsample", "nearest")), str(want.get("upsample", "nearest"))
+    if model.arch == "SRVGGNetCompact" and had != has and notify is not None:
+        notify(f"note: {path.name} was trained on a {had} global residual; this run uses {has} (model.upsample)")
     return path
 
 

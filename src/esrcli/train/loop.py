@@ -452,7 +452,7 @@ def _build_nets(cfg: Config, device: torch.device, say: Callable[[str], None], r
     t = cfg.train
     net_g = build.build_net_g(cfg.model, t.seed)
     if not resuming:
-        src = build.load_pretrained(net_g, cfg.model)
+        src = build.load_pretrained(net_g, cfg.model, say)
         if src is not None:
             say(f"generator initialised from {src}")
         elif isinstance(cfg, TrainGanConfig):

@@ -101,7 +101,7 @@ def _detect_srvgg(sd: dict[str, Tensor], meta_params: dict[str, Any]) -> dict[st
         act_type = str(meta_params.get("act_type", "relu"))
         if act_type == "prelu":
             act_type = "relu"
-    return {
+    params: dict[str, Any] = {
         "num_in_ch": num_in_ch,
         "num_out_ch": num_out_ch,
         "num_feat": num_feat,
@@ -109,6 +109,10 @@ def _detect_srvgg(sd: dict[str, Tensor], meta_params: dict[str, Any]) -> dict[st
         "scale": scale,
         "act_type": act_type,
     }
+    upsample = str(meta_params.get("upsample", "nearest"))  # weightless: only the metadata says
+    if upsample != "nearest":
+        params["upsample"] = upsample
+    return params
 
 
 _DETECTORS: tuple[tuple[str, Callable[[dict[str, Tensor], dict[str, Any]], dict[str, Any] | None]], ...] = (
@@ -167,7 +171,8 @@ def detect_arch(state_dict: dict[str, Tensor], metadata: dict[str, str] | None =
     (``num_in_ch`` x 1, 4, 16 for x4, x2, x1), the SRVGGNetCompact scale from the last
     conv (``num_out_ch * scale**2``) and ``act_type="prelu"`` when PReLU weights exist.
     What shapes cannot tell (``relu`` vs ``leakyrelu``; ``num_in_ch`` when it differs from
-    ``num_out_ch``) comes from esr ``metadata`` when given, else the defaults.
+    ``num_out_ch``; SRVGGNetCompact's ``upsample``, given only when not ``nearest``) comes
+    from esr ``metadata`` when given, else the defaults.
 
     Args:
         state_dict: canonical keys (see :func:`esrcli.weights.canonical.canonicalize`).

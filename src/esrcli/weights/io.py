@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -114,8 +115,40 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             ) from None
         raise WeightsError(f"{path}: corrupt or truncated .pth file ({type(exc).__name__})") from None
     sd, notes = canonicalize(obj, str(path))
-    notes = {"source_format": "pth", **notes}
+    notes = {"source_format": "pth", **notes, **_training_config_params(obj)}
     return sd, notes
+
+
+#: Hyper-parameters that tensor shapes cannot tell (see :func:`esrcli.weights.detect_arch`).
+_SHAPELESS_PARAMS = ("act_type", "upsample", "num_in_ch")
+
+
+def _training_config_params(obj: Any) -> dict[str, str]:
+    """``arch`` / ``params`` metadata from an esr training checkpoint's stored config.
+
+    esr checkpoints (``format`` ``esr-train/...``) keep the run's TOML; its ``[model]`` table
+    says what the weights cannot: a LeakyReLU (not ReLU) or a bilinear residual. Only those
+    keys are passed on; shapes still decide the rest. Anything else gives ``{}``.
+    """
+    if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("esr-train") or not isinstance(obj.get("config"), str):
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python < 3.11 only
+        import tomli as tomllib
+    try:
+        model = tomllib.loads(obj["config"]).get("model")
+    except tomllib.TOMLDecodeError:
+        return {}
+    if not isinstance(model, dict) or not isinstance(model.get("arch"), str):
+        return {}
+    params = {k: model[k] for k in _SHAPELESS_PARAMS if isinstance(model.get(k), (str, int))}
+    if model["arch"] != "SRVGGNetCompact":
+        params.pop("act_type", None)
+        params.pop("upsample", None)
+    if params.get("upsample") == "nearest":
+        del params["upsample"]
+    return {"arch": model["arch"], "params": json.dumps(params)} if params else {}
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -222,7 +255,8 @@ def read_pair(
         raise WeightsError(f"{a} and {b}: different architectures ({info_a.arch} vs {info_b.arch})")
     if info_a.params != info_b.params:
         pa, pb = info_a.params, info_b.params
-        diff = [f"{k} {pa.get(k)} vs {pb.get(k)}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+        unset = {"upsample": "nearest"}  # SRVGGNetCompact's default, left out of params
+        diff = [f"{k} {pa.get(k, unset.get(k))} vs {pb.get(k, unset.get(k))}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
         raise WeightsError(f"{a} and {b}: different {info_a.arch} hyper-parameters ({', '.join(diff)})")
     return sd_a, info_a, sd_b, info_b
 
