@@ -22,8 +22,24 @@ def _umask() -> int:
     return mask
 
 
+def _publish_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there: a hard link fails atomically when
+    ``path`` exists (another process may have written it meanwhile). File systems without
+    hard links fall back to a check, then a rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # EPERM / ENOTSUP / EXDEV: no hard links here
+        if path.exists():
+            raise FileExistsError(17, "exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
 @contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike, replace: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path`` for binary writing; publish it on success.
 
     On leaving the block normally the data is flushed, fsynced and renamed onto ``path``
@@ -31,7 +47,14 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     (``0o666 & ~umask``; ``mkstemp`` alone makes ``0o600``). On any exception the
     temporary file is removed and the exception propagates unchanged.
 
+    Args:
+        path: the target file.
+        replace: ``False``: publish only if ``path`` does not exist at that moment (for
+            writers told not to overwrite, while another process may write the same file).
+
     Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists when the data is complete
+            (the new data is discarded, the existing file untouched).
         OSError: the folder is missing (``FileNotFoundError``) or not writable, or the
             write fails (e.g. ``ENOSPC``); callers turn it into their typed error.
     """
@@ -44,7 +67,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)

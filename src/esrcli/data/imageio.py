@@ -359,17 +359,27 @@ def read_image(path: str | Path) -> Image:
     return Image(np.ascontiguousarray(color), alpha, depth, header.icc, header.exif, header.frames)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, replace: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
+    Args:
+        path: the target file.
+        data: its bytes.
+        replace: ``False``: leave a file that exists at ``path`` when the write completes.
+
     Raises:
+        FileExistsError: ``replace=False`` and ``path`` exists (nothing written).
         ImageError: the folder does not exist or is not writable, or the write failed
             (message names the path); an existing file at ``path`` is left intact.
     """
     path = Path(path)
     try:
-        with atomic_output(path) as fh:
+        with atomic_output(path, replace=replace) as fh:
             fh.write(data)
+    except FileExistsError:
+        if replace:
+            raise ImageError(f"{path}: cannot write (exists)") from None
+        raise
     except OSError as exc:
         if not path.parent.is_dir():
             raise ImageError(f"{path.parent}: output folder does not exist") from None
@@ -389,7 +399,7 @@ def _quantize(a: np.ndarray, depth: int) -> np.ndarray:
     return out
 
 
-def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
+def write_image(path: str | Path, image: Image, quality: int = 95, replace: bool = True) -> None:
     """Encode ``image`` by the path's extension and write it atomically.
 
     PNG and TIFF keep 16-bit depth, gray and alpha (gray+alpha included); JPEG and BMP
@@ -400,9 +410,12 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
         path: output file; the extension picks the format.
         image: the image, values in ``[0, 1]``.
         quality: JPEG/WebP quality 1..100.
+        replace: ``False``: keep a file that appeared at ``path`` meanwhile (another
+            process) instead of replacing it.
 
     Raises:
         ImageError: unknown extension, encoder failure or unwritable destination.
+        FileExistsError: ``replace=False`` and ``path`` exists (nothing written).
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -418,7 +431,7 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
     if gray and alpha is not None and ext == ".png":
         planes = np.concatenate([image.color, alpha[:, :, None]], axis=2)
         data = _encode_png(_quantize(planes, depth), color_type=4, icc=icc)
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, replace=replace)
         return
     color = image.color
     if gray and alpha is not None:  # gray+alpha outside PNG: store as RGBA
@@ -450,7 +463,7 @@ def write_image(path: str | Path, image: Image, quality: int = 95) -> None:
             data = _png_insert_iccp(data, icc)
         elif icc and ext in (".jpg", ".jpeg"):
             data = _jpeg_insert_icc(data, icc)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, replace=replace)
 
 
 def _icc_fits(icc: bytes, gray: bool) -> bool:

@@ -294,9 +294,11 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             raise _Cancelled
         pool.rebalance()
 
-    def work(image: Image, dst: Path) -> tuple[list[str], float | None]:
-        """Upscale and write one image (in a worker); returns the pass's notices and the
-        denoise strength chosen for it (``None`` without ``options.denoise``)."""
+    def work(image: Image, dst: Path) -> tuple[list[str], float | None, bool]:
+        """Upscale and write one image (in a worker); returns the pass's notices, the
+        denoise strength chosen for it (``None`` without ``options.denoise``) and whether it
+        was written (``False``: without ``overwrite``, another process wrote ``dst`` meanwhile
+        and that file was kept)."""
         notes: list[str] = []
         strength = None if options.denoise is None else round_strength(options.denoise(image.color))
         net = model.net_for(image.bit_depth, denoise=strength)
@@ -304,12 +306,16 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         if cancel.is_set():
             raise _Cancelled
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, result, quality=options.quality)
+        try:
+            write_image(dst, result, quality=options.quality, replace=options.overwrite)
+            written = True
+        except FileExistsError:
+            written = False
         del result, image
         # Freed memory stays mapped during each image's pass (tiled_forward); between
         # images it goes back, so that images of other sizes do not pile up the heap.
         release_memory()
-        return notes, strength
+        return notes, strength, written
 
     def claim(src: Path, dst: Path) -> bool:
         """Check ``dst`` for ``src``; False when it exists and is kept (a skip).
@@ -385,11 +391,16 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
                 yield from run_video(job.src, job.dst)
             else:
                 assert job.future is not None
-                notes, strength = job.future.result()
+                notes, strength, written = job.future.result()
                 for note in notes:
                     yield Warned(job.src, f"{job.src}: {note}")
                 if strength is not None:
                     yield DenoiseChosen(job.src, strength)
+                if not written:
+                    counts["skipped"] += 1
+                    yield Warned(job.src, f"{job.src}: {job.dst} appeared while it ran (another esr?); kept it (--overwrite replaces)")
+                    yield Skipped(job.src, job.dst)
+                    return
             counts["written"] += 1
             yield Written(job.src, job.dst)
         except _FILE_ERRORS as exc:
