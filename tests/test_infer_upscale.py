@@ -276,3 +276,25 @@ def test_batch_options_name_the_bad_field(field, value, message):
         BatchOptions(**{field: value})
     assert message in str(exc.value)
     BatchOptions(quality=1, jobs=3, memory_share=1, overwrite=True)  # the edges are fine
+
+
+def test_memory_warnings_come_with_their_image_in_input_order(tmp_path, monkeypatch):
+    import cv2
+
+    import esrcli.infer.batch as batch
+    from esrcli.infer import BatchOptions, Warned, Written, collect_inputs, load_upscale_model, run_batch
+    from esrcli.infer.model import ModelSpec
+    from esrcli.weights import ModelInfo, save_model
+
+    q = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, scale=2, act_type="prelu")
+    save_model(tmp_path / "m.safetensors", SRVGGNetCompact(**q), ModelInfo("SRVGGNetCompact", q, 2))
+    (tmp_path / "in").mkdir()
+    names = [f"{i}.png" for i in range(4)]
+    for n in names:
+        cv2.imwrite(str(tmp_path / "in" / n), np.full((8, 8, 3), 90, np.uint8))
+    monkeypatch.setattr(batch, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(batch, "working_memory", lambda *a, **k: 2 * 10**9)  # each "too big"
+    model = load_upscale_model(ModelSpec(str(tmp_path / "m.safetensors"), "cpu", "fp32"))
+    items = collect_inputs([tmp_path / "in"], tmp_path / "out", None)
+    events = [e for e in run_batch(items, model, BatchOptions(upscale=UpscaleOptions(tile=0), jobs=2)) if isinstance(e, (Warned, Written))]
+    assert [(type(e).__name__, e.src.name) for e in events] == [(k, n) for n in names for k in ("Warned", "Written")]

@@ -236,7 +236,7 @@ class _Job:
 
     src: Path
     dst: Path | None = None
-    future: Future[tuple[list[str], float | None]] | None = None
+    future: Future[tuple[list[str], float | None, bool]] | None = None
     image: Image | None = None  # read, waiting for a worker
     video: bool = False  # a video, run when everything before it is reported
     cost: int = 0  # estimated working memory in bytes (working_memory)
@@ -416,9 +416,9 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         then start ``job`` on a worker."""
         nonlocal told_memory
         assert job.image is not None and job.dst is not None
-        if avail is not None and job.cost > avail:
-            yield Warned(job.src, f"{job.src}: needs about {_megabytes(job.cost)} of memory, more than the "
-                         f"{_megabytes(avail)} available: it may fail (a smaller --scale needs less)")
+        if avail is not None and job.cost > avail:  # reported with its result, in input order
+            job.warnings.append(f"{job.src}: needs about {_megabytes(job.cost)} of memory, more than the "
+                                f"{_megabytes(avail)} available: it may fail (a smaller --scale needs less)")
         while running := [j for j in pending if j.future is not None and not j.future.done()]:
             room = budget is None or sum(j.cost for j in running) + job.cost <= budget
             if len(running) < jobs and room:
