@@ -106,8 +106,10 @@ def test_cli_interp(esr, tmp_path):
     sd, a, b = load_state_dict(out), load_state_dict(pa), load_state_dict(pb)
     torch.testing.assert_close(sd["conv_first.weight"], 0.8 * a["conv_first.weight"] + 0.2 * b["conv_first.weight"])
 
-    rc, _, err = esr("interp", pa, pb, "--alpha", "1.5", "-o", out)
-    assert rc == 2 and "alpha" in err
+    for bad in ("1.5", "-0.1", "nan"):
+        rc, _, err = esr("interp", pa, pb, "--alpha", bad, "-o", tmp_path / "bad.safetensors")
+        assert rc == 2 and "--alpha: must be between 0 and 1, got" in err, (bad, err)
+        assert not (tmp_path / "bad.safetensors").exists()
     other = tmp_path / "other.pth"
     torch.save(RRDBNet(**dict(SMALL, num_feat=4)).state_dict(), other)
     rc, _, err = esr("interp", pa, other, "-o", tmp_path / "x.safetensors")

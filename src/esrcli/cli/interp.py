@@ -12,13 +12,15 @@ from esrcli.cli import console
 def interp_cmd(
     model_a: Path = typer.Argument(..., help="Model file or name at alpha=0 (e.g. the PSNR-oriented net, esr-general-x4-net).", show_default=False),
     model_b: Path = typer.Argument(..., help="Model file or name at alpha=1 (e.g. the GAN net, esr-general-x4).", show_default=False),
-    alpha: float = typer.Option(0.5, "--alpha", "-a", min=0.0, max=1.0, help="Weight of B: (1-alpha)*A + alpha*B."),
+    alpha: float = typer.Option(0.5, "--alpha", "-a", help="Weight of B, 0..1: (1-alpha)*A + alpha*B."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .safetensors file.", show_default=False),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
     """Blend two models of the same architecture: theta = (1 - alpha) * theta_A + alpha * theta_B."""
     from esrcli.weights import interpolate_files, params_text  # loads torch: not for --help
 
+    if not 0.0 <= alpha <= 1.0:  # also refuses nan
+        raise typer.BadParameter(f"must be between 0 and 1, got {alpha}", param_hint="--alpha")
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
     for src in (model_a, model_b):
