@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, TextIO
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -44,6 +45,16 @@ def line(text: str, *, stream: TextIO | None = None) -> None:
     stream = sys.stdout if stream is None else stream
     stream.write(f"{text}\n")
     stream.flush()
+
+
+def check_unit_interval(value: float, option: str) -> None:
+    """Refuse ``value`` outside ``[0, 1]`` (NaN included) as a usage error naming ``option``.
+
+    Raises:
+        typer.BadParameter: ``"OPTION: must be between 0 and 1, got VALUE"``.
+    """
+    if not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be between 0 and 1, got {value}", param_hint=option)
 
 
 def error(message: str, hint: str | None = None) -> None:

@@ -19,8 +19,7 @@ def interp_cmd(
     """Blend two models of the same architecture: theta = (1 - alpha) * theta_A + alpha * theta_B."""
     from esrcli.weights import interpolate_files, params_text  # loads torch: not for --help
 
-    if not 0.0 <= alpha <= 1.0:  # also refuses nan
-        raise typer.BadParameter(f"must be between 0 and 1, got {alpha}", param_hint="--alpha")
+    console.check_unit_interval(alpha, "--alpha")
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
     for src in (model_a, model_b):

@@ -181,8 +181,8 @@ def upscale(
         raise typer.BadParameter(f"expected network or bicubic, got {alpha!r}", param_hint="--alpha")
     if scale is not None and not (scale > 0 and math.isfinite(scale)):
         raise typer.BadParameter(f"must be a finite number > 0, got {scale}", param_hint="--scale")
-    if sharpness is not None and not 0.0 <= sharpness <= 1.0:
-        raise typer.BadParameter(f"must be between 0 and 1, got {sharpness}", param_hint="--sharpness")
+    if sharpness is not None:
+        console.check_unit_interval(sharpness, "--sharpness")
     denoise_value = _parse_denoise(denoise)
     if denoise_value is not None and sharpness is not None:
         raise typer.BadParameter("give --sharpness or --denoise, not both", param_hint="--denoise")
