@@ -66,6 +66,13 @@ def test_niqe_csv_and_options(esr, folder):
     assert float(rows[1][1]) == pytest.approx(expected, abs=1e-8)
 
 
+def test_niqe_csv_keeps_its_mean_row_when_nothing_scored(esr, folder):
+    rc, out, err = esr("niqe", folder / "broken.png", folder / "tiny.png", "--csv")
+    assert rc == 1
+    assert list(csv.reader(io.StringIO(out))) == [["path", "niqe"], ["mean", "-"]]
+    assert "0 image(s) scored, 2 skipped" in err
+
+
 def test_niqe_usage_errors(esr, folder):
     rc, _, _ = esr("niqe", folder / "a.png", "--json", "--csv")
     assert rc == 2

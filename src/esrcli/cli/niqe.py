@@ -137,8 +137,8 @@ def emit(
         w.writerow(["path"] + [k for k, _, _ in columns])
         for label, r in rows:
             w.writerow([label] + [fmt_score(r[k], 8) for k, _, _ in columns])
-        if rows:
-            w.writerow(["mean"] + [fmt_score(means[k], 8) for k, _, _ in columns])
+        # always a mean row, so that a script reading the last line gets it ("-": nothing scored)
+        w.writerow(["mean"] + [fmt_score(means[k], 8) for k, _, _ in columns])
         typer.echo(buf.getvalue(), nl=False)
         return
     table = Table(show_footer=bool(rows), box=None, pad_edge=False, header_style="bold")
