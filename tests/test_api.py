@@ -123,6 +123,18 @@ def test_pil_modes(up):
     rgba = PILImage.new("RGBA", (6, 5), (200, 100, 50, 128)).convert("RGBa")  # premultiplied
     out = up.upscale(rgba)
     assert out.shape == (20, 24, 4) and np.array_equal(out, up.upscale(rgba.convert("RGBA")))
+    for mode in ("CMYK", "RGBX", "YCbCr"):  # as documented: RGB out
+        assert up.upscale(PILImage.new("RGB", (6, 5), (200, 100, 50)).convert(mode)).shape == (20, 24, 3)
+
+
+def test_tile_sizes_must_be_whole_numbers(model):
+    from esrcli import Upscaler
+    from esrcli.errors import ConfigError
+
+    for kwargs, what in (({"tile": 64.5}, "tile: expected a whole number, got 64.5"), ({"tile_overlap": 8.0}, "tile_overlap: expected a whole number, got 8.0"),
+                         ({"tile": "512"}, "tile: expected a whole number, got '512'"), ({"tile": True}, "tile: expected a whole number, got True")):
+        with pytest.raises(ConfigError, match=what):
+            Upscaler(model, precision="fp32", **kwargs)
 
 
 def test_bad_inputs_raise_image_error(up, tmp_path):

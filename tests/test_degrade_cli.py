@@ -120,6 +120,13 @@ def test_config_error_names_the_key(esr, tmp_path, hr_dir):
         ["degrade", "a.png", "out", "--crop", "30"],
         ["degrade", "--show", "a.png", "b.png"],
         ["degrade", "a.png", "out", "-o", "x.png"],
+        ["degrade", "a.png", "out", "--n", "4"],  # options of the other mode: errors, not ignored
+        ["degrade", "a.png", "out", "--no-open"],
+        ["degrade", "--show", "--crop", "64"],
+        ["degrade", "--show", "--per-image", "3"],
+        ["degrade", "--show", "-r"],
+        ["degrade", "--print-config", "a.png", "out"],
+        ["degrade", "--print-config", "--show"],
     ],
 )
 def test_usage_errors_exit_2(esr, args):

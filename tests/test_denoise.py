@@ -178,6 +178,11 @@ def test_cli_denoise(esr, tmp_path, monkeypatch):
     assert rc == 2 and "not both" in err
     rc, out, err = esr("upscale", d, tmp_path / "o1", "--model", NORMAL, "--denoise", "0.25", "--precision", "fp32")
     assert rc == 0 and "at denoise 0.25" in err and len(out.split()) == 2
+    # the weak end names the same pair, and the line says which blend runs
+    rc, out, err = esr("upscale", d, tmp_path / "o3", "--model", WDN, "--denoise", "0.25", "--precision", "fp32")
+    assert rc == 0 and f"model {NORMAL} at denoise 0.25" in err, err
+    for f in (tmp_path / "o1").iterdir():
+        assert (tmp_path / "o3" / f.name).read_bytes() == f.read_bytes()
 
     class Estimate:
         def __init__(self, denoise: float) -> None:

@@ -240,7 +240,11 @@ def test_weights_beyond_float16_are_refused_not_exported_as_inf(esr, tmp_path):
     from esrcli.export.onnx import max_opset
 
     rc, out, err = esr("model", "export", src, "-f", "onnx", "-o", tmp_path / "o.onnx", "--opset", str(max_opset() + 1))
-    assert rc == 1 and f"opset: expected 11 to {max_opset()}" in err and out == ""
+    assert rc == 2 and f"expected 11 to {max_opset()}" in err and "--opset" in err and out == ""
+    rc, out, err = esr("model", "export", src, "-f", "onnx", "-o", tmp_path / "o.onnx", "--opset", "10")
+    assert rc == 2 and f"expected 11 to {max_opset()}" in err and out == ""
+    rc, out, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "n2", "--opset", "13")
+    assert rc == 2 and "--opset is for onnx exports" in err and not (tmp_path / "n2").exists()
 
 
 def test_an_export_or_import_that_fails_its_check_leaves_nothing(esr, tmp_path, monkeypatch):

@@ -318,6 +318,13 @@ def test_cli_fetch_list_all_and_upscale_by_name(served, tmp_path, esr):
     assert str(tmp_path / "cache" / "tiny.pth") in out
     rc, out, err = esr("model", "list", "--all")
     assert "cached" in next(l for l in out.splitlines() if l.startswith("tiny "))
+    cached = tmp_path / "cache" / "tiny.pth"
+    good = cached.read_bytes()
+    cached.write_bytes(good[:-10])  # cut short: every use of the name would fail
+    rc, out, err = esr("model", "list", "--all")
+    line = next(l for l in out.splitlines() if l.startswith("tiny "))
+    assert "damaged" in line and f"{len(good) - 10:,} bytes, not {len(good):,}" in line and "esr model fetch tiny" in line
+    cached.write_bytes(good)
     img = tmp_path / "in.png"
     Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(img)
     rc, out, err = esr("upscale", "--model", "tiny", img, tmp_path / "out.png")

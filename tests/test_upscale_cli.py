@@ -142,7 +142,7 @@ def test_multi_frame_input_is_upscaled_from_its_first_frame_with_a_warning(esr, 
     rc, _, err = esr("upscale", tmp_path / "anim.gif", tmp_path / "out", "--model", models["nearest4"])
     assert rc == 0, err
     assert "anim.gif: 2 frames or pages; only the first is upscaled" in err
-    assert _mode(tmp_path / "out" / "anim.png")[1] == (20, 24)
+    assert _mode(tmp_path / "out" / "anim.png")[:2] == ("RGB", (20, 24))  # no alpha the GIF does not have
 
 
 def test_auto_ext_sends_alpha_and_16bit_from_jpg_to_png(esr, models, tmp_path):
@@ -176,11 +176,80 @@ def test_exif_orientation_applied_and_icc_kept(esr, models, tmp_path):
 def test_recursive_keeps_folder_layout(esr, models, inputs, tmp_path):
     (inputs / "sub").mkdir()
     cv2.imwrite(str(inputs / "sub" / "deep1.png"), _rng(8, 8, 3))
+    (inputs / ".cache").mkdir()  # a hidden folder: skipped like hidden files
+    cv2.imwrite(str(inputs / ".cache" / "thumb.png"), _rng(8, 8, 3))
     out = tmp_path / "out"
     assert esr("upscale", inputs, out, "--model", models["nearest4"])[0] == 0
     assert not (out / "sub").exists()
     rc, _, _ = esr("upscale", inputs, out, "--model", models["nearest4"], "--recursive")
-    assert rc == 0 and (out / "sub" / "deep1.png").exists()
+    assert rc == 0 and (out / "sub" / "deep1.png").exists() and not (out / ".cache").exists()
+    only_nested = tmp_path / "nested"
+    (only_nested / "a").mkdir(parents=True)
+    cv2.imwrite(str(only_nested / "a" / "x.png"), _rng(8, 8, 3))
+    rc, _, err = esr("upscale", only_nested, tmp_path / "o3", "--model", models["nearest4"])
+    assert rc == 1 and "no images found" in err and "pass --recursive (-r)" in err
+
+
+def test_output_paths_blocked_by_folders_or_files_fail_before_the_network(esr, models, inputs, tmp_path, monkeypatch):
+    import esrcli.infer.batch
+
+    ran = []
+    real = esrcli.infer.batch.upscale_image
+    monkeypatch.setattr(esrcli.infer.batch, "upscale_image", lambda image, *a, **k: ran.append(1) or real(image, *a, **k))
+    out = tmp_path / "out"
+    (out / "gray.png").mkdir(parents=True)  # a folder where an output goes
+    (inputs / "sub").mkdir()
+    cv2.imwrite(str(inputs / "sub" / "x.png"), _rng(8, 8, 3))
+    (out / "sub").write_text("a file where a folder goes")
+    for extra in ((), ("--overwrite",)):
+        ran.clear()
+        rc, stdout, err = esr("upscale", inputs, out, "--model", models["nearest4"], "-r", *extra)
+        assert rc == 1, err
+        assert f"output {out / 'gray.png'} is a folder" in err
+        assert f"cannot write into {out / 'sub'}: {out / 'sub'} exists and is not a folder" in err
+        assert "FileExistsError" not in err and "Traceback" not in err
+        assert "esr: skip" not in err and "0 skipped, 2 failed" in err
+        assert len(ran) == len(stdout.split()) == 4  # only the images that could be written ran
+
+
+def test_an_input_named_twice_runs_once(esr, models, inputs, tmp_path):
+    out = tmp_path / "out"
+    rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs / "rgb.jpg", out, "--model", models["nearest4"])
+    assert rc == 0 and stdout.split() == [str(out / "rgb.jpg")], err
+    rc, stdout, err = esr("upscale", inputs, inputs / "gray.png", tmp_path / "o2", "--model", models["nearest4"])
+    assert rc == 0 and len(stdout.split()) == 5 and "0 failed" in err, err
+
+
+def test_a_png_named_jpg_keeps_its_alpha(esr, models, tmp_path):
+    rgba = _rng(8, 10, 4)
+    rgba[:4, :, 3] = 0
+    ok, data = cv2.imencode(".png", rgba)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "icon.jpg").write_bytes(data.tobytes())
+    rc, stdout, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", models["nearest4"])
+    assert rc == 0 and stdout.split() == [str(tmp_path / "out" / "icon.png")], err
+    assert _mode(tmp_path / "out" / "icon.png")[0] == "RGBA" and "alpha dropped" not in err
+
+
+def test_a_folder_given_as_the_model_says_so(esr, inputs, tmp_path):
+    (tmp_path / "models").mkdir()
+    rc, _, err = esr("upscale", inputs / "rgb.jpg", tmp_path / "out", "--model", tmp_path / "models")
+    assert rc == 1 and f"{tmp_path / 'models'}: is a folder, not a model file" in err
+
+
+def test_stdout_closed_by_its_reader_does_not_stop_the_batch(models, inputs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    code = "import sys; from esrcli.cli.app import main; sys.exit(main(sys.argv[1:]))"
+    args = [sys.executable, "-c", code, "upscale", str(inputs), str(out), "--model", str(models["nearest4"]), "-j", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # like `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.strip() and len(list(out.iterdir())) == 5 and "5 written" in err and "Traceback" not in err
 
 
 def _bomb_png() -> bytes:
@@ -482,6 +551,7 @@ def test_nan_output_fails_that_file_with_one_line(esr, models, inputs, tmp_path)
     save_model(tmp_path / "nan.safetensors", net, ModelInfo("SRVGGNetCompact", q, 4))
     rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs / "gray.png", tmp_path / "o", "--model", tmp_path / "nan.safetensors", "--precision", "fp32")
     assert rc == 1 and stdout == "" and "NaN" in err and "2 failed" in err and "Traceback" not in err and "RuntimeWarning" not in err
+    assert "values in fp32: its weights are broken" in err and "try --precision fp32" not in err  # already fp32
     assert not (tmp_path / "o" / "rgb.jpg").exists()
 
 

@@ -275,3 +275,53 @@ def test_subtitle_streams_are_copied_or_dropped_with_a_message(esr, tmp_path):
     assert "subtitle stream 1 (srt) cannot go into mp4: dropped (an .mkv output keeps it)" in err
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert [s.type for s in c.streams] == ["video"]
+
+
+def test_a_video_cut_short_is_reported_and_its_frames_are_kept(esr, tmp_path):
+    whole = tmp_path / "whole.mkv"
+    make_clip(whole, frames=30)  # Matroska: the frame total comes from the track's DURATION tag
+    data = whole.read_bytes()
+    (tmp_path / "in").mkdir()
+    cut = tmp_path / "in" / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 55 // 100])
+    rc, stdout, err = esr("upscale", cut, tmp_path / "out", "--model", _compact_model())
+    assert rc == 1 and stdout == ""
+    dst = tmp_path / "out" / "cut.mp4"
+    with av.open(str(dst)) as c:
+        kept = sum(1 for _ in c.decode(video=0))
+    assert 0 < kept < 27
+    assert f"cut.mkv: the video ended after {kept} of its 30 frames (truncated or corrupt); {dst} holds the {kept} frames" in err
+    assert "0 written, 0 skipped, 1 failed" in err
+    rc, _, err = esr("upscale", whole, tmp_path / "out2", "--model", _compact_model())
+    assert rc == 0 and "1 written" in err  # the whole file: no complaint
+
+
+def test_webm_gets_vp9_by_default_and_refuses_h264_before_the_model_loads(esr, clip, tmp_path, monkeypatch):
+    src, decoded = clip
+    rc, _, err = esr("upscale", src, tmp_path / "v.webm", "--model", _compact_model(), "--scale", "1")
+    assert rc == 0, err
+    with av.open(str(tmp_path / "v.webm")) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+        assert sum(1 for _ in c.decode(video=0)) == len(decoded)
+    import esrcli.infer.model
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(esrcli.infer.model, "load_upscale_model", no_model)
+    rc, _, err = esr("upscale", src, tmp_path / "w.webm", "--model", _compact_model(), "--video-codec", "libx264")
+    assert rc == 1 and "w.webm: a .webm video holds VP8, VP9 or AV1, not libx264" in err and "libvpx-vp9" in err
+    assert not (tmp_path / "w.webm").exists()
+
+
+def test_a_video_over_the_pixel_limit_is_refused_before_any_frame(esr, clip, tmp_path, monkeypatch):
+    import esrcli.infer.upscale
+
+    def no_frames(*args, **kwargs):
+        raise AssertionError("a frame went through the network")
+
+    monkeypatch.setattr(esrcli.infer.upscale, "upscale_frames", no_frames)
+    src, _ = clip
+    rc, _, err = esr("upscale", src, tmp_path / "out", "--model", _compact_model(), "--scale", "1000")
+    assert rc == 1 and "each frame would be 64000x48000 pixels, over the limit" in err and "smaller --scale" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

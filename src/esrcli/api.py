@@ -170,8 +170,8 @@ class Upscaler:
         WeightsError: no such model, an unreadable file or not an image generator;
             ``denoise`` for a model without a weak-denoise partner; ``sharpness`` for a
             model without a sharpness partner.
-        ConfigError: an unknown device or precision, a tile below 32, a tile overlap over
-            half the tile, ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"``
+        ConfigError: an unknown device or precision, a tile or tile overlap that is not a
+            whole number, a tile below 32, a tile overlap over half the tile, ``denoise`` outside ``[0, 1]`` or neither a number, ``"auto"``
             nor a callable; ``sharpness`` not a number in ``[0, 1]``, or given with ``denoise``.
 
     Thread safety: one instance may be used from several threads at once. The calls share
@@ -208,6 +208,9 @@ class Upscaler:
                 raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")
             sharpness = float(sharpness)
         tile = DEFAULT_TILE if tile is None else tile
+        for name, v in (("tile", tile), ("tile_overlap", tile_overlap)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"{name}: expected a whole number, got {v!r}")
         if 0 < tile < MIN_TILE:
             raise ConfigError(f"tile: must be 0 (whole image) or at least {MIN_TILE}, got {tile} (a smaller tile shows its seams)")
         if tile_overlap is None:  # as esr upscale: 32, or half a smaller tile
@@ -252,7 +255,8 @@ class Upscaler:
             A numpy array with the input's layout (same number of dimensions and channels)
             and dtype, ``round(H * outscale)`` by ``round(W * outscale)`` pixels. For a PIL
             image, the layout of ``numpy.asarray`` of it (16-bit modes and ``I``: uint16;
-            mode ``1``: uint8 0/255; ``P``: RGB or RGBA); for a path,
+            mode ``1``: uint8 0/255; ``P``: RGB or RGBA; ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``
+            and ``RGBX``: RGB); for a path,
             what the file holds: uint8 or uint16, gray ``(H, W)``, gray+alpha, RGB or RGBA.
 
         Raises:

@@ -6,6 +6,7 @@ callbacks; :func:`progress` returns a context manager that builds such callbacks
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,10 +42,19 @@ def line(text: str, *, stream: TextIO | None = None) -> None:
 
     ``print`` writes the text and the newline separately; under ``torchrun`` with unbuffered
     streams two processes' lines could then interleave into one (``a.pngb.png``).
+    A reader that went away (``esr upscale ... | head -1``) does not stop the work: the
+    lines it would have read are dropped (stdout goes to the null device, as the Python
+    documentation advises for ``BrokenPipeError``).
     """
     stream = sys.stdout if stream is None else stream
-    stream.write(f"{text}\n")
-    stream.flush()
+    try:
+        stream.write(f"{text}\n")
+        stream.flush()
+    except BrokenPipeError:
+        if stream is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def check_unit_interval(value: float, option: str) -> None:

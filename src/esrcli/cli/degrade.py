@@ -59,7 +59,11 @@ def _load_config(config: Path | None, scale: int | None) -> DegradeConfig:
     if scale is not None and scale != cfg.scale:
         if not 1 <= scale <= 16:
             raise typer.BadParameter(f"must be in [1, 16], got {scale}", param_hint="--scale")
-        cfg = dataclasses.replace(cfg, scale=scale, gt_size=max(scale, cfg.gt_size // scale * scale))
+        gt_size = max(scale, cfg.gt_size // scale * scale)
+        if gt_size != cfg.gt_size and config is not None:
+            console.warn(f"--scale {scale}: {config}'s degrade.gt_size {cfg.gt_size} is not a multiple of it; using {gt_size}")
+        # gt_size goes down to a multiple of the new scale (the default 256: 255 for x3)
+        cfg = dataclasses.replace(cfg, scale=scale, gt_size=gt_size)
     return cfg
 
 
@@ -282,11 +286,20 @@ def register(app: typer.Typer) -> None:
             pdm.source = str(pdm_file)
             scale = pdm.scale
         cfg = _load_config(config, scale)
+        paths = list(paths or [])
         if print_config:
+            if paths or show:
+                raise typer.BadParameter("prints the settings and exits: give it no images and no --show", param_hint="--print-config")
             console.out.print(to_toml(cfg, table="degrade"), markup=False)
             return
         dev = _pick_device(device)
-        paths = list(paths or [])
+        # options of the other mode are usage errors, not silently ignored
+        batch_only = [name for name, used in (("--per-image", per_image != 1), ("--crop", crop is not None), ("--recursive", recursive)) if used]
+        show_only = [name for name, used in (("--n", n is not None), ("--no-open", not open_viewer)) if used]
+        if show and batch_only:
+            raise typer.BadParameter("the contact sheet takes one image and draws --n samples of it", param_hint=f"{batch_only[0]} with --show")
+        if not show and show_only:
+            raise typer.BadParameter("only used with --show", param_hint=show_only[0])
         if show:
             if len(paths) > 1:
                 raise typer.BadParameter("--show takes at most one image; name the sheet file with -o FILE", param_hint="HR_IN")

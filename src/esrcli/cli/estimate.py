@@ -66,7 +66,7 @@ def _emit(records: list[dict], fmt: str) -> None:
 
 
 def estimate_cmd(
-    paths: List[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
+    paths: List[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False, metavar="PATH"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array (one object per image) on stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV on stdout."),
@@ -84,7 +84,7 @@ def estimate_cmd(
 
 
 def train_estimator_cmd(
-    config: Optional[Path] = typer.Argument(None, help="TOML config (configs/esr-estimator.toml).", show_default=False),
+    config: Optional[Path] = typer.Argument(None, help="TOML config (configs/esr-estimator.toml).", show_default=False, metavar="CONFIG"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default runs/<config name>)."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the folder's checkpoint (default: when it has one)."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Stop cleanly after this wall time, e.g. 30m."),

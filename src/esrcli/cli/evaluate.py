@@ -88,8 +88,8 @@ def pair_images(sr: Path, gt: Path, sr_suffix: str = "") -> tuple[list[tuple[Pat
 
 
 def eval_cmd(
-    sr: Path = typer.Argument(..., help="SR image, or folder of SR images.", show_default=False),
-    gt: Path = typer.Argument(..., help="Ground-truth image, or folder (paired by file name).", show_default=False),
+    sr: Path = typer.Argument(..., help="SR image, or folder of SR images.", show_default=False, metavar="SR"),
+    gt: Path = typer.Argument(..., help="Ground-truth image, or folder (paired by file name).", show_default=False, metavar="GT"),
     scale: int = typer.Option(4, "--scale", "-s", min=1, help="SR factor (default crop border; GT mod-crop)."),
     crop_border: Optional[int] = typer.Option(None, "--crop-border", min=0, help="Pixels removed on each side (default: the scale)."),
     sr_suffix: str = typer.Option("", "--sr-suffix", help="Suffix of SR file stems to ignore when pairing (e.g. _out)."),
@@ -124,7 +124,8 @@ def eval_cmd(
             if scores.gt_cropped:
                 console.info(f"{gt_path}: cropped to a multiple of the scale ({scale}) to match {sr_path}")
             if scores.niqe_error:
-                msg = f"{sr_path}: NIQE not computed: {scores.niqe_error}"
+                why = scores.niqe_error
+                msg = f"{sr_path}: {why}" if "NIQE" in why else f"{sr_path}: NIQE not computed: {why}"
                 console.error(msg)
                 skipped.append((sr_path, msg))
             rows.append((str(sr_path), scores.as_dict()))

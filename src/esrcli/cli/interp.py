@@ -10,8 +10,8 @@ from esrcli.cli import console
 
 
 def interp_cmd(
-    model_a: Path = typer.Argument(..., help="Model file or name at alpha=0 (e.g. the PSNR-oriented net, esr-general-x4-net).", show_default=False),
-    model_b: Path = typer.Argument(..., help="Model file or name at alpha=1 (e.g. the GAN net, esr-general-x4).", show_default=False),
+    model_a: Path = typer.Argument(..., help="Model file or name at alpha=0 (e.g. the PSNR-oriented net, esr-general-x4-net).", show_default=False, metavar="MODEL_A"),
+    model_b: Path = typer.Argument(..., help="Model file or name at alpha=1 (e.g. the GAN net, esr-general-x4).", show_default=False, metavar="MODEL_B"),
     alpha: float = typer.Option(0.5, "--alpha", "-a", help="Weight of B, 0..1: (1-alpha)*A + alpha*B."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .safetensors file.", show_default=False),
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),

@@ -73,7 +73,7 @@ def _pdm_record(path: Path) -> dict | None:
 @model_app.command("info")
 def info_cmd(
     files: List[Path] = typer.Argument(
-        ..., help="Model files (.pth or .safetensors) or embedded model names.", show_default=False
+        ..., help="Model files (.pth or .safetensors) or embedded model names.", show_default=False, metavar="MODEL"
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
@@ -130,8 +130,8 @@ def info_cmd(
 
 @model_app.command("convert")
 def convert_cmd(
-    src: Path = typer.Argument(..., help="Input model file (.pth or .safetensors).", show_default=False),
-    dst: Path = typer.Argument(..., help="Output .safetensors file.", show_default=False),
+    src: Path = typer.Argument(..., help="Input model file (.pth or .safetensors).", show_default=False, metavar="SRC"),
+    dst: Path = typer.Argument(..., help="Output .safetensors file.", show_default=False, metavar="DST"),
     half: bool = typer.Option(False, "--half", help="Store weights as float16 (half the size; loads as float32)."),
 ) -> None:
     """Convert a model file (e.g. an official Real-ESRGAN .pth) to an esr .safetensors file."""
@@ -217,7 +217,7 @@ def _list_all(default: str | None) -> None:
 
 @model_app.command("fetch")
 def fetch_cmd(
-    names: List[str] = typer.Argument(..., help="Model names (case-insensitive, .pth optional), see `esr model list --all`.", show_default=False),
+    names: List[str] = typer.Argument(..., help="Model names (case-insensitive, .pth optional), see `esr model list --all`.", show_default=False, metavar="NAME"),
     original: bool = typer.Option(False, "--original", help="Download the official file even where an embedded model stands for it."),
 ) -> None:
     """Download official or user-catalogue models into the cache (verified; resumes after an interruption)."""
@@ -257,21 +257,29 @@ def _model_stem(model: str) -> str:
 
 @model_app.command("export")
 def export_cmd(
-    model: str = typer.Argument(..., help="Model file or name (embedded, official or user catalogue).", show_default=False),
+    model: str = typer.Argument(..., help="Model file or name (embedded, official or user catalogue).", show_default=False, metavar="MODEL"),
     fmt: str = typer.Option(..., "--format", "-f", help="onnx or ncnn.", show_default=False),
     out: Path = typer.Option(..., "--output", "-o", help="onnx: the .onnx file (or a folder); ncnn: the folder for NAME.param + NAME.bin.", show_default=False),
     fp16: bool = typer.Option(False, "--fp16", help="onnx: float16 weights, input and output (GPU runtimes). ncnn always stores float16 weights."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="ncnn: the model name (file names); default: the model's name."),
-    opset: int = typer.Option(17, "--opset", min=11, help="onnx: opset version."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="onnx: opset version, 11 to the newest this torch writes (default 17).", show_default=False),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the export in onnxruntime / ncnn against PyTorch (needs esrcli[export])."),
 ) -> None:
     """Export a model to ONNX or ncnn (realesrgan-ncnn-vulkan, Upscayl) and check it against PyTorch."""
     from esrcli.export import MissingExtraError, check_ncnn, check_onnx, export_ncnn, export_onnx
+    from esrcli.export.onnx import DEFAULT_OPSET
     from esrcli.weights import load_model
 
     fmt = fmt.lower()
     if fmt not in ("onnx", "ncnn"):
         raise typer.BadParameter(f"{fmt}: expected onnx or ncnn", param_hint="--format")
+    if fmt == "onnx" and opset is not None:
+        from esrcli.export.onnx import max_opset
+
+        if not 11 <= opset <= max_opset():
+            raise typer.BadParameter(f"expected 11 to {max_opset()} (what this torch's ONNX exporter writes), got {opset}", param_hint="--opset")
+    if fmt == "ncnn" and opset is not None:
+        raise typer.BadParameter("--opset is for onnx exports", param_hint="--opset")
     stem = name or _model_stem(model)
     net, info = load_model(model, device="cpu")
     if fmt == "onnx":
@@ -280,7 +288,7 @@ def export_cmd(
         target = out / f"{stem}.onnx" if out.is_dir() else out
         if target.suffix.lower() != ".onnx":
             raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
-        export_onnx(net, info, target, fp16=fp16, opset=opset)
+        export_onnx(net, info, target, fp16=fp16, opset=DEFAULT_OPSET if opset is None else opset)
         dtype = "float16" if fp16 else "float32"
         typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
         results = _checked(lambda: check_onnx(target, net), check, MissingExtraError)
@@ -323,7 +331,7 @@ def _checked(run, enabled: bool, missing: type[Exception]) -> list:
 
 @model_app.command("import")
 def import_cmd(
-    param: Path = typer.Argument(..., help="The ncnn NAME.param file.", show_default=False),
+    param: Path = typer.Argument(..., help="The ncnn NAME.param file.", show_default=False, metavar="PARAM"),
     bin_: Path = typer.Argument(..., metavar="BIN", help="The ncnn NAME.bin file.", show_default=False),
     out: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write.", show_default=False),
     half: bool = typer.Option(False, "--half", help="Store float16 (ncnn models hold float16 weights anyway)."),

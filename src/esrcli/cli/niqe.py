@@ -160,7 +160,7 @@ def output_format(as_json: bool, as_csv: bool) -> str:
 
 
 def niqe_cmd(
-    paths: List[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
+    paths: List[Path] = typer.Argument(..., help="Image files and/or folders.", show_default=False, metavar="PATH"),
     convert: Convert = typer.Option(Convert.y, "--convert", help="Colour to gray: y (rgb2ycbcr Y, BasicSR) or gray (rgb2gray)."),
     crop_border: int = typer.Option(0, "--crop-border", min=0, help="Pixels removed on each side first."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),

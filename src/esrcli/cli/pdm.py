@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-pdm", help="Learn a target domain's degradation (PDM) from unpaired HR and LR images.")
     def train_pdm_command(
-        config: Optional[Path] = typer.Argument(None, help="TOML config: tables data (hr, lr), model, train, optional sr.", show_default=False),
+        config: Optional[Path] = typer.Argument(None, help="TOML config: tables data (hr, lr), model, train, optional sr.", show_default=False, metavar="CONFIG"),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default runs/<config name>)."),
         resume: Optional[bool] = typer.Option(
             None, "--resume/--no-resume", help="Continue from the latest checkpoint (default: when the folder has one)."

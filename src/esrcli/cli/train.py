@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
 
     def make(stage: str, doc: str):
         def command(
-            config: Optional[Path] = typer.Argument(None, help="TOML training config.", show_default=False),
+            config: Optional[Path] = typer.Argument(None, help="TOML training config.", show_default=False, metavar="CONFIG"),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default runs/<config name>)."),
             resume: Optional[bool] = typer.Option(
                 None, "--resume/--no-resume", help="Continue from the latest checkpoint (default: when the folder has one)."

@@ -161,7 +161,7 @@ def upscale(
     batch: int = typer.Option(1, "--batch", min=1, help="Tiles per forward pass."),
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Images processed at once, sharing the CPU threads; 0 = auto (2 on a CPU with 2+ threads, 1 on a GPU). Each one in flight needs its own memory: images that would not fit together run one at a time."),
-    video_codec: str = typer.Option("libx264", "--video-codec", help="Video encoder (FFmpeg name): libx264, libx265, libvpx-vp9 (for .webm), libsvtav1, ..."),
+    video_codec: Optional[str] = typer.Option(None, "--video-codec", help="Video encoder (FFmpeg name): libx264, libx265, libvpx-vp9, libsvtav1, ...; default: libvpx-vp9 in .webm, else libx264."),
     crf: int = typer.Option(17, "--crf", min=0, max=63, help="Video quality: constant rate factor (lower = better, larger; x264 17 is visually lossless)."),
 ) -> None:
     """Upscale images and videos (x4/x2/x1 models, any --scale) with seamless tiling, keeping gray, alpha, 16-bit, ICC, frame rate and audio."""
@@ -201,6 +201,8 @@ def upscale(
     out_dir, out_file = _output_dir_or_file(inputs, out)
     if out_file is not None and ext != "auto" and out_file.suffix.lower().lstrip(".").replace("jpeg", "jpg") != ext:
         console.warn(f"--ext {ext} ignored: the output file name {out_file.name} decides its format")
+    if out_file is not None and suffix:
+        console.warn(f"--suffix {suffix} ignored: the output is the file named {out_file.name}")
     # Inputs are never overwritten: an output folder that is an input's folder needs a suffix.
     if not suffix and out_file is None:
         for p in inputs:
@@ -221,15 +223,18 @@ def upscale(
     )
     from esrcli.infer.model import ModelSpec, load_upscale_model
     from esrcli.infer.upscale import UpscaleOptions
-    from esrcli.infer.video import VideoError, VideoOptions, check_encoder
+    from esrcli.infer.video import VideoError, VideoOptions, check_encoder, video_codec as codec_for
 
-    if any(is_video(it.src) for it in items):
-        try:
-            check_encoder(video_codec)  # the encoder known: before the model loads
-        except VideoError:
-            raise
-        except EsrError:
-            pass  # no PyAV: each video fails with that message, the images still run
+    # Each video's encoder, one its container holds and FFmpeg has: checked before the model loads.
+    # (Videos found in a folder go to .mp4.)
+    codecs = {codec_for(it.stem if it.exact else Path("video.mp4"), video_codec) for it in items if is_video(it.src)}
+    try:
+        for codec in sorted(codecs):
+            check_encoder(codec)
+    except VideoError:
+        raise
+    except EsrError:
+        pass  # no PyAV: each video fails with that message, the images still run
     rank = distributed.rank_from_env()  # torchrun: this process takes every N-th input
     lead = rank is None or rank.rank == 0
     if tile is None:
@@ -242,10 +247,12 @@ def upscale(
     if lead and model is not None:
         _fetch_with_progress(model)  # before the other ranks meet: they find it cached
     distributed.join(rank)
+    pair_name = None
     if denoise_value is not None:  # no partner: one line before a model loads
         from esrcli.weights import default_model_name, denoise_pair
 
-        denoise_pair(model if model is not None else default_model_name() or "")
+        # either end of the pair names the same blend: say it by its full-denoise end
+        pair_name = denoise_pair(model if model is not None else default_model_name() or "")[0]
     fixed = denoise_value if isinstance(denoise_value, float) else None
     loaded = load_upscale_model(ModelSpec(model, distributed.rank_device(device, rank), precision, sharpness, fixed))
     if denoise_value == "auto":
@@ -266,7 +273,7 @@ def upscale(
         blend = f" at sharpness {sharpness:g}" if sharpness is not None else ""
         if denoise_value is not None:
             blend = f" at denoise {denoise_value:g}" if isinstance(denoise_value, float) else " at denoise auto (per image)"
-        console.info(f"esr: model {loaded.name}{blend} ({info.arch} x{info.scale}) on {loaded.device} in {loaded.precision.name}, "
+        console.info(f"esr: model {pair_name or loaded.name}{blend} ({info.arch} x{info.scale}) on {loaded.device} in {loaded.precision.name}, "
                      f"{tiling}; {len(items)} {what}{ranks}{at_once}")
 
     counts = [0, 0, 0]

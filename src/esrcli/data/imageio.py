@@ -140,6 +140,7 @@ class _Header:
     icc: bytes | None = None
     exif: bytes | None = None
     frames: int = 1
+    transparency: bool = False  # a palette or colour key with a transparent entry (GIF, PNG tRNS)
 
 
 def _read_header(path: Path, data: bytes) -> _Header:
@@ -171,7 +172,7 @@ def _read_header(path: Path, data: bytes) -> _Header:
                     frames = max(1, int(getattr(im, "n_frames", 1)))
                 except Exception:  # noqa: BLE001 - a broken later frame: the first still decodes
                     frames = 1
-                return _Header((w, h), im.mode, orientation, icc, exif_bytes, frames)
+                return _Header((w, h), im.mode, orientation, icc, exif_bytes, frames, "transparency" in im.info)
     except PILImage.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large ({exc})") from None
     except ImageError:
@@ -348,6 +349,8 @@ def read_image(path: str | Path) -> Image:
         raise ImageError(f"{path}: unsupported channel count {c}")
     if not np.isfinite(color).all() or (alpha is not None and not np.isfinite(alpha).all()):
         raise ImageError(f"{path}: image contains NaN or infinite samples")
+    if alpha is not None and data[:3] == b"GIF" and not header.transparency and (alpha >= 1).all():
+        alpha = None  # OpenCV gives an animated GIF an opaque alpha that the file does not have
     if scale == 1.0:
         color = np.clip(color, 0, 1)
         alpha = None if alpha is None else np.clip(alpha, 0, 1)

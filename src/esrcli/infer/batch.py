@@ -24,6 +24,7 @@ interrupted output is never left half-written (outputs are written atomically).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Union
 import numpy as np
 
 from esrcli.data.imageio import DEEP_EXTENSIONS, MAX_PIXELS, NO_ALPHA_EXTENSIONS, Image, read_image, write_image
-from esrcli.errors import ConfigError, EsrError, ImageError
+from esrcli.errors import ConfigError, EsrError, ImageError, folder_failure
 from esrcli.infer.model import UpscaleModel, round_strength
 from esrcli.infer.upscale import UpscaleOptions, output_size, upscale_image, working_memory
 from esrcli.infer.plan import BatchItem, collect_inputs, is_video, list_inputs, target_ext
@@ -245,6 +246,20 @@ class _Job:
     error: BaseException | None = None
 
 
+def _check_folder(src: Path, folder: Path) -> None:
+    """Check that ``folder`` is, or can become, a folder: the nearest of it and its parents
+    that exists must be a folder (checked before the network runs, not after).
+
+    Raises:
+        ImageError: a file stands where a folder is needed (names the input and the file).
+    """
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise ImageError(f"{src}: cannot write into {folder}: {p} exists and is not a folder")
+
+
 def batch_jobs(jobs: int, device: "torch.device", count: int) -> int:
     """Images in flight for a batch of ``count`` inputs: ``jobs``, or 0 = the default for the
     device (:func:`esrcli.infer.workers.default_jobs`), at most ``count``, at least 1."""
@@ -294,7 +309,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             raise _Cancelled
         pool.rebalance()
 
-    def work(image: Image, dst: Path) -> tuple[list[str], float | None, bool]:
+    def work(image: Image, dst: Path, image_src: Path) -> tuple[list[str], float | None, bool]:
         """Upscale and write one image (in a worker); returns the pass's notices, the
         denoise strength chosen for it (``None`` without ``options.denoise``) and whether it
         was written (``False``: without ``overwrite``, another process wrote ``dst`` meanwhile
@@ -305,7 +320,10 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         result = upscale_image(image, net, info, up, notify=notes.append, progress=between_tiles)
         if cancel.is_set():
             raise _Cancelled
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageError(f"{image_src}: {folder_failure(dst.parent, exc)}") from None
         try:
             write_image(dst, result, quality=options.quality, replace=options.overwrite)
             written = True
@@ -328,8 +346,12 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             raise ImageError(f"{src}: output {dst} would overwrite an input", "pass --suffix or another output folder")
         if resolved in seen:
             raise ImageError(f"{src}: output {dst} is also the output of {seen[resolved]} in this run", "rename one of the two inputs")
+        if dst.is_dir():
+            raise ImageError(f"{src}: output {dst} is a folder", "move it away, or pass --suffix or another output folder")
+        _check_folder(src, dst.parent)
         seen[resolved] = src
-        return options.overwrite or not dst.exists()
+        # a dangling link there counts as a file: kept without --overwrite, replaced with it
+        return options.overwrite or not os.path.lexists(dst)
 
     def start(item: BatchItem) -> _Job:
         """Read one input and check its output name (in input order, here)."""
@@ -339,7 +361,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             return _Job(src, dst=dst, video=True, skip=not claim(src, dst))
         e = None if item.exact else target_ext(src, options.ext, None)
         early = item.stem if item.exact else (item.stem.with_name(item.stem.name + e) if e else None)
-        if early is not None and early.exists() and not options.overwrite and early.resolve() not in input_set:
+        if early is not None and os.path.lexists(early) and not early.is_dir() and not options.overwrite and early.resolve() not in input_set:
             claim(src, early)  # kept; but another input of this run writing it too is an error
             return _Job(src, dst=early, skip=True)
         image = read_image(src)
@@ -362,7 +384,10 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
     def run_video(src: Path, dst: Path) -> Iterator[Event]:
         """Upscale one video here, in the calling thread, yielding its progress."""
         notes: list[str] = []
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageError(f"{src}: {folder_failure(dst.parent, exc)}") from None
         with contextlib.closing(upscale_video(src, dst, model, up, options.video, notify=notes.append)) as frames:
             for p in frames:
                 while notes:
@@ -430,7 +455,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
             with pool.waiting_for_room():  # an image left alone meanwhile takes all threads
                 wait([j.future for j in running if j.future is not None], return_when=FIRST_COMPLETED)
             yield from report_ready()
-        job.future = pool.submit(work, job.image, job.dst)
+        job.future = pool.submit(work, job.image, job.dst, job.src)
         job.image = None
 
     with pool:

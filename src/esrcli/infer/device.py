@@ -206,9 +206,8 @@ def select_precision(
         db = probe_bf16_psnr(net, num_in_ch, key)
         if db >= BF16_PROBE_MIN_PSNR:
             return Precision(torch.bfloat16, "bf16", f"auto precision: bf16 (probe {db:.1f} dB vs fp32)")
-        return Precision(
-            torch.float32, "fp32", f"auto precision: fp32 (bf16 probe only {db:.1f} dB < {BF16_PROBE_MIN_PSNR:g})"
-        )
+        why = f"only {db:.1f} dB < {BF16_PROBE_MIN_PSNR:g}" if db == db else "not finite: the model's output has NaN values"
+        return Precision(torch.float32, "fp32", f"auto precision: fp32 (bf16 probe {why})")
     if requested == "auto":
         return Precision(torch.float16, "fp16")
     return Precision(_DTYPES[requested], requested)

@@ -51,22 +51,35 @@ class BatchItem:
 
 def list_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     """Expand files and folders into input files: each folder's images and videos, sorted
-    (hidden files skipped); files named explicitly are kept whatever their extension.
+    (hidden files and folders skipped); files named explicitly are kept whatever their extension.
 
     Raises:
         ImageError: a path that does not exist.
     """
-    known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + _READ_ONLY
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out.extend(sorted(f for f in it if f.is_file() and f.suffix.lower() in known and not f.name.startswith(".")))
+            # hidden files, and with ``recursive`` anything inside a hidden folder, are skipped
+            out.extend(sorted(f for f in it if _wanted(f) and not any(part.startswith(".") for part in f.relative_to(p).parts)))
         elif p.exists():
             out.append(p)
         else:
             raise ImageError(f"{p}: no such file or folder")
     return out
+
+
+def _wanted(f: Path) -> bool:
+    """Whether a file found in a folder is an input: an image or video by its extension."""
+    return f.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS + _READ_ONLY and f.is_file()
+
+
+def _nested_inputs(folder: Path) -> bool:
+    """Whether a folder's sub-folders (not the folder itself) hold inputs."""
+    try:
+        return any(_wanted(f) for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".") for f in sub.rglob("*"))
+    except OSError:
+        return False
 
 
 def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None = None, *, suffix: str = "", recursive: bool = False) -> list[BatchItem]:
@@ -102,13 +115,29 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None 
                     items.append(BatchItem(f, out_file, exact=True))
                 else:
                     items.append(BatchItem(f, out_dir / (f.stem + suffix)))
+    seen: set[tuple[str, str]] = set()  # a file named twice (or also found in a folder given): once
+    unique = []
+    for i, it in enumerate(items):
+        key = (_key(it.src), _key(it.stem))
+        if key in seen:
+            scanned.discard(i)
+            continue
+        seen.add(key)
+        unique.append((i, it))
+    if len(unique) < len(items):
+        scanned = {j for j, (i, _) in enumerate(unique) if i in scanned}
+        items = [it for _, it in unique]
     if scanned:
         makers: dict[str, set[int]] = {}  # output path without extension -> the items writing it
         for i, it in enumerate(items):
             makers.setdefault(_key(it.stem), set()).add(i)
         items = [it for i, it in enumerate(items) if i not in scanned or not makers.get(_key(it.src.with_suffix("")), set()) - {i}]
     if not items:
-        raise ImageError(f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS + _READ_ONLY + VIDEO_EXTENSIONS)})")
+        nested = not recursive and any(Path(p).is_dir() and _nested_inputs(Path(p)) for p in inputs)
+        raise ImageError(
+            f"{', '.join(map(str, inputs))}: no images found ({', '.join(IMAGE_EXTENSIONS + _READ_ONLY + VIDEO_EXTENSIONS)})",
+            "its sub-folders hold some: pass --recursive (-r)" if nested else None,
+        )
     return items
 
 
@@ -129,7 +158,10 @@ def target_ext(src: Path, ext: str, image: Image | None) -> str | None:
     if suffix not in IMAGE_EXTENSIONS:
         suffix = ".png"
     if suffix in (".jpg", ".jpeg"):
-        return suffix  # JPEG input: never alpha or 16-bit
+        # a JPEG has neither alpha nor 16 bits, but a PNG named .jpg may: read, it goes to PNG
+        if image is not None and (image.alpha is not None or image.bit_depth == 16):
+            return ".png"
+        return suffix
     if suffix in NO_ALPHA_EXTENSIONS:  # nor 16-bit: alpha or 16-bit pixels go to PNG
         if image is None:
             return None

@@ -51,7 +51,8 @@ class UpscaleOptions:
         batch: tiles per forward call.
 
     Raises:
-        ConfigError: a value out of range (message names the field).
+        ConfigError: a value out of range, or ``tile``, ``tile_overlap`` or ``batch`` not a
+            whole number (message names the field).
     """
 
     outscale: float | None = None
@@ -64,6 +65,10 @@ class UpscaleOptions:
         o = self.outscale
         if o is not None and (isinstance(o, bool) or not isinstance(o, (int, float)) or not (o > 0 and np.isfinite(o))):
             raise ConfigError(f"outscale: must be a positive number, got {o!r}")
+        for name in ("tile", "tile_overlap", "batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"{name}: expected a whole number, got {v!r}")
         if self.tile < 0:
             raise ConfigError(f"tile: must be >= 0 (0 = whole image), got {self.tile}")
         if self.tile_overlap < 0:
@@ -326,6 +331,9 @@ def upscale_image(
             out = sr[0].clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
         del sr
         if np.isnan(out).any():
+            param = next(net.parameters(), None)
+            if param is None or param.dtype == torch.float32:
+                raise WeightsError("the model's output has NaN (not-a-number) values in fp32: its weights are broken")
             raise WeightsError(
                 "the model's output has NaN (not-a-number) values: its weights are broken, or it overflowed in this precision (try --precision fp32)"
             )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from esrcli.data.imageio import MAX_PIXELS
 from esrcli.errors import ConfigError, EsrError, ImageError
 from esrcli.infer.plan import VIDEO_EXTENSIONS, is_video
 
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
     from esrcli.infer.model import UpscaleModel
     from esrcli.infer.upscale import UpscaleOptions
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoOptions", "VideoProgress", "is_video", "upscale_video", "import_av", "check_encoder"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoOptions", "VideoProgress", "is_video", "upscale_video", "import_av", "check_encoder", "video_codec"]
 
+#: A video that decodes to fewer than this share of the frames its header announces (less one)
+#: was cut short: its output is written but the input is reported as failed.
+SHORT_VIDEO = 0.9
 #: Output containers by file extension.
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 #: Encoders that take a constant-rate-factor quality (``crf``), and extra options they need.
@@ -55,8 +59,9 @@ class VideoOptions:
     """How videos are encoded.
 
     Attributes:
-        codec: FFmpeg encoder name, e.g. ``libx264`` (default), ``libx265``,
-            ``libvpx-vp9`` (for ``.webm``), ``libsvtav1``.
+        codec: FFmpeg encoder name, e.g. ``libx264``, ``libx265``, ``libvpx-vp9``,
+            ``libsvtav1``; ``None`` (default): the container's (:func:`video_codec`:
+            ``libvpx-vp9`` in ``.webm``, else ``libx264``).
         crf: constant rate factor (lower = better and larger; x264: 0..51, 17 is visually
             lossless for most content). Ignored by encoders without one.
         preset: encoder speed preset (x264/x265), e.g. ``medium``; ``None`` = the encoder's.
@@ -67,7 +72,7 @@ class VideoOptions:
         ConfigError: an out-of-range value (message names the field).
     """
 
-    codec: str = "libx264"
+    codec: str | None = None
     crf: int = 17
     preset: str | None = None
     frames_per_pass: int = 0
@@ -120,6 +125,26 @@ def check_encoder(codec: str) -> None:
         raise VideoError(f"video codec {codec!r}: no such video encoder in this FFmpeg (available: {', '.join(have)}, ...)")
 
 
+#: The encoders a WebM file can hold (VP8, VP9, AV1); other containers take the common ones.
+_WEBM_CODECS = ("libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1", "librav1e")
+
+
+def video_codec(dst: str | os.PathLike[str], codec: str | None = None) -> str:
+    """The encoder for an output video: ``codec``, or by default the container's
+    (``libvpx-vp9`` for ``.webm``, ``libx264`` for the others).
+
+    Raises:
+        VideoError: ``codec`` cannot go into that container (a ``.webm`` takes VP8, VP9 and
+            AV1 only; names the file).
+    """
+    webm = Path(dst).suffix.lower() == ".webm"
+    if codec is None:
+        return "libvpx-vp9" if webm else "libx264"
+    if webm and codec not in _WEBM_CODECS:
+        raise VideoError(f"{dst}: a .webm video holds VP8, VP9 or AV1, not {codec}", "pass --video-codec libvpx-vp9, or name an .mp4 or .mkv output")
+    return codec
+
+
 def _first_line(exc: BaseException) -> str:
     reason = getattr(exc, "strerror", None)  # FFmpegError: the reason without errno and file name
     if isinstance(reason, str) and reason:
@@ -142,11 +167,19 @@ def _even(n: int) -> int:
 
 
 def _frame_total(stream: Any, rate: Fraction) -> int | None:
+    """The frames a video stream announces: its frame count, else its duration times the
+    rate (the stream's own, or Matroska's per-track ``DURATION`` tag), else ``None``."""
     if stream.frames:
         return int(stream.frames)
     if stream.duration is not None and stream.time_base:
         return max(1, round(float(stream.duration * stream.time_base * rate)))
-    return None
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    try:
+        h, m, sec = str(tag).split(":")
+        seconds = int(h) * 3600 + int(m) * 60 + float(sec)
+    except (TypeError, ValueError):
+        return None
+    return max(1, round(seconds * float(rate))) if seconds > 0 else None
 
 
 def _auto_frames_per_pass(model: UpscaleModel, options: UpscaleOptions, size: tuple[int, int]) -> int:
@@ -225,23 +258,26 @@ def upscale_video(
         scale = int(getattr(model.info, "scale", 4))
         out_h, out_w = output_size(h, w, scale, options.outscale)
         size = (_even(out_h), _even(out_w))
+        if out_h * out_w > MAX_PIXELS:  # before any frame goes through the network
+            raise VideoError(f"{src}: each frame would be {out_w}x{out_h} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         total = _frame_total(vs, Fraction(rate))
         per_pass = video.frames_per_pass or _auto_frames_per_pass(model, options, (h, w))
         try:
             out = av.open(str(tmp), "w", format=fmt)
         except (av.FFmpegError, OSError) as exc:
             raise VideoError(f"{dst}: cannot write ({_first_line(exc)})") from None
+        codec = video_codec(dst, video.codec)
         try:
-            ovs = out.add_stream(video.codec, rate=rate)
+            ovs = out.add_stream(codec, rate=rate)
         except (av.FFmpegError, ValueError, KeyError) as exc:
-            raise VideoError(f"{dst}: video codec {video.codec!r} is not available ({_first_line(exc)})") from None
+            raise VideoError(f"{dst}: video codec {codec!r} is not available ({_first_line(exc)})") from None
         tb = vs.time_base or 1 / Fraction(rate)  # frames keep their timestamps in it
         ovs.width, ovs.height = size[1], size[0]
         ovs.pix_fmt = "yuv420p"
         ovs.time_base = tb
         ovs.codec_context.time_base = tb
-        opts = dict(_CRF_CODECS.get(video.codec, {}))
-        if video.codec in _CRF_CODECS:
+        opts = dict(_CRF_CODECS.get(codec, {}))
+        if codec in _CRF_CODECS:
             opts["crf"] = str(video.crf)
         if video.preset:
             opts["preset"] = video.preset
@@ -263,11 +299,11 @@ def upscale_video(
                         say(f"{s.type} stream {s.index} ({name}) cannot be copied ({_first_line(exc)}): dropped")
                         continue
             if s.type == "audio":
-                codec = "libopus" if fmt == "webm" else "aac"
+                acodec = "libopus" if fmt == "webm" else "aac"
                 rate_in = s.codec_context.sample_rate or 48000
-                a = out.add_stream(codec, rate=48000 if codec == "libopus" else rate_in)
+                a = out.add_stream(acodec, rate=48000 if acodec == "libopus" else rate_in)
                 recode[s.index] = a
-                say(f"audio stream {s.index} ({name}) cannot go into {fmt}: re-encoded to {'Opus' if codec == 'libopus' else 'AAC'}")
+                say(f"audio stream {s.index} ({name}) cannot go into {fmt}: re-encoded to {'Opus' if acodec == 'libopus' else 'AAC'}")
             else:
                 say(f"subtitle stream {s.index} ({name}) cannot go into {fmt}: dropped (an .mkv output keeps it)")
         streams = [vs] + [s for s in inp.streams if s.index in copies or s.index in recode]
@@ -338,6 +374,13 @@ def upscale_video(
             os.replace(tmp, dst)
         except OSError as exc:
             raise VideoError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+        if total is not None and done < total * SHORT_VIDEO - 1:
+            # FFmpeg decodes a truncated or damaged file up to the damage without an error
+            raise VideoError(
+                f"{src}: the video ended after {done} of its {total} frames (truncated or corrupt); "
+                f"{dst} holds the {done} frames upscaled",
+                "repair or re-download the input and run again with --overwrite",
+            )
     finally:
         inp.close()
         if out is not None:

@@ -213,6 +213,8 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     if looks_like_path or path.suffix.lower() in (".pth", ".safetensors", ".pt", ".ckpt"):
         yield path
         return
+    if path.is_dir():
+        raise WeightsError(f"{text}: is a folder, not a model file", "name a .safetensors or .pth file, or a model (esr model list)")
     from esrcli.weights.remote import unknown_name_error
 
     raise unknown_name_error(text, [e.name for e in catalogue()])

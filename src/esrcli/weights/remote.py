@@ -345,8 +345,9 @@ class ModelRow:
 
     Attributes:
         name: the name to type.
-        kind: ``"embedded"`` (inside the package), ``"cached"`` (downloaded), ``"download"``
-            (downloaded on first use) or ``"manual"`` (no direct URL: placed by hand).
+        kind: ``"embedded"`` (inside the package), ``"cached"`` (downloaded), ``"damaged"``
+            (a cached file of the wrong size), ``"download"`` (downloaded on first use) or
+            ``"manual"`` (no direct URL: placed by hand).
         arch: architecture, ``""`` when unknown.
         scale: upscaling factor, 0 when unknown.
         size: file size in bytes, ``None`` when unknown.
@@ -403,6 +404,11 @@ def list_models(cache: str | os.PathLike | None = None, user_file: str | os.Path
         path = cached_file(m, cache)
         if path.is_file():
             kind, size = "cached", path.stat().st_size
+            if m.size is not None and size != m.size:  # a partial or foreign file: every use fails
+                kind = "damaged"
+                rows.append(ModelRow(m.name, kind, m.arch, m.scale, size, path,
+                                     f"{size:,} bytes, not {m.size:,}: delete it or run esr model fetch {m.name}", m.license, m.url or m.page))
+                continue
         else:
             kind, size, path = ("download" if m.url else "manual"), m.size, None
         rows.append(ModelRow(m.name, kind, m.arch, m.scale, size, path, m.description, m.license, m.url or m.page))
