@@ -183,13 +183,30 @@ def test_train_estimator_runs_resumes_and_exports(tmp_path: Path, esr) -> None:
     cfg.write_text(f'[train]\ndata = "hr"\niterations = 4\nbatch = 4\nwidth = 4\nlog_every = 2\ncheckpoint_every = 2\n')
     rc, out, err = esr("train-estimator", cfg, "-o", tmp_path / "run")
     assert rc == 0, err
+    assert "stopped: done at iteration 4/4" in out
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [2, 4]
+    from esrcli.config import load_toml
+    from esrcli.estimate.train import EstimatorTrainConfig, train_estimator
+
+    stopped = train_estimator(load_toml(EstimatorTrainConfig, cfg), tmp_path / "stopped", stop_requested=lambda: True)
+    assert (stopped.stopped, stopped.iteration, stopped.total) == ("interrupted", 1, 4) and stopped.weights.is_file()
     weights = tmp_path / "run" / "esr-estimator.safetensors"
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
         assert f.metadata()["format"] == "esr-estimator"
+    rc, out, err = esr("model", "info", weights)
+    assert rc == 0 and "EstimatorNet" in out and "iterations: 4" in out, err
+    rc, out, err = esr("estimate", "--json", "--weights", weights, data / "img0.png")
+    assert rc == 0, err
+    from esrcli.estimate import estimate
+
+    got = json.loads(out)[0]["noise_sigma"]
+    assert got == pytest.approx(estimate(data / "img0.png", weights=weights).noise_sigma, abs=0.006)
+    assert got != pytest.approx(estimate(data / "img0.png").noise_sigma, abs=0.006)  # not the embedded net
+    rc, _, err = esr("estimate", "--weights", cfg, data / "img0.png")
+    assert rc == 1 and "est.toml: cannot read the estimator weights" in err
     # more iterations: resumes at 4 and appends
     cfg.write_text(cfg.read_text().replace("iterations = 4", "iterations = 6"))
     rc, _, err = esr("train-estimator", cfg, "-o", tmp_path / "run")

@@ -161,6 +161,8 @@ def test_train_pdm_runs_exports_and_resumes_exactly(data, tmp_path):
     init = _model()
     assert any(not torch.equal(a, b) for a, b in zip(init.state_dict().values(), pdm.state_dict().values()))
 
+    asked = train_pdm(_cfg(data), tmp_path / "asked", stop_requested=lambda: True)  # Ctrl-C in the CLI
+    assert (asked.stopped, asked.iteration) == ("interrupted", 1) and asked.export.is_file()
     # stop after 2 iterations, then resume to 4: identical weights and logs
     part = train_pdm(_cfg(data, train={"total_iter": 2}), tmp_path / "part")
     assert part.iteration == 2
@@ -264,6 +266,10 @@ def test_train_net_with_pdm_pairs(data, tmp_path):
     }
     with pytest.raises(ConfigError, match=r"degrade\.pdm: a PDM file"):
         from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm"}})
+    with pytest.raises(ConfigError, match=r'degrade\.pdm: given, but source = "second-order" does not use it'):
+        from_dict(TrainNetConfig, {**base, "degrade": {"pdm": str(pdm_path)}})  # a forgotten source: not ignored
+    with pytest.raises(ConfigError, match=r'degrade\.pdm_prob: only source = "mix" uses it'):
+        from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm", "pdm": str(pdm_path), "pdm_prob": 0.9}})
     cfg = from_dict(TrainNetConfig, {**base, "degrade": {"source": "pdm", "pdm": str(pdm_path)}}, base_dir=tmp_path)
     maker = PairMaker(cfg, torch.device("cpu"), 5)
     crops = torch.rand(2, 3, 24, 24)
@@ -361,6 +367,12 @@ def test_train_pdm_joint_sr_exports_and_resumes_exactly(data, tmp_path):
     assert info.arch == "SRVGGNetCompact" and info.scale == 4
     assert "PDM-SR" in info.metadata.get("provenance", "")
     assert net(torch.rand(1, 3, 6, 7)).shape == (1, 3, 24, 28)
+
+    # a start on another global residual than [sr.model]'s is said, as train-net says it
+    bilinear = {"model": {"num_feat": 4, "num_conv": 1, "upsample": "bilinear", "pretrained": str(full.sr_export)}}
+    notes: list[str] = []
+    train_pdm(_cfg(data, sr=bilinear, train={**train, "total_iter": 1}), tmp_path / "other", on_message=notes.append)
+    assert any("was trained on a nearest global residual; this run uses bilinear" in n for n in notes), notes
 
     part = train_pdm(_cfg(data, sr=sr, train={**train, "total_iter": 2}), tmp_path / "part")
     assert part.iteration == 2

@@ -84,6 +84,13 @@ def test_train_net_runs_logs_validates_and_exports(data, tmp_path):
     ema = read_checkpoint(res.checkpoint)["net_g_ema"]
     assert all(torch.equal(v, ema[k]) for k, v in net.state_dict().items())
     assert load_model(tmp_path / "run" / "exports" / "net_g_ema_iter_00000002.safetensors")[1].arch == "SRVGGNetCompact"
+    assert not any("could be scored" in m for m in messages)
+    # a crop border that leaves no image NIQE's 96x96: said once, not silently dropped
+    cfg = _cfg(data, val={"folders": [str(data / "val")], "interval": 1, "metrics": ["psnr_y", "niqe"], "crop_border": 8})
+    messages = []
+    train(cfg, tmp_path / "run2", on_message=messages.append)
+    said = [m for m in messages if "val.metrics niqe: no validation image could be scored" in m]
+    assert len(said) == 1 and "96x96" in said[0]
 
 
 def _teacher_file(root: Path, zero: bool = False) -> Path:
@@ -195,6 +202,11 @@ def test_bad_inputs(data, tmp_path):
         train(_cfg(data, model={"pretrained": str(other)}), tmp_path / "r2")
     assert "pretrained weights are RRDBNet(" in str(exc.value) and "asks for SRVGGNetCompact(" in str(exc.value)
     assert "\n" not in str(exc.value)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # failed starts leave no empty run folder
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(TrainingError):
+        train(_cfg(data, model={"pretrained": str(other)}), tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()  # a folder the user made stays
 
 
 def test_train_gan_from_train_net(data, tmp_path):
@@ -210,6 +222,10 @@ def test_train_gan_from_train_net(data, tmp_path):
     assert load_model(res.export)[1].arch == "SRVGGNetCompact"
     with pytest.raises(TrainingError, match="checkpoint is from train-gan"):
         train(_cfg(data, train={"total_iter": 3}), tmp_path / "gan")
+    no_skip = _cfg(data, gan=True, model={"pretrained": str(tmp_path / "net")}, loss={"gan_type": "ragan"},
+                   train={"total_iter": 3}, net_d={"skip_connection": False})  # same weights, other network
+    with pytest.raises(TrainingError, match="net_d.skip_connection is False, but the checkpoint's run was built with True"):
+        train(no_skip, tmp_path / "gan")
 
 
 def test_train_gan_vgg_discriminator(data, tmp_path):
@@ -405,10 +421,14 @@ def test_resume_takes_the_configs_learning_rate_and_refuses_another_gt_size(data
     with pytest.raises(TrainingError, match="32 px GT crops, data.gt_size is 24") as exc:
         train(other, tmp_path / "run")
     assert "data.gt_size" in exc.value.hint and (tmp_path / "run" / "config.toml").read_text() == before
-    # another generator: the message names the first key that does not fit
+    # another generator: the message names the setting that changed, shapes or not
     wider = _cfg(data, train={"total_iter": 8}, model={"num_feat": 16})
-    with pytest.raises(TrainingError, match=r"does not fit the configured networks \(.*body\.0\.weight"):
+    with pytest.raises(TrainingError, match=r"model\.num_feat is 16, but the checkpoint's run was built with 8"):
         train(wider, tmp_path / "run")
+    bilinear = _cfg(data, train={"total_iter": 8}, model={"upsample": "bilinear"})  # same shapes, other network
+    with pytest.raises(TrainingError, match=r"model\.upsample is 'bilinear', but the checkpoint's run was built with 'nearest'") as exc:
+        train(bilinear, tmp_path / "run")
+    assert "keep [model] as it was" in exc.value.hint and (tmp_path / "run" / "config.toml").read_text() == before
 
 
 def test_run_folder_rules(data, tmp_path):
@@ -491,3 +511,43 @@ def test_a_bad_validation_file_is_reported(data, tmp_path):
     cfg = _cfg(data, train={"total_iter": 2, "checkpoint_interval": 2}, val={"folders": [str(val)], "interval": 2})
     res = train(cfg, tmp_path / "run", on_message=notes.append)
     assert res.val and any("1 validation file(s) skipped" in n and "broken.png" in n for n in notes)
+
+
+def test_ctrl_c_stops_at_the_next_iteration_with_a_checkpoint(data, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group, loader workers included): the
+    run stops after its iteration with a checkpoint and an export, exits 130, and resumes."""
+    import signal
+    import time
+
+    cfg = _cfg(data, data={"num_workers": 1}, train={"total_iter": 100000, "checkpoint_interval": 100000, "threads": 1})
+    path = _write_cfg(tmp_path / "long.toml", cfg)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "esrcli", "train-net", str(path), "-o", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        log = tmp_path / "run" / "metrics.jsonl"
+        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    reached = int(out.split("stopped: interrupted at iteration ")[1].split("/")[0])
+    assert reached >= 3 and "stopping training at the next iteration" in err and "Traceback" not in err
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == [f"iter_{reached:08d}.pt"]
+    assert load_model(tmp_path / "run" / "net_g_ema.safetensors")[1].metadata.get("iterations") == str(reached)
+    # the same command, with an end in sight, carries on from there
+    _write_cfg(path, _cfg(data, data={"num_workers": 1}, train={"total_iter": reached + 2, "checkpoint_interval": 100000, "threads": 1}))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resumed from" in proc.stderr and f"stopped: done at iteration {reached + 2}/{reached + 2}" in proc.stdout
+
+
+def test_stop_requested_stops_like_the_time_limit(data, tmp_path):
+    calls = []
+    res = train(_cfg(data, train={"total_iter": 10, "checkpoint_interval": 10}), tmp_path / "run", stop_requested=lambda: calls.append(1) or len(calls) >= 2)
+    assert res.stopped == "interrupted" and res.iteration == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter_00000002.pt"]

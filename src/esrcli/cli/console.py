@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 import typer
 from rich.console import Console
@@ -151,3 +151,41 @@ def download_progress(description: str) -> Iterator:
             prog.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def stop_requests(what: str = "training") -> Iterator[Callable[[], bool]]:
+    """Ctrl-C or SIGTERM asks a long run to stop at its next safe point instead of killing it.
+
+    Within the block the first SIGINT or SIGTERM only sets a flag (with one line on stderr);
+    the run polls the yielded ``requested()`` and stops the way ``--time-limit`` does (a
+    checkpoint and an export). A second signal raises ``KeyboardInterrupt`` at once. Outside
+    the main thread (no signal handlers there) the flag stays unset.
+    """
+    import signal
+    import threading
+
+    flag = threading.Event()
+    pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:  # a forked child that kept the handler: the default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+        info(f"esr: stopping {what} at the next iteration with a checkpoint (press Ctrl-C again to stop at once, losing it)")
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield flag.is_set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

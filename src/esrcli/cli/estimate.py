@@ -70,12 +70,16 @@ def estimate_cmd(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array (one object per image) on stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV on stdout."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Estimator weights from esr train-estimator (RUN/esr-estimator.safetensors); default: the embedded ones.", dir_okay=False),
 ) -> None:
     """Estimate how images were degraded: noise sigma, JPEG quality, blur sigma, and the denoise strength to use."""
     from esrcli.estimate import estimate
+    from esrcli.estimate.core import _load_net
 
     fmt = output_format(as_json, as_csv)
-    results, skipped = each_image("estimate", paths, recursive, estimate)
+    if weights is not None:
+        _load_net(str(weights))  # a bad file: one line before any image
+    results, skipped = each_image("estimate", paths, recursive, lambda p: estimate(p, weights=weights))
     records = [_record(path, est) for path, est in results]
     _emit(records, fmt)
     if skipped:
@@ -110,11 +114,17 @@ def train_estimator_cmd(
             f"jpeg_mae={m['jpeg_mae']:.1f} blur_mae={m['blur_mae']:.2f}"
         )
 
-    last = train_estimator(cfg, out, time_limit=limit, resume=resume, progress=report, notify=console.warn)
+    with console.stop_requests() as requested:
+        result = train_estimator(cfg, out, time_limit=limit, resume=resume, progress=report, notify=console.warn, stop_requested=requested)
+    console.out.print(f"stopped: {result.stopped} at iteration {result.iteration}/{result.total}")
+    last = result.metrics
     if last:
         console.out.print(f"iteration {int(last['iteration'])}: noise MAE {last['noise_mae']:.2f} levels, "
                           f"JPEG MAE {last['jpeg_mae']:.1f}, blur MAE {last['blur_mae']:.2f} px (training patches)")
-    console.out.print(f"model: {out / 'esr-estimator.safetensors'}")
+    console.out.print(f"model: {result.weights}")
+    if result.stopped == "interrupted":  # saved, but not finished: say so to scripts
+        console.info(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -70,6 +71,24 @@ def _pdm_record(path: Path) -> dict | None:
             "parameters": sum(p.numel() for p in model.parameters()), "metadata": meta}
 
 
+def _estimator_record(path: Path) -> dict | None:
+    """``esr model info`` of degradation-estimator weights (esr train-estimator), or ``None``."""
+    if not path.is_file() or path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "esr-estimator":
+                return None
+            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except Exception:  # noqa: BLE001 - not readable as safetensors: the generator path reports it
+        return None
+    return {"file": str(path), "arch": "EstimatorNet (degradation estimator: noise, JPEG, blur)", "scale": None,
+            "params": {"width": meta.get("width")}, "parameters": parameters, "metadata": meta}
+
+
 @model_app.command("info")
 def info_cmd(
     files: List[Path] = typer.Argument(
@@ -87,6 +106,17 @@ def info_cmd(
         except EsrError as exc:
             console.error(str(exc), exc.hint)
             failed += 1
+            continue
+        estimator = _estimator_record(path) if pdm is None else None
+        if estimator is not None:
+            if as_json:
+                typer.echo(json.dumps(estimator))
+            else:
+                typer.echo(("\n" if i else "") + "\n".join([
+                    f"file:       {path}", f"arch:       {estimator['arch']}", f"parameters: {estimator['parameters']:,}",
+                    *(f"  {k}: {v}" for k, v in sorted(estimator["metadata"].items())),
+                    f"  (use it with: esr estimate --weights {path} IMAGES)",
+                ]))
             continue
         if pdm is not None:
             if as_json:

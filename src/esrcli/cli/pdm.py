@@ -49,8 +49,8 @@ def _run(config: Optional[Path], output: Optional[Path], resume: Optional[bool],
     out = output if output is not None else Path("runs") / config.stem
     from esrcli.train.pdm import train_pdm  # heavy imports only when training
 
-    with _PdmReporter(cfg.train.total_iter, cfg.train.log_interval) as rep:
-        result = train_pdm(cfg, out, resume=resume, time_limit=limit, on_step=rep.step, on_message=rep.message)
+    with _PdmReporter(cfg.train.total_iter, cfg.train.log_interval) as rep, console.stop_requests() as requested:
+        result = train_pdm(cfg, out, resume=resume, time_limit=limit, on_step=rep.step, on_message=rep.message, stop_requested=requested)
     console.out.print(f"stopped: {result.stopped} at iteration {result.iteration}/{result.total}")
     console.out.print(f"speed: {result.iters_per_s:.3f} it/s, {result.seconds:.1f} s")
     if result.losses:
@@ -61,6 +61,9 @@ def _run(config: Optional[Path], output: Optional[Path], resume: Optional[bool],
     console.out.print(f"model: {result.export}")
     if result.sr_export is not None:
         console.out.print(f"SR model: {result.sr_export}")
+    if result.stopped == "interrupted":  # saved, but not finished: say so to scripts
+        console.info(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:

@@ -104,9 +104,11 @@ def _run(stage: str, config: Optional[Path], output: Optional[Path], resume: Opt
     out = output if output is not None else Path("runs") / config.stem
     from esrcli.train.loop import train  # heavy imports only when training
 
-    with _Reporter(cfg.train.total_iter, cfg.train.log_interval) as rep:
-        result = train(cfg, out, resume=resume, time_limit=limit, on_step=rep.step, on_message=rep.message)
+    with _Reporter(cfg.train.total_iter, cfg.train.log_interval) as rep, console.stop_requests() as requested:
+        result = train(cfg, out, resume=resume, time_limit=limit, on_step=rep.step, on_message=rep.message, stop_requested=requested)
     if result.export is None:  # a rank other than 0 under torchrun
+        if result.stopped == "interrupted":
+            raise typer.Exit(130)
         return
     console.out.print(f"stopped: {result.stopped} at iteration {result.iteration}/{result.total}")
     console.out.print(f"speed: {result.iters_per_s:.3f} it/s ({result.precision}), {result.seconds:.1f} s")
@@ -116,6 +118,9 @@ def _run(stage: str, config: Optional[Path], output: Optional[Path], resume: Opt
         console.out.print("validation: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in result.val.items()))
     console.out.print(f"checkpoint: {result.checkpoint}")
     console.out.print(f"model: {result.export}")
+    if result.stopped == "interrupted":  # saved, but the run did not finish: say so to scripts
+        console.info(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:

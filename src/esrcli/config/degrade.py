@@ -239,6 +239,10 @@ class DegradeConfig:
     def __post_init__(self) -> None:
         if self.source != "second-order" and self.pdm is None:
             raise ConfigError(f"pdm: a PDM file (esr train-pdm's pdm.safetensors) is needed with source = {self.source!r}")
+        if self.source == "second-order" and self.pdm is not None:  # set but unused: surely a forgotten source
+            raise ConfigError('pdm: given, but source = "second-order" does not use it (set source = "pdm" or "mix", or drop pdm)')
+        if self.source != "mix" and self.pdm_prob != 0.5:
+            raise ConfigError(f'pdm_prob: only source = "mix" uses it, and source = {self.source!r}')
         _prob("pdm_prob", self.pdm_prob)
         if not 1 <= self.scale <= 16:
             raise ConfigError(f"scale: must be an integer in [1, 16], got {self.scale}")

@@ -195,6 +195,19 @@ class HRCropDataset(Dataset):
         return img.contiguous()
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """``DataLoader`` ``worker_init_fn``: loader workers ignore SIGINT and SIGTERM.
+
+    Ctrl-C in a terminal reaches every process of the job; the training process answers it
+    by stopping at the next iteration with a checkpoint, and needs its workers' batches until
+    then. Workers still end with the loader, or when their parent dies (PyTorch watches it).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class InfiniteSampler(Sampler):
     """An endless, resumable, rank-sharded stream of ``(position, index)`` keys.
 

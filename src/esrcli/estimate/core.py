@@ -10,6 +10,7 @@ tables instead (:func:`esrcli.estimate.classical.jpeg_file_quality`).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -58,31 +59,44 @@ class DegradationEstimate:
         return float(np.mean(self.noise_sigma))
 
 
-@lru_cache(maxsize=1)
-def _load_net():
-    """The embedded CNN (eval mode), or ``None`` when the package has no estimator weights."""
-    import torch
+@lru_cache(maxsize=4)
+def _load_net(weights: str | None = None):
+    """The CNN (eval mode) of ``weights`` (an ``esr train-estimator`` export), by default the
+    embedded one; ``None`` when the package has no estimator weights.
+
+    Raises:
+        WeightsError: a missing or unreadable file, or not esr-estimator weights (names it).
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from esrcli.estimate.net import EstimatorNet
 
-    ref = resources.files("esrcli.models").joinpath(MODEL_FILE)
-    if not ref.is_file():
-        return None
-    with resources.as_file(ref) as path:
+    if weights is None:
+        ref = resources.files("esrcli.models").joinpath(MODEL_FILE)
+        if not ref.is_file():
+            return None
+        context = resources.as_file(ref)
+    else:
+        if not Path(weights).is_file():
+            raise WeightsError(f"{weights}: no such estimator weights file")
+        context = nullcontext(Path(weights))
+    with context as path:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
             sd = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a broken package file
-            raise WeightsError(f"{path}: cannot read the estimator weights ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a broken file
+            raise WeightsError(f"{weights or path}: cannot read the estimator weights ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     if meta.get("format") != "esr-estimator":
-        raise WeightsError(f"{path}: not esr-estimator weights (metadata format={meta.get('format')!r})")
+        raise WeightsError(f"{weights or path}: not esr-estimator weights (metadata format={meta.get('format')!r})",
+                           "esr train-estimator writes them (RUN/esr-estimator.safetensors)")
     net = EstimatorNet(int(meta.get("width", "16")))
-    net.load_state_dict(sd)
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError:
+        raise WeightsError(f"{weights or path}: estimator weights that do not fit their declared width {meta.get('width')}") from None
     net.eval()
-    del torch
     return net
 
 
@@ -216,7 +230,7 @@ def _classical(levels: np.ndarray) -> tuple[tuple[float, ...], float | None, flo
     return immerkaer_per_channel(levels.astype(np.float32)), None, 0.0
 
 
-def estimate(image: ImageLike) -> DegradationEstimate:
+def estimate(image: ImageLike, weights: str | Path | None = None) -> DegradationEstimate:
     """Estimate the noise, JPEG quality and blur of one image.
 
     Args:
@@ -225,6 +239,8 @@ def estimate(image: ImageLike) -> DegradationEstimate:
             RGBA (alpha ignored), uint8, uint16 or float32 in [0, 1]. Each side must be at least
             :data:`MIN_SIDE`. Files are read as stored (no EXIF rotation: the JPEG block grid
             stays where the encoder put it); gray stored as RGB is estimated as gray.
+        weights: estimator weights written by ``esr train-estimator``
+            (``RUN/esr-estimator.safetensors``); default: the embedded ones.
 
     Returns:
         A :class:`DegradationEstimate`.
@@ -232,7 +248,7 @@ def estimate(image: ImageLike) -> DegradationEstimate:
     Raises:
         ImageError: unreadable file, unsupported array, or an image smaller than 64x64; the message
             names the file (or ``<array>``).
-        WeightsError: the embedded estimator weights are broken.
+        WeightsError: the estimator weights are missing (a ``weights`` file) or broken.
     """
     file_quality: int | None = None
     is_file = isinstance(image, (str, Path))
@@ -249,7 +265,7 @@ def estimate(image: ImageLike) -> DegradationEstimate:
     h, w = samples.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{name}: too small to estimate ({w}x{h}; at least {MIN_SIDE}x{MIN_SIDE})")
-    net = _load_net()
+    net = _load_net(None if weights is None else str(weights))
     channels = samples.shape[2]
     if net is None:
         noise, quality, blur = _classical(_to_levels(samples))

@@ -20,7 +20,7 @@ import numpy as np
 from esrcli.errors import ConfigError, DataError, TrainingError, folder_failure
 from esrcli.estimate.sampler import MIN_SIDE, SamplerSettings, list_training_photos, load_rgb8, sample_batch
 
-__all__ = ["EstimatorTrainConfig", "TrainSettings", "train_estimator"]
+__all__ = ["EstimatorTrainConfig", "EstimatorTrainResult", "TrainSettings", "train_estimator"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,26 @@ def _mae(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class EstimatorTrainResult:
+    """How :func:`train_estimator` ended.
+
+    Attributes:
+        iteration: the iteration reached (saved in the checkpoint and the weights).
+        total: ``train.iterations``.
+        stopped: ``"done"``, ``"time-limit"`` or ``"interrupted"`` (``stop_requested``).
+        metrics: the last logged metrics (``iteration``, ``loss``, ``noise_mae``,
+            ``jpeg_mae``, ``blur_mae``, ``lr``, ``elapsed_s``); empty when none was logged.
+        weights: the exported ``esr-estimator.safetensors``.
+    """
+
+    iteration: int
+    total: int
+    stopped: str
+    metrics: dict[str, float]
+    weights: Path
+
+
 def train_estimator(
     cfg: EstimatorTrainConfig,
     out_dir: Path,
@@ -86,7 +106,8 @@ def train_estimator(
     resume: bool | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     notify: Callable[[str], None] | None = None,
-) -> dict[str, float]:
+    stop_requested: Callable[[], bool] | None = None,
+) -> EstimatorTrainResult:
     """Train the estimator CNN and write the run folder.
 
     A resumed run takes the schedule from the config: with more ``iterations`` (or another
@@ -100,9 +121,11 @@ def train_estimator(
             requires it, ``False`` refuses a folder that has one (as ``esr train-net``).
         progress: called as ``progress(iteration, total, metrics)`` at each log step.
         notify: receives one-line warnings (training files that cannot be read, skipped).
+        stop_requested: polled after every iteration; ``True`` stops as ``time_limit``
+            does (the CLI sets it on Ctrl-C or SIGTERM).
 
     Returns:
-        The last logged metrics (``iteration``, ``loss``, ``noise_mae``, ``jpeg_mae``, ``blur_mae``).
+        An :class:`EstimatorTrainResult`.
 
     Raises:
         DataError: no usable photos in ``cfg.train.data``.
@@ -193,7 +216,7 @@ def train_estimator(
     t0 = time.monotonic()
     last: dict[str, float] = {}
     acc: list[dict[str, float]] = []
-    it = start
+    it, stopped = start, "done"
     with open(metrics, "a") as log:
         while it < t.iterations:
             xs, ys = sample_batch(images, t.batch, cfg.sampler, rng)
@@ -218,11 +241,16 @@ def train_estimator(
                     progress(it, t.iterations, last)
             if it % t.checkpoint_every == 0:
                 save(it)
-            if time_limit is not None and time.monotonic() - t0 > time_limit:
+            if stop_requested is not None and stop_requested():
+                stopped = "interrupted"
+            elif time_limit is not None and time.monotonic() - t0 > time_limit and it < t.iterations:
+                stopped = "time-limit"
+            if stopped != "done":
                 break
     save(it)
-    export_weights(net, out_dir / "esr-estimator.safetensors", {"iterations": str(it), "width": str(t.width)})
-    return last
+    weights = out_dir / "esr-estimator.safetensors"
+    export_weights(net, weights, {"iterations": str(it), "width": str(t.width)})
+    return EstimatorTrainResult(it, t.iterations, stopped, last, weights)
 
 
 def _load_init(net, path: Path) -> None:

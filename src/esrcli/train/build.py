@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from esrcli.archs import SRVGGNetCompact, UNetDiscriminatorSN, VGGStyleDiscriminator, build_generator
 from esrcli.config.train import ModelConfig, NetDConfig, TeacherConfig, TrainGanConfig, TrainNetConfig, TrainOptions
-from esrcli.data.dataset import HRCropDataset, InfiniteSampler, ScanResult, mix_seed
+from esrcli.data.dataset import HRCropDataset, InfiniteSampler, ScanResult, ignore_stop_signals, mix_seed
 from esrcli.errors import TrainingError, WeightsError
 from esrcli.train.schedule import build_scheduler
 from esrcli.weights import ModelInfo, params_text, read_model_info
@@ -323,6 +323,7 @@ def build_loader(
         drop_last=True,
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
     return dataset, loader
 

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from esrcli.archs.srvgg import compiled_prelu_backward_error
 from esrcli.atomic import folder_lock, remove_stale_parts
 from esrcli.config import to_toml
-from esrcli.config.train import TrainGanConfig, TrainNetConfig
+from esrcli.config.train import ModelConfig, NetDConfig, TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
 from esrcli.errors import TrainingError, folder_failure
 from esrcli.losses import (
@@ -110,7 +110,7 @@ class TrainResult:
     Attributes:
         iteration: the last completed iteration.
         total: ``train.total_iter``.
-        stopped: ``"done"`` or ``"time-limit"``.
+        stopped: ``"done"``, ``"time-limit"`` or ``"interrupted"`` (``stop_requested``).
         export: the final EMA export (safetensors), ``None`` on ranks other than 0.
         checkpoint: the last checkpoint written.
         resumed_from: the checkpoint the run started from.
@@ -361,6 +361,44 @@ def _set_hparams(opt: torch.optim.Optimizer, sched: Any, lr: float, betas: tuple
         group["lr"] = lr * lr_factor(max(0, sched.last_epoch), t)
 
 
+#: Settings a checkpoint's networks were built with: a resumed run must keep them (``pretrained``
+#: only seeds a new run; the discriminator's lr, betas and warm-up are the config's).
+_NET_D_KEYS = ("type", "num_feat", "skip_connection")
+
+
+def _check_networks_unchanged(state: dict[str, Any], cfg: Config) -> None:
+    """Refuse a config whose networks differ from those of the checkpoint's run.
+
+    Raises:
+        TrainingError: names the first setting that changed, with both values.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        then = tomllib.loads(str(state.get("config", "")))
+    except tomllib.TOMLDecodeError:
+        return  # an old or foreign checkpoint: load_state_dict still checks the shapes
+    defaults = {"model": ModelConfig(), "net_d": NetDConfig()}
+    model_keys = ["arch"] + [k for k in cfg.model.generator_params() if k not in ("num_in_ch", "num_out_ch")]
+    if cfg.model.arch == "SRVGGNetCompact":
+        model_keys.append("upsample")
+    for table, keys in (("model", model_keys), ("net_d", _NET_D_KEYS)):
+        now = getattr(cfg, table, None)
+        if now is None or table not in then:
+            continue
+        for key in keys:
+            old = then[table].get(key, getattr(defaults[table], key))
+            new = getattr(now, key)
+            if old != new:
+                raise TrainingError(
+                    f"{table}.{key} is {new!r}, but the checkpoint's run was built with {old!r}",
+                    hint=f"keep [{table}] as it was when the run started, or use another output folder",
+                )
+
+
 def load_checkpoint(
     state: dict[str, Any], cfg: Config, nets: Nets, optim: Optim, pairs: PairMaker, restore_rng: bool = True,
     say: Callable[[str], None] = lambda m: None,
@@ -378,6 +416,7 @@ def load_checkpoint(
     stage = "gan" if isinstance(cfg, TrainGanConfig) else "net"
     if state.get("stage") != stage:
         raise TrainingError(f"checkpoint is from train-{state.get('stage')}, this is train-{stage} (use another output folder)")
+    _check_networks_unchanged(state, cfg)
     if ("net_p" in state) != (nets.net_p is not None):
         have = "has a" if "net_p" in state else "has no"
         raise TrainingError(f"checkpoint {have} degradation head, model.predict_degradation is {str(nets.net_p is not None).lower()}",
@@ -503,6 +542,15 @@ def _find_resume(out_dir: Path, resume: bool | None) -> Path | None:
     return latest
 
 
+def remove_if_empty(out_dir: Path) -> None:
+    """Remove a run folder that a failed start left empty (and its empty sub-folders)."""
+    for sub in (out_dir / CHECKPOINT_DIR, out_dir / "exports", out_dir):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+
+
 def make_run_folder(out_dir: Path) -> None:
     """Create the run folder.
 
@@ -515,14 +563,24 @@ def make_run_folder(out_dir: Path) -> None:
         raise TrainingError(folder_failure(out_dir, exc, "the run folder"), hint="-o names the run folder") from None
 
 
-def _should_stop(deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device) -> bool:
-    if deadline is None:
-        return False
-    stop = time.monotonic() + iter_seconds >= deadline
-    if dist_info.enabled:  # all ranks stop at the same iteration (rank 0 decides)
-        flag = torch.tensor([1.0 if stop else 0.0], device=device)
+STOP_REASONS = ("done", "time-limit", "interrupted")
+
+
+def _should_stop(
+    deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device, requested: Callable[[], bool] | None = None
+) -> str | None:
+    """``"time-limit"`` when the next iteration would pass ``deadline``, ``"interrupted"``
+    when ``requested()`` says so, else ``None``; under torchrun rank 0 decides for all."""
+    stop = None
+    if requested is not None and requested():
+        stop = "interrupted"
+    elif deadline is not None and time.monotonic() + iter_seconds >= deadline:
+        stop = "time-limit"
+    if dist_info.enabled and (deadline is not None or requested is not None):  # all ranks stop at the same iteration
+        flag = torch.tensor([float(STOP_REASONS.index(stop) if stop else 0)], device=device)
         dist.broadcast(flag, 0)
-        stop = bool(flag.item())
+        code = int(flag.item())
+        stop = STOP_REASONS[code] if code else None
     return stop
 
 
@@ -533,6 +591,7 @@ def train(
     time_limit: float | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a generator (``TrainNetConfig``: Real-ESRNet; ``TrainGanConfig``: Real-ESRGAN).
 
@@ -546,6 +605,9 @@ def train(
             checkpoint and an export.
         on_step: called after every iteration (rank 0 only) with a :class:`StepInfo`.
         on_message: one-line notices and warnings (rank 0 only).
+        stop_requested: polled after every iteration (rank 0's answer counts); ``True``
+            stops the run as ``time_limit`` does, with a checkpoint and an export
+            (``stopped = "interrupted"``): the CLI sets it on Ctrl-C or SIGTERM.
 
     Returns:
         A :class:`TrainResult`.
@@ -568,6 +630,7 @@ def train(
         torch.set_num_threads(t.threads)
     prec = build.select_precision(t.precision, device)
     out_dir = Path(out_dir)
+    created = main and not out_dir.exists()
     held = ExitStack()
     try:
         if main:  # one run per folder: a second one would interleave its checkpoints and logs
@@ -613,6 +676,7 @@ def train(
         if main:
             (out_dir / "config.toml").write_text(to_toml(cfg) + "\n", encoding="utf-8")
         it, stopped, ckpt, losses, val = start_iter, "done", resume_path, {}, {}
+        unscored: set[str] = set()  # configured validation metrics no image could be scored with
         loop_start, iter_seconds = time.monotonic(), 0.0
         while it < t.total_iter:
             tick = time.monotonic()
@@ -644,7 +708,11 @@ def train(
                 save_dir = out_dir / "val" / f"iter_{it:08d}" if cfg.val.save_images else None
                 val = step_val = validate(nets.net_g_ema, val_images, cfg.val, device, save_dir)
                 log.write({"iter": it, **val})
-            stop = _should_stop(deadline, iter_seconds, dist_info, device)
+                for name in [m for m in cfg.val.metrics if f"val/{m}" not in val and m not in unscored]:
+                    unscored.add(name)  # said once
+                    why = " (NIQE needs 96x96 pixels after val.crop_border)" if name == "niqe" else ""
+                    say(f"warning: val.metrics {name}: no validation image could be scored{why}")
+            stop = _should_stop(deadline, iter_seconds, dist_info, device, stop_requested)
             step_ckpt = None
             if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
                 if main:
@@ -654,7 +722,7 @@ def train(
             if on_step is not None and main:
                 on_step(StepInfo(it, t.total_iter, losses, lr, step_val, step_ckpt))
             if stop:
-                stopped = "time-limit"
+                stopped = stop
                 break
         export = _export(out_dir, build.EXPORT_NAME, nets, cfg, it) if main else None
         log.close()
@@ -662,6 +730,10 @@ def train(
         done = it - start_iter
         return TrainResult(it, t.total_iter, stopped, export, ckpt, resume_path, losses, val, seconds,
                            done / seconds if seconds > 0 else 0.0, prec.name)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder behind
+            remove_if_empty(out_dir)
+        raise
     finally:
         held.close()
         cleanup_distributed(dist_info)

@@ -44,7 +44,7 @@ from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_chec
 from esrcli.train.cpu import single_thread_on_cpu
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
-from esrcli.train.loop import StepInfo, _find_resume, make_run_folder
+from esrcli.train.loop import StepInfo, _find_resume, make_run_folder, remove_if_empty
 
 __all__ = ["PDM_EXPORT", "SR_EXPORT", "UnpairedPatches", "SrNets", "PdmNets", "PdmResult", "pdm_step", "sr_step",
            "kernel_stats", "calibrated_export", "train_pdm"]
@@ -184,8 +184,9 @@ class PdmNets:
     sr: SrNets | None = None
 
 
-def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
-    """Networks (seeded by ``train.seed``), Adam optimisers and MultiStepLR schedules."""
+def build_pdm_nets(cfg: PdmConfig, device: torch.device, notify: Callable[[str], None] | None = None) -> PdmNets:
+    """Networks (seeded by ``train.seed``), Adam optimisers and MultiStepLR schedules;
+    ``notify`` gets :func:`esrcli.train.build.load_pretrained`'s notes on ``[sr]``'s start."""
     torch.manual_seed(mix_seed(cfg.train.seed, 0x1417))
     model = PdmModel(cfg.model).to(device)
     disc = PatchDiscriminator(cfg.model.disc_feat, cfg.model.disc_layers, cfg.model.disc_highpass).to(device)
@@ -196,11 +197,11 @@ def build_pdm_nets(cfg: PdmConfig, device: torch.device) -> PdmNets:
     opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr_d, betas=t.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, list(t.milestones), t.gamma)
     sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, list(t.milestones), t.gamma)
-    sr = build_sr_nets(cfg.sr, cfg, device) if cfg.sr is not None else None
+    sr = build_sr_nets(cfg.sr, cfg, device, notify) if cfg.sr is not None else None
     return PdmNets(model, make_ema(model), disc, opt_g, opt_d, sched_g, sched_d, sr=sr)
 
 
-def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device) -> SrNets:
+def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device, notify: Callable[[str], None] | None = None) -> SrNets:
     """The ``[sr]`` generator (seeded by ``train.seed``; ``sr.model.pretrained`` loaded),
     its EMA, Adam and the MultiStepLR of ``train.milestones``.
 
@@ -210,7 +211,7 @@ def build_sr_nets(sr: PdmSrConfig, cfg: PdmConfig, device: torch.device) -> SrNe
     """
     net_g = build.build_net_g(sr.model, cfg.train.seed)
     try:
-        build.load_pretrained(net_g, sr.model)
+        build.load_pretrained(net_g, sr.model, notify)
     except TrainingError as exc:
         msg = str(exc)
         raise TrainingError("sr." + msg if msg.startswith("model.") else msg, exc.hint) from None
@@ -504,7 +505,7 @@ class PdmResult:
     Attributes:
         iteration: the last completed iteration.
         total: ``train.total_iter``.
-        stopped: ``"done"`` or ``"time-limit"``.
+        stopped: ``"done"``, ``"time-limit"`` or ``"interrupted"`` (``stop_requested``).
         export: ``RUN/pdm.safetensors``.
         checkpoint: the last checkpoint written.
         resumed_from: the checkpoint the run started from.
@@ -543,6 +544,7 @@ def train_pdm(
     time_limit: float | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> PdmResult:
     """Train a PDM degradation model.
 
@@ -556,6 +558,8 @@ def train_pdm(
             and an export.
         on_step: called after every iteration with a :class:`~esrcli.train.loop.StepInfo`.
         on_message: one-line notices.
+        stop_requested: polled after every iteration; ``True`` stops the run as
+            ``time_limit`` does (``stopped = "interrupted"``; the CLI sets it on Ctrl-C).
 
     Returns:
         A :class:`PdmResult`.
@@ -568,6 +572,7 @@ def train_pdm(
             ``out_dir`` a file, or another run writing to it.
     """
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     make_run_folder(out_dir)
     with folder_lock(out_dir) as mine:  # one run per folder
         if not mine:
@@ -575,7 +580,12 @@ def train_pdm(
                                 hint="wait for it to finish, or choose another output folder")
         for folder in (out_dir, out_dir / CHECKPOINT_DIR):
             remove_stale_parts(folder)
-        return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message)
+        try:
+            return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message, stop_requested)
+        except BaseException:
+            if created:  # a run that failed before writing anything leaves no empty folder behind
+                remove_if_empty(out_dir)
+            raise
 
 
 def _train_pdm(
@@ -585,6 +595,7 @@ def _train_pdm(
     time_limit: float | None,
     on_step: Callable[[StepInfo], None] | None,
     on_message: Callable[[str], None] | None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> PdmResult:
     t = cfg.train
     say = on_message or (lambda m: None)
@@ -599,7 +610,7 @@ def _train_pdm(
     if data.skipped:
         say(f"warning: {len(data.skipped)} training file(s) skipped, e.g. {data.skipped[0][0]}: {data.skipped[0][1]}")
     say(f"data: {len(data.hr_scan.files)} HR and {len(data.lr_scan.files)} LR images")
-    nets = build_pdm_nets(cfg, device)
+    nets = build_pdm_nets(cfg, device, say)
     if cfg.sr is not None:
         m = cfg.sr.model
         n_params = sum(p.numel() for p in nets.sr.net_g.parameters())
@@ -651,7 +662,11 @@ def _train_pdm(
                 if gain is not None:
                     losses["ema_noise_gain"] = float(gain.mean())
                 log.write({"iter": it, **losses, "lr": lr_now, "time": round(time.monotonic() - start_time, 3)})
-            stop = deadline is not None and time.monotonic() + iter_seconds >= deadline
+            stop = None
+            if stop_requested is not None and stop_requested():
+                stop = "interrupted"
+            elif deadline is not None and time.monotonic() + iter_seconds >= deadline:
+                stop = "time-limit"
             step_ckpt = None
             if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
                 ckpt = step_ckpt = save_pdm_checkpoint(out_dir, it, cfg, nets)
@@ -661,7 +676,7 @@ def _train_pdm(
             if on_step is not None:
                 on_step(StepInfo(it, t.total_iter, losses, lr_now, None, step_ckpt))
             if stop:
-                stopped = "time-limit"
+                stopped = stop
                 break
     finally:
         log.close()
