@@ -39,7 +39,7 @@ import numpy as np
 from esrcli.data.imageio import DEEP_EXTENSIONS, MAX_PIXELS, NO_ALPHA_EXTENSIONS, Image, read_image, write_image
 from esrcli.errors import ConfigError, EsrError, ImageError, folder_failure
 from esrcli.infer.model import UpscaleModel, round_strength
-from esrcli.infer.upscale import UpscaleOptions, output_size, upscale_image, working_memory
+from esrcli.infer.upscale import UpscaleOptions, output_size, size_text, upscale_image, working_memory
 from esrcli.infer.plan import BatchItem, collect_inputs, is_video, list_inputs, target_ext
 from esrcli.infer.video import VideoOptions, upscale_video
 from esrcli.infer.workers import WorkerPool, default_jobs
@@ -367,7 +367,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         image = read_image(src)
         out_h, out_w = output_size(*image.size, info.scale, up.outscale)
         if out_h * out_w > MAX_PIXELS:  # refused before the network runs, not by the encoder after it
-            raise ImageError(f"{src}: the output would be {out_w}x{out_h} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
+            raise ImageError(f"{src}: the output would be {size_text(out_w, out_h)} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         dst = item.stem if item.exact else item.stem.with_name(item.stem.name + (target_ext(src, options.ext, image) or ".png"))
         if not claim(src, dst):
             return _Job(src, dst=dst, skip=True)

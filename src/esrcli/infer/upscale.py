@@ -94,6 +94,13 @@ def output_size(height: int, width: int, net_scale: int, outscale: float | None)
     return max(1, int(round(height * s))), max(1, int(round(width * s)))
 
 
+def size_text(width: int, height: int) -> str:
+    """``"WxH"`` for messages; sides past ten million pixels in three significant digits."""
+    if max(width, height) >= 10_000_000:
+        return f"{float(width):.3g}x{float(height):.3g}"
+    return f"{width}x{height}"
+
+
 def working_memory(image: Image, info: object, options: UpscaleOptions = UpscaleOptions()) -> int:
     """Estimated peak bytes that upscaling ``image`` and encoding the result take, beyond
     the loaded network (an estimate on the safe side, for deciding what fits in memory).
@@ -310,7 +317,7 @@ def upscale_image(
     h, w = image.size
     size = output_size(h, w, scale, options.outscale)
     if size[0] * size[1] > MAX_PIXELS:
-        raise ImageError(f"the output would be {size[1]}x{size[0]} pixels, over the limit of {MAX_PIXELS:,}", "ask for a smaller outscale")
+        raise ImageError(f"the output would be {size_text(size[1], size[0])} pixels, over the limit of {MAX_PIXELS:,}", "ask for a smaller outscale")
 
     cin, _ = _check_channels(net, info)
     mod = model_multiple(info)

@@ -224,7 +224,7 @@ def upscale_video(
             video stream), ``dst`` has an unknown extension, the encoder is unknown or
             refuses the settings, or writing fails (the message names the file).
     """
-    from esrcli.infer.upscale import UpscaleOptions, output_size, upscale_frames
+    from esrcli.infer.upscale import UpscaleOptions, output_size, size_text, upscale_frames
 
     av = import_av()
     src, dst = Path(src), Path(dst)
@@ -259,7 +259,7 @@ def upscale_video(
         out_h, out_w = output_size(h, w, scale, options.outscale)
         size = (_even(out_h), _even(out_w))
         if out_h * out_w > MAX_PIXELS:  # before any frame goes through the network
-            raise VideoError(f"{src}: each frame would be {out_w}x{out_h} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
+            raise VideoError(f"{src}: each frame would be {size_text(out_w, out_h)} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         total = _frame_total(vs, Fraction(rate))
         per_pass = video.frames_per_pass or _auto_frames_per_pass(model, options, (h, w))
         try:
