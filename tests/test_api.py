@@ -135,6 +135,7 @@ def test_tile_sizes_must_be_whole_numbers(model):
                          ({"tile": "512"}, "tile: expected a whole number, got '512'"), ({"tile": True}, "tile: expected a whole number, got True")):
         with pytest.raises(ConfigError, match=what):
             Upscaler(model, precision="fp32", **kwargs)
+    assert Upscaler(model, precision="fp32", tile=np.int64(64), tile_overlap=np.int32(8)).options.tile == 64  # numpy ints are whole
 
 
 def test_bad_inputs_raise_image_error(up, tmp_path):

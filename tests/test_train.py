@@ -551,3 +551,5 @@ def test_stop_requested_stops_like_the_time_limit(data, tmp_path):
     res = train(_cfg(data, train={"total_iter": 10, "checkpoint_interval": 10}), tmp_path / "run", stop_requested=lambda: calls.append(1) or len(calls) >= 2)
     assert res.stopped == "interrupted" and res.iteration == 2
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["iter_00000002.pt"]
+    last = train(_cfg(data, train={"total_iter": 3, "checkpoint_interval": 10}), tmp_path / "run", stop_requested=lambda: True)
+    assert (last.stopped, last.iteration) == ("done", 3)  # asked during the last iteration: nothing is left to resume

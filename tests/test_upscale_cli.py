@@ -212,6 +212,18 @@ def test_output_paths_blocked_by_folders_or_files_fail_before_the_network(esr, m
         assert len(ran) == len(stdout.split()) == 4  # only the images that could be written ran
 
 
+def test_a_file_named_and_found_in_a_folder_is_kept_whatever_the_order(tmp_path):
+    from esrcli.infer.plan import collect_inputs
+
+    d = tmp_path / "dd"
+    d.mkdir()
+    for name in ("photo.jpg", "photo_out.png"):
+        cv2.imwrite(str(d / name), _rng(8, 8, 3))
+    for order in ([d, d / "photo_out.png"], [d / "photo_out.png", d]):
+        items = collect_inputs(order, d, suffix="_out")
+        assert sorted(it.src.name for it in items) == ["photo.jpg", "photo_out.png"], order
+
+
 def test_an_input_named_twice_runs_once(esr, models, inputs, tmp_path):
     out = tmp_path / "out"
     rc, stdout, err = esr("upscale", inputs / "rgb.jpg", inputs / "rgb.jpg", out, "--model", models["nearest4"])

@@ -279,7 +279,7 @@ def test_subtitle_streams_are_copied_or_dropped_with_a_message(esr, tmp_path):
 
 def test_a_video_cut_short_is_reported_and_its_frames_are_kept(esr, tmp_path):
     whole = tmp_path / "whole.mkv"
-    make_clip(whole, frames=30)  # Matroska: the frame total comes from the track's DURATION tag
+    make_clip(whole, frames=30)  # Matroska: the duration comes from the track's DURATION tag
     data = whole.read_bytes()
     (tmp_path / "in").mkdir()
     cut = tmp_path / "in" / "cut.mkv"
@@ -290,7 +290,7 @@ def test_a_video_cut_short_is_reported_and_its_frames_are_kept(esr, tmp_path):
     with av.open(str(dst)) as c:
         kept = sum(1 for _ in c.decode(video=0))
     assert 0 < kept < 27
-    assert f"cut.mkv: the video ended after {kept} of its 30 frames (truncated or corrupt); {dst} holds the {kept} frames" in err
+    assert "cut.mkv: the video ended after " in err and f" s of its 2.5 s ({kept} frames; truncated or corrupt); {dst} holds the {kept} frames" in err
     assert "0 written, 0 skipped, 1 failed" in err
     rc, _, err = esr("upscale", whole, tmp_path / "out2", "--model", _compact_model())
     assert rc == 0 and "1 written" in err  # the whole file: no complaint
@@ -314,6 +314,17 @@ def test_webm_gets_vp9_by_default_and_refuses_h264_before_the_model_loads(esr, c
     assert not (tmp_path / "w.webm").exists()
 
 
+def test_webm_takes_vp8_vp9_and_av1_encoders_by_what_they_write():
+    from esrcli.errors import ImageError
+    from esrcli.infer.video import video_codec
+
+    assert video_codec("a.webm") == "libvpx-vp9" and video_codec("a.mp4") == "libx264" and video_codec("a.mkv", "libx265") == "libx265"
+    if "av1_nvenc" in av.codecs_available:  # a hardware encoder: named by its output format, not its name
+        assert video_codec("a.webm", "av1_nvenc") == "av1_nvenc"
+    with pytest.raises(ImageError, match="holds VP8, VP9 or AV1, not libx265"):
+        video_codec("a.webm", "libx265")
+
+
 def test_a_video_over_the_pixel_limit_is_refused_before_any_frame(esr, clip, tmp_path, monkeypatch):
     import esrcli.infer.upscale
 
@@ -325,3 +336,51 @@ def test_a_video_over_the_pixel_limit_is_refused_before_any_frame(esr, clip, tmp
     rc, _, err = esr("upscale", src, tmp_path / "out", "--model", _compact_model(), "--scale", "1000")
     assert rc == 1 and "each frame would be 64000x48000 pixels, over the limit" in err and "smaller --scale" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_valid_videos_whose_frame_counts_mislead_are_not_called_cut_short(esr, tmp_path):
+    """Variable frame rate (an average rate from the first seconds) and an MP4 edit list (a
+    stream copy cut with -ss: the header counts samples the player skips) are whole videos."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(0)
+    vfr = tmp_path / "in" / "vfr.mkv"
+    vfr.parent.mkdir()
+    out = av.open(str(vfr), "w")
+    vs = out.add_stream("libx264", rate=30)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    vs.time_base = vs.codec_context.time_base = Fraction(1, 1000)
+    for t in [round(i * 1000 / 30) for i in range(60)] + [2000 + 1000 * k for k in range(8)]:  # 2 s at 30 fps, then 1 fps
+        f = av.VideoFrame.from_ndarray((rng.random((H, W, 3)) * 255).astype(np.uint8), format="rgb24")
+        f.pts, f.time_base = t, Fraction(1, 1000)
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+    out.close()
+    src = tmp_path / "src.mp4"
+    out = av.open(str(src), "w")
+    vs = out.add_stream("libx264", rate=RATE)
+    vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+    vs.options = {"g": "100", "bf": "0"}  # one GOP: a copy cut cannot start at a keyframe
+    for _ in range(40):
+        for p in vs.encode(av.VideoFrame.from_ndarray((rng.random((H, W, 3)) * 255).astype(np.uint8), format="rgb24")):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+    out.close()
+    with av.open(str(src)) as inp, av.open(str(tmp_path / "in" / "cut.mp4"), "w") as o:
+        s = inp.streams.video[0]
+        step = int(round(1 / (RATE * s.time_base)))
+        os_ = o.add_stream_from_template(s)
+        for pkt in inp.demux(s):
+            if pkt.dts is None:
+                continue
+            pkt.pts -= 30 * step  # what `ffmpeg -ss 2.5 -c copy` writes: an edit list skips 30 frames
+            pkt.dts -= 30 * step
+            pkt.stream = os_
+            o.mux(pkt)
+    with av.open(str(tmp_path / "in" / "cut.mp4")) as c:
+        assert c.streams.video[0].frames == 40 and sum(1 for _ in c.decode(video=0)) == 10
+    rc, stdout, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", _compact_model(), "--scale", "1")
+    assert rc == 0 and "2 written, 0 skipped, 0 failed" in err, err

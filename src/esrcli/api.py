@@ -8,6 +8,7 @@ same tiling), so its results equal the command's.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -209,8 +210,10 @@ class Upscaler:
             sharpness = float(sharpness)
         tile = DEFAULT_TILE if tile is None else tile
         for name, v in (("tile", tile), ("tile_overlap", tile_overlap)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
                 raise ConfigError(f"{name}: expected a whole number, got {v!r}")
+        tile = int(tile)
+        tile_overlap = None if tile_overlap is None else int(tile_overlap)
         if 0 < tile < MIN_TILE:
             raise ConfigError(f"tile: must be 0 (whole image) or at least {MIN_TILE}, got {tile} (a smaller tile shows its seams)")
         if tile_overlap is None:  # as esr upscale: 32, or half a smaller tile

@@ -159,8 +159,9 @@ def stop_requests(what: str = "training") -> Iterator[Callable[[], bool]]:
 
     Within the block the first SIGINT or SIGTERM only sets a flag (with one line on stderr);
     the run polls the yielded ``requested()`` and stops the way ``--time-limit`` does (a
-    checkpoint and an export). A second signal raises ``KeyboardInterrupt`` at once. Outside
-    the main thread (no signal handlers there) the flag stays unset.
+    checkpoint and an export). A second Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` at once;
+    a repeated SIGTERM does not (schedulers and torchrun may send it to a process twice).
+    Outside the main thread (no signal handlers there) the flag stays unset.
     """
     import signal
     import threading
@@ -174,9 +175,13 @@ def stop_requests(what: str = "training") -> Iterator[Callable[[], bool]]:
             os.kill(os.getpid(), signum)
             return
         if flag.is_set():
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         flag.set()
-        info(f"esr: stopping {what} at the next iteration with a checkpoint (press Ctrl-C again to stop at once, losing it)")
+        # os.write: a handler may run while the main code is inside a buffered write to stderr
+        os.write(2, f"esr: stopping {what} at the next iteration with a checkpoint "
+                    f"(press Ctrl-C again to stop at once, losing it)\n".encode())
 
     previous = {}
     try:
@@ -188,4 +193,4 @@ def stop_requests(what: str = "training") -> Iterator[Callable[[], bool]]:
         yield flag.is_set
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_DFL if old is None else old)  # None: a handler set from C

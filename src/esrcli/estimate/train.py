@@ -241,7 +241,7 @@ def train_estimator(
                     progress(it, t.iterations, last)
             if it % t.checkpoint_every == 0:
                 save(it)
-            if stop_requested is not None and stop_requested():
+            if stop_requested is not None and stop_requested() and it < t.iterations:
                 stopped = "interrupted"
             elif time_limit is not None and time.monotonic() - t0 > time_limit and it < t.iterations:
                 stopped = "time-limit"

@@ -75,9 +75,11 @@ def _wanted(f: Path) -> bool:
 
 
 def _nested_inputs(folder: Path) -> bool:
-    """Whether a folder's sub-folders (not the folder itself) hold inputs."""
+    """Whether a folder's (non-hidden) sub-folders hold inputs directly: a hint, so one level
+    down only (a mistaken ``esr upscale ~ out`` must not scan the whole home folder)."""
     try:
-        return any(_wanted(f) for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".") for f in sub.rglob("*"))
+        return any(_wanted(f) for sub in folder.iterdir() if sub.is_dir() and not sub.name.startswith(".")
+                   for f in sub.iterdir() if not f.name.startswith("."))
     except OSError:
         return False
 
@@ -115,14 +117,16 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path, out_file: Path | None 
                     items.append(BatchItem(f, out_file, exact=True))
                 else:
                     items.append(BatchItem(f, out_dir / (f.stem + suffix)))
-    seen: set[tuple[str, str]] = set()  # a file named twice (or also found in a folder given): once
+    first: dict[tuple[str, str], int] = {}  # a file named twice (or also found in a folder given): once
     unique = []
     for i, it in enumerate(items):
         key = (_key(it.src), _key(it.stem))
-        if key in seen:
+        if key in first:
+            if i not in scanned:  # also named explicitly: the copy kept counts as named
+                scanned.discard(first[key])
             scanned.discard(i)
             continue
-        seen.add(key)
+        first[key] = i
         unique.append((i, it))
     if len(unique) < len(items):
         scanned = {j for j, (i, _) in enumerate(unique) if i in scanned}

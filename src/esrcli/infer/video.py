@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoOptions", "VideoProgress", "is_video", "upscale_video", "import_av", "check_encoder", "video_codec"]
 
-#: A video that decodes to fewer than this share of the frames its header announces (less one)
-#: was cut short: its output is written but the input is reported as failed.
+#: A video whose decoded frames end before this share of the duration its header announces
+#: (less a frame) was cut short: its output is written but the input is reported as failed.
 SHORT_VIDEO = 0.9
 #: Output containers by file extension.
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -129,6 +129,16 @@ def check_encoder(codec: str) -> None:
 _WEBM_CODECS = ("libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1", "librav1e")
 
 
+def _codec_id(encoder: str) -> str | None:
+    """The format an FFmpeg encoder writes (``av1_nvenc`` -> ``av1``), or ``None`` when unknown."""
+    try:
+        import av
+
+        return av.Codec(encoder, "w").canonical_name
+    except Exception:  # noqa: BLE001 - no PyAV, or no such encoder: check_encoder says so
+        return None
+
+
 def video_codec(dst: str | os.PathLike[str], codec: str | None = None) -> str:
     """The encoder for an output video: ``codec``, or by default the container's
     (``libvpx-vp9`` for ``.webm``, ``libx264`` for the others).
@@ -140,7 +150,7 @@ def video_codec(dst: str | os.PathLike[str], codec: str | None = None) -> str:
     webm = Path(dst).suffix.lower() == ".webm"
     if codec is None:
         return "libvpx-vp9" if webm else "libx264"
-    if webm and codec not in _WEBM_CODECS:
+    if webm and codec not in _WEBM_CODECS and _codec_id(codec) not in ("vp8", "vp9", "av1"):
         raise VideoError(f"{dst}: a .webm video holds VP8, VP9 or AV1, not {codec}", "pass --video-codec libvpx-vp9, or name an .mp4 or .mkv output")
     return codec
 
@@ -166,20 +176,27 @@ def _even(n: int) -> int:
     return max(2, n - n % 2)
 
 
-def _frame_total(stream: Any, rate: Fraction) -> int | None:
-    """The frames a video stream announces: its frame count, else its duration times the
-    rate (the stream's own, or Matroska's per-track ``DURATION`` tag), else ``None``."""
-    if stream.frames:
-        return int(stream.frames)
+def _stream_seconds(stream: Any) -> float | None:
+    """The duration a video stream announces, in seconds: its own (MP4/MOV: after the edit
+    list), else Matroska's per-track ``DURATION`` tag, else ``None``."""
     if stream.duration is not None and stream.time_base:
-        return max(1, round(float(stream.duration * stream.time_base * rate)))
+        return float(stream.duration * stream.time_base)
     tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
     try:
         h, m, sec = str(tag).split(":")
         seconds = int(h) * 3600 + int(m) * 60 + float(sec)
     except (TypeError, ValueError):
         return None
-    return max(1, round(seconds * float(rate))) if seconds > 0 else None
+    return seconds if seconds > 0 else None
+
+
+def _frame_total(stream: Any, rate: Fraction) -> int | None:
+    """About how many frames a video stream holds, for progress and ETA only: its frame
+    count, else its duration times the average rate, else ``None``."""
+    if stream.frames:
+        return int(stream.frames)
+    seconds = _stream_seconds(stream)
+    return max(1, round(seconds * float(rate))) if seconds else None
 
 
 def _auto_frames_per_pass(model: UpscaleModel, options: UpscaleOptions, size: tuple[int, int]) -> int:
@@ -261,6 +278,9 @@ def upscale_video(
         if out_h * out_w > MAX_PIXELS:  # before any frame goes through the network
             raise VideoError(f"{src}: each frame would be {size_text(out_w, out_h)} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         total = _frame_total(vs, Fraction(rate))
+        announced = _stream_seconds(vs)
+        start_pts = vs.start_time  # the stream's first timestamp (time_base units), if known
+        span: list[float] = []  # [first, last] decoded frame time in seconds
         per_pass = video.frames_per_pass or _auto_frames_per_pass(model, options, (h, w))
         try:
             out = av.open(str(tmp), "w", format=fmt)
@@ -339,6 +359,9 @@ def upscale_video(
                 if i == vs.index:
                     for frame in packet.decode():
                         group.append((frame.to_ndarray(format="rgb24"), frame.pts))
+                        if frame.pts is not None and frame.time_base:
+                            t_frame = float(frame.pts * frame.time_base)
+                            span[:] = [span[0] if span else t_frame, t_frame]
                         if len(group) >= per_pass:
                             encode_group()
                             yield progress()
@@ -374,13 +397,17 @@ def upscale_video(
             os.replace(tmp, dst)
         except OSError as exc:
             raise VideoError(f"{dst}: cannot write ({exc.strerror or exc})") from None
-        if total is not None and done < total * SHORT_VIDEO - 1:
-            # FFmpeg decodes a truncated or damaged file up to the damage without an error
-            raise VideoError(
-                f"{src}: the video ended after {done} of its {total} frames (truncated or corrupt); "
-                f"{dst} holds the {done} frames upscaled",
-                "repair or re-download the input and run again with --overwrite",
-            )
+        if announced is not None and span:
+            # FFmpeg decodes a truncated or damaged file up to the damage without an error. Time,
+            # not a frame count: edit lists and variable frame rates make counts disagree.
+            start = float(start_pts * vs.time_base) if start_pts is not None and vs.time_base else span[0]
+            covered = span[1] + 1.0 / float(rate) - start
+            if covered < announced * SHORT_VIDEO - 1.0 / float(rate):
+                raise VideoError(
+                    f"{src}: the video ended after {covered:.1f} s of its {announced:.1f} s ({done} frames; truncated "
+                    f"or corrupt); {dst} holds the {done} frames upscaled",
+                    "repair or re-download the input and run again with --overwrite",
+                )
     finally:
         inp.close()
         if out is not None:

@@ -576,7 +576,7 @@ def _should_stop(
         stop = "interrupted"
     elif deadline is not None and time.monotonic() + iter_seconds >= deadline:
         stop = "time-limit"
-    if dist_info.enabled and (deadline is not None or requested is not None):  # all ranks stop at the same iteration
+    if dist_info.enabled:  # all ranks stop at the same iteration (every rank takes part, whatever it was given)
         flag = torch.tensor([float(STOP_REASONS.index(stop) if stop else 0)], device=device)
         dist.broadcast(flag, 0)
         code = int(flag.item())
@@ -636,6 +636,7 @@ def train(
         if main:  # one run per folder: a second one would interleave its checkpoints and logs
             make_run_folder(out_dir)
             if not held.enter_context(folder_lock(out_dir)):
+                created = False  # the other run's folder, not ours to remove
                 raise TrainingError(f"{out_dir}: another esr training run is writing to this folder",
                                     hint="wait for it to finish, or choose another output folder")
             for folder in (out_dir, out_dir / CHECKPOINT_DIR, out_dir / "exports"):
@@ -722,7 +723,7 @@ def train(
             if on_step is not None and main:
                 on_step(StepInfo(it, t.total_iter, losses, lr, step_val, step_ckpt))
             if stop:
-                stopped = stop
+                stopped = stop if it < t.total_iter else "done"
                 break
         export = _export(out_dir, build.EXPORT_NAME, nets, cfg, it) if main else None
         log.close()

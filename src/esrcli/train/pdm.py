@@ -676,7 +676,7 @@ def _train_pdm(
             if on_step is not None:
                 on_step(StepInfo(it, t.total_iter, losses, lr_now, None, step_ckpt))
             if stop:
-                stopped = stop
+                stopped = stop if it < t.total_iter else "done"
                 break
     finally:
         log.close()
