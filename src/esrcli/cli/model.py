@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from esrcli.cli import console
-from esrcli.errors import EsrError, WeightsError
+from esrcli.errors import EsrError, WeightsError, folder_failure
 
 if TYPE_CHECKING:  # esrcli.weights loads torch: imported in the commands, so --help stays fast
     from esrcli.weights import ModelInfo
@@ -315,9 +315,15 @@ def export_cmd(
     if fmt == "onnx":
         if name is not None:
             raise typer.BadParameter("--name is for ncnn exports (an ONNX file is named by -o)", param_hint="--name")
-        target = out / f"{stem}.onnx" if out.is_dir() else out
+        folder = out.is_dir() or (not out.exists() and out.suffix == "")  # a new folder, as ncnn's -o
+        target = out / f"{stem}.onnx" if folder else out
         if target.suffix.lower() != ".onnx":
             raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
+        if folder and not out.is_dir():
+            try:
+                out.mkdir(parents=True)
+            except OSError as exc:
+                raise WeightsError(folder_failure(out, exc, "output folder")) from None
         export_onnx(net, info, target, fp16=fp16, opset=DEFAULT_OPSET if opset is None else opset)
         dtype = "float16" if fp16 else "float32"
         typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
