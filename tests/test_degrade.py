@@ -289,3 +289,11 @@ def test_describe_and_contact_sheet(gt):
     hr = gt[0].permute(1, 2, 0).numpy()
     sheet = contact_sheet(hr, [lq[i].permute(1, 2, 0).numpy() for i in range(3)], params, 4, columns=2)
     assert sheet.ndim == 3 and sheet.shape[2] == 3 and sheet.shape[1] > 2 * 96 and sheet.dtype.name == "float32"
+    # a tiny crop: each cell as wide as its captions, so they do not run into the next column's
+    tiny = contact_sheet(hr[:16, :16], [lq[i, :, :4, :4].permute(1, 2, 0).numpy() for i in range(3)], params, 4, columns=2)
+    from PIL import Image, ImageDraw
+
+    from esrcli.degrade.sheet import _font
+
+    widest = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(line, font=_font(11)) for p in params for line in describe(p))
+    assert tiny.shape[1] >= 2 * widest

@@ -108,9 +108,6 @@ def contact_sheet(
         columns = math.ceil(math.sqrt(1.3 * (len(lqs) + 1)))
     cols = max(1, min(columns, len(lqs) + 1))
     rows = math.ceil((len(lqs) + 1) / cols)
-    cell_w, cell_h = w + pad, h + cap_h + pad
-    sheet = Image.new("RGB", (cols * cell_w + pad, rows * cell_h + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
 
     def to_pil(a: np.ndarray) -> Image.Image:
         return Image.fromarray(np.clip(np.rint(a * 255), 0, 255).astype(np.uint8))
@@ -119,6 +116,12 @@ def contact_sheet(
     for lq, p in zip(lqs, params):
         big = np.repeat(np.repeat(lq, scale, axis=0), scale, axis=1)[:h, :w]
         tiles.append((to_pil(big), describe(p)))
+    # a cell is as wide as its widest caption, so captions of a small crop do not run into each other
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(measure.textlength(line, font=font) for _, lines in tiles for line in lines)
+    cell_w, cell_h = max(w, math.ceil(text_w)) + pad, h + cap_h + pad
+    sheet = Image.new("RGB", (cols * cell_w + pad, rows * cell_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
     for i, (im, lines) in enumerate(tiles):
         x0 = pad + (i % cols) * cell_w
         y0 = pad + (i // cols) * cell_h
