@@ -265,3 +265,18 @@ def test_an_export_or_import_that_fails_its_check_leaves_nothing(esr, tmp_path, 
     assert not (tmp_path / "m" / "tiny.param").exists() and not (tmp_path / "m" / "tiny.bin").exists()
     rc, _, err = esr("model", "export", src, "-f", "ncnn", "-o", tmp_path / "m" / "x.param")
     assert rc == 2 and "give their folder" in err
+
+
+def test_a_training_runs_export_is_named_after_its_run(esr, tmp_path):
+    pytest.importorskip("onnx", reason="the export extra (onnx) is not installed")
+    net, info = CASES["srvgg-x4-prelu"]()
+    for run in ("net", "gan"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        save_model(tmp_path / "runs" / run / "net_g_ema.safetensors", net, info)
+    # ONNX into a folder that does not exist yet: created; the run folder names the model
+    rc, out, err = esr("model", "export", tmp_path / "runs" / "gan", "-f", "onnx", "-o", tmp_path / "new", "--no-check")
+    assert rc == 0 and (tmp_path / "new" / "gan.onnx").is_file(), err
+    rc, out, err = esr("model", "export", tmp_path / "runs" / "net" / "net_g_ema.safetensors", "-f", "onnx", "-o", tmp_path / "new", "--no-check")
+    assert rc == 0 and (tmp_path / "new" / "net.onnx").is_file(), err  # not net_g_ema.onnx twice
+    rc, out, err = esr("model", "export", tmp_path / "runs" / "net", "-f", "onnx", "-o", tmp_path / "deep" / "er" / "x.onnx", "--no-check")
+    assert rc == 0 and (tmp_path / "deep" / "er" / "x.onnx").is_file(), err

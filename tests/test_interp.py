@@ -78,7 +78,7 @@ def test_interpolate_files_across_formats(tmp_path):
         torch.testing.assert_close(sd[k], (v + net_b.state_dict()[k]) / 2)
     with safe_open(str(out), framework="pt") as fh:
         meta = fh.metadata()
-    assert meta["parents"] == "psnr.pth,gan.safetensors" and float(meta["alpha"]) == 0.5
+    assert meta["parents"] == f"{pa},{pb}" and float(meta["alpha"]) == 0.5  # as given: runs all export net_g_ema
     net, info2 = load_model(out)
     assert info2.metadata["alpha"] == "0.5"
 
@@ -117,6 +117,16 @@ def test_cli_interp(esr, tmp_path):
     assert err.startswith("esr: error: ")
     rc, _, err = esr("interp", pa, tmp_path / "missing.pth", "-o", tmp_path / "x.safetensors")
     assert rc == 1 and "missing.pth: no such file" in err
+    # training run folders stand for their export; the output's new folder is created
+    for run, pth in (("net", pa), ("gan", pb)):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        save_model(tmp_path / "runs" / run / "net_g_ema.safetensors", load_state_dict(pth), ModelInfo("RRDBNet", SMALL, 4))
+    rc, _, err = esr("interp", tmp_path / "runs" / "net", tmp_path / "runs" / "gan", "-o", tmp_path / "new" / "half.safetensors")
+    assert rc == 0, err
+    torch.testing.assert_close(load_state_dict(tmp_path / "new" / "half.safetensors")["conv_first.weight"],
+                               0.5 * a["conv_first.weight"] + 0.5 * b["conv_first.weight"])
+    rc, _, err = esr("interp", tmp_path / "runs", pb, "-o", tmp_path / "y.safetensors")
+    assert rc == 1 and "is a folder, not a model file (nor a training run with net_g_ema.safetensors)" in err
     before = out.read_bytes()
     for args in ((out, pb), (pa, tmp_path / "." / "m.safetensors")):
         rc, _, err = esr("interp", *args, "-o", out)

@@ -278,8 +278,13 @@ def test_train_net_with_pdm_pairs(data, tmp_path):
     # the LQ is the PDM's degradation of the GT crop (8-bit rounded)
     ref = load_pdm(pdm_path).degrade(batch["gt"], noise=False, generator=torch.Generator().manual_seed(0))
     assert (batch["lq"] - ref).abs().mean() < 0.05
-    res = train(cfg, tmp_path / "run")
+    notes: list[str] = []
+    res = train(cfg, tmp_path / "run", on_message=notes.append)
     assert res.iteration == 2
+    assert "training pairs: PDM p.safetensors" in notes  # said, and recorded in the export
+    from esrcli.weights import load_model
+
+    assert load_model(res.export)[1].metadata["degradation"] == "PDM p.safetensors"
     mixed = from_dict(TrainNetConfig, {**base, "degrade": {"source": "mix", "pdm": str(pdm_path), "pdm_prob": 1.0}}, base_dir=tmp_path)
     assert PairMaker(mixed, torch.device("cpu"), 5).make(crops)["lq"].shape == (2, 3, 4, 4)
     wrong = save_pdm(tmp_path / "p2.safetensors", _model(kernel_size=5, scale=2))

@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     verbose = "--verbose" in args or "-v" in args
     console.state.verbose = verbose
+    console.state.stopped_cleanly = False
     try:
         rc = app(args=args, prog_name="esr", standalone_mode=False)
         code = rc if isinstance(rc, int) else 0
-        if code == 130:  # typer turns Ctrl-C into a silent Exit(130); no command returns 130 itself
+        if code == 130 and not console.state.stopped_cleanly:  # typer turns Ctrl-C into a silent Exit(130)
             console.error("interrupted")
     except typer.Exit as exc:
         code = exc.exit_code

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 @dataclass
 class _State:
     verbose: bool = False
+    stopped_cleanly: bool = False  # a command that stopped on Ctrl-C and said so (exit 130, no error line)
 
 
 state = _State()
@@ -55,6 +56,28 @@ def line(text: str, *, stream: TextIO | None = None) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+def interrupted_cleanly(message: str) -> None:
+    """Say how a run that Ctrl-C stopped cleanly can go on, and exit 130 without the
+    "interrupted" error line that an abrupt stop gets."""
+    info(message)
+    state.stopped_cleanly = True
+    raise typer.Exit(130)
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder an output file goes into, as ``esr upscale`` creates its folder.
+
+    Raises:
+        EsrError: it cannot be created (one line naming it).
+    """
+    from esrcli.errors import EsrError, folder_failure
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EsrError(folder_failure(Path(path).parent, exc, "output folder")) from None
 
 
 def check_unit_interval(value: float, option: str) -> None:

@@ -25,6 +25,7 @@ def interp_cmd(
     for src in (model_a, model_b):
         if console.same_path(output, src):
             raise typer.BadParameter(f"{output}: the output would overwrite the input model", param_hint="--output")
+    console.make_parent(output)
     info = interpolate_files(model_a, model_b, alpha, output, half=half)
     typer.echo(f"{output}: {info.arch} x{info.scale} ({params_text(info.params)}), alpha={alpha:g}")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from esrcli.cli import console
-from esrcli.errors import EsrError, WeightsError, folder_failure
+from esrcli.errors import EsrError, WeightsError
 
 if TYPE_CHECKING:  # esrcli.weights loads torch: imported in the commands, so --help stays fast
     from esrcli.weights import ModelInfo
@@ -178,6 +178,7 @@ def convert_cmd(
     provenance = info.metadata.get("provenance")
     if not provenance or info.metadata.get("source_format") == "pth":
         provenance = f"converted from {src.name}" + (f" ({detail})" if detail else "")
+    console.make_parent(dst)
     save_model(dst, sd, info, extra_metadata={"provenance": provenance}, half=half)
     dtype = "float16" if half else "float32"
     typer.echo(f"{dst}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(sd):,} parameters, {dtype}")
@@ -277,8 +278,15 @@ def fetch_cmd(
 
 
 def _model_stem(model: str) -> str:
-    """A file name for exports of ``model`` (a path's stem or a model name without .pth)."""
-    name = Path(model).name
+    """A file name for exports of ``model`` (a path's stem or a model name without .pth);
+    a training run's ``net_g_ema`` export is named after its run folder (``runs/gan/...`` ->
+    ``gan``), so that two runs' exports do not overwrite each other in one ncnn folder."""
+    p = Path(model)
+    if p.stem == "net_g_ema" and p.parent.name not in ("", ".", "exports"):
+        return p.parent.name
+    if p.is_dir():
+        return p.name
+    name = p.name
     for suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -319,11 +327,7 @@ def export_cmd(
         target = out / f"{stem}.onnx" if folder else out
         if target.suffix.lower() != ".onnx":
             raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
-        if folder and not out.is_dir():
-            try:
-                out.mkdir(parents=True)
-            except OSError as exc:
-                raise WeightsError(folder_failure(out, exc, "output folder")) from None
+        console.make_parent(target)
         export_onnx(net, info, target, fp16=fp16, opset=DEFAULT_OPSET if opset is None else opset)
         dtype = "float16" if fp16 else "float32"
         typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")

@@ -35,7 +35,8 @@ def resolve_vgg_weights(path: Path | None, config_key: str = "loss.vgg_weights")
             f"{candidate}: VGG19 weights for the perceptual loss not found ({where})",
             hint=f"download torchvision's {VGG19_FILE_NAME} "
             f"(https://download.pytorch.org/models/{VGG19_FILE_NAME}) and set {config_key} to it "
-            f"or copy it to {vgg19_cache_path()}",
+            f"or copy it to {vgg19_cache_path()}; or train without it: "
+            f"{config_key.rsplit('.', 1)[0]}.perceptual_weight = 0 (docs/training.md, GAN stage without ImageNet weights)",
         )
     return candidate
 

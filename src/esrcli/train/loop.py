@@ -464,13 +464,22 @@ def load_checkpoint(
     return int(state["iteration"])
 
 
+def _pairs_text(cfg: Config) -> str:
+    """Where the run's training pairs come from, for the log and the export's metadata."""
+    d = cfg.degrade
+    if d.source == "second-order":
+        return "second-order (Real-ESRGAN)"
+    pdm = Path(d.pdm).name if d.pdm is not None else "?"
+    return f"PDM {pdm}" if d.source == "pdm" else f"mix: PDM {pdm} with probability {d.pdm_prob:g}, else second-order"
+
+
 def _export(out_dir: Path, name: str, nets: Nets, cfg: Config, iteration: int) -> Path:
     from esrcli.weights import save_model
 
     path = out_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = "train-gan" if isinstance(cfg, TrainGanConfig) else "train-net"
-    extra = {"provenance": f"esr {stage}", "iterations": str(iteration)}
+    extra = {"provenance": f"esr {stage}", "iterations": str(iteration), "degradation": _pairs_text(cfg)}
     if isinstance(cfg, TrainGanConfig):
         lc = cfg.loss
         percep = lc.perceptual_weight if nets.perceptual is not None else 0.0
@@ -647,6 +656,8 @@ def train(
             say(f"warning: {len(scan.skipped)} training file(s) skipped, e.g. {scan.skipped[0][0]}: {scan.skipped[0][1]}")
         if scan.padded:
             say(f"warning: {scan.padded} training image(s) smaller than data.crop_size {cfg.data.crop_size} are reflect-padded")
+        if cfg.degrade.source != "second-order":
+            say(f"training pairs: {_pairs_text(cfg)}")
         nets = _build_nets(cfg, device, say, resuming=resume_path is not None)
         if gan and cfg.net_d.d_init_iters >= t.total_iter:
             say(f"warning: net_d.d_init_iters ({cfg.net_d.d_init_iters}) >= train.total_iter ({t.total_iter}): "

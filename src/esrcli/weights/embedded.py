@@ -25,6 +25,8 @@ __all__ = ["CatalogueEntry", "catalogue", "default_model_name", "denoise_pair", 
 
 _PACKAGE = "esrcli.models"
 _INDEX = "catalogue.json"
+#: What ``esr train-net`` / ``train-gan`` export into a run folder: a run folder names it.
+RUN_EXPORT = "net_g_ema.safetensors"
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def denoise_pair(name: str) -> tuple[str, str]:
 def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> Iterator[Path]:
     """Yield a real file path for a model file path or a model name.
 
-    In order: an existing path; an embedded model name; the official name an embedded
+    In order: an existing file; a training run folder (its ``net_g_ema.safetensors``); an
+    embedded model name; the official name an embedded
     model declares (``official``, used as is); a name in the user catalogue or the official
     catalogue (:mod:`esrcli.weights.remote`), downloaded into the cache on first use.
     Names match case-insensitively, with or without ``.pth``. Anything else that looks
@@ -195,6 +198,12 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     if path.is_file():  # a folder named like a model (an output folder, say) does not hide it
         yield path
         return
+    if path.is_dir() and (path / RUN_EXPORT).is_file():  # a training run folder: its EMA export
+        yield path / RUN_EXPORT
+        return
+    if path.is_dir() and (os.sep in text or (os.altsep is not None and os.altsep in text)):
+        raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
+                           "name a .safetensors or .pth file, or a model (esr model list)")
     entry = find_entry(text) or find_embedded(text)
     if entry is not None:
         with resources.as_file(_models_dir().joinpath(entry.file)) as real:
@@ -213,8 +222,9 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     if looks_like_path or path.suffix.lower() in (".pth", ".safetensors", ".pt", ".ckpt"):
         yield path
         return
-    if path.is_dir():
-        raise WeightsError(f"{text}: is a folder, not a model file", "name a .safetensors or .pth file, or a model (esr model list)")
+    if path.is_dir():  # a bare name that is no model but a folder here
+        raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
+                           "name a .safetensors or .pth file, or a model (esr model list)")
     from esrcli.weights.remote import unknown_name_error
 
     raise unknown_name_error(text, [e.name for e in catalogue()])

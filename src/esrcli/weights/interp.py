@@ -68,8 +68,8 @@ def interpolate_files(
 
     Each input is a model file (``.pth`` or ``.safetensors``) or, when no such file exists, a
     model name as ``esr upscale --model`` takes it (embedded, e.g. ``esr-general-x4-net``, or
-    official, downloaded on first use). The output metadata records ``parents`` (the two file
-    or model names, comma separated) and ``alpha``.
+    official, downloaded on first use). The output metadata records ``parents`` (the two paths
+    or model names as given, comma separated) and ``alpha``.
 
     Returns:
         The :class:`ModelInfo` written.
@@ -88,7 +88,7 @@ def interpolate_files(
         raise WeightsError(f"{path_a} and {path_b}: {exc}") from None
     info = ModelInfo(arch=info_a.arch, params=dict(info_a.params), scale=info_a.scale, metadata={})
     extra = {
-        "parents": f"{Path(path_a).name},{Path(path_b).name}",
+        "parents": f"{path_a},{path_b}",  # as given: a run's export is always net_g_ema.safetensors
         "alpha": repr(float(alpha)),
         "provenance": f"network interpolation (1-alpha)*A + alpha*B, {info.arch} {params_text(info.params)}",
     }
