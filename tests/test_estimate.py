@@ -136,8 +136,14 @@ def test_gray_and_16_bit_inputs() -> None:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"<array>: too small to estimate \(40x30"):
         estimate(np.zeros((30, 40, 3), np.uint8))
-    with pytest.raises(ImageError, match="float64"):
-        estimate(np.zeros((100, 100, 3), np.float64))
+    with pytest.raises(ImageError, match="float16"):
+        estimate(np.zeros((100, 100, 3), np.float16))
+    assert estimate(np.zeros((100, 100, 3), np.float64)).jpeg_quality is None  # float64 in [0, 1], as Upscaler takes it
+    eight_bit = (np.random.default_rng(0).random((100, 100, 3)) * 255).astype(np.float32)
+    with pytest.raises(ImageError, match=r"float samples must lie in \[0, 1\], got .* \(8-bit values\? divide by 255\)"):
+        estimate(eight_bit)  # would be misread as a clean image, not clipped
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        estimate(np.full((100, 100, 3), np.nan, np.float32))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ImageError, match="broken.png"):

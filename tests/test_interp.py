@@ -127,6 +127,26 @@ def test_cli_interp(esr, tmp_path):
                                0.5 * a["conv_first.weight"] + 0.5 * b["conv_first.weight"])
     rc, _, err = esr("interp", tmp_path / "runs", pb, "-o", tmp_path / "y.safetensors")
     assert rc == 1 and "is a folder, not a model file (nor a training run with net_g_ema.safetensors)" in err
+    export = tmp_path / "runs" / "net" / "net_g_ema.safetensors"
+    before_export = export.read_bytes()
+    rc, _, err = esr("interp", tmp_path / "runs" / "net", tmp_path / "runs" / "gan", "-o", export)
+    assert rc == 2 and "would overwrite the input model" in err  # the run folder stands for this very file
+    rc, _, err = esr("model", "convert", tmp_path / "runs" / "net", export, "--half")
+    assert rc == 2 and "would overwrite the input" in err and export.read_bytes() == before_export
+    rc, _, err = esr("interp", tmp_path / "nothere.pth", pb, "-o", tmp_path / "fresh" / "x.safetensors")
+    assert rc == 1 and not (tmp_path / "fresh").exists()  # a failed run leaves no new empty folder
+    # a bare name is the embedded model, even beside a run folder of that name
+    import os
+
+    (tmp_path / "esr-general-x4-net").mkdir()
+    save_model(tmp_path / "esr-general-x4-net" / "net_g_ema.safetensors", load_state_dict(pa), ModelInfo("RRDBNet", SMALL, 4))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert load_model("esr-general-x4-net")[1].arch == "SRVGGNetCompact"
+        assert load_model("./esr-general-x4-net")[1].arch == "RRDBNet"  # as a path: the run
+    finally:
+        os.chdir(cwd)
     before = out.read_bytes()
     for args in ((out, pb), (pa, tmp_path / "." / "m.safetensors")):
         rc, _, err = esr("interp", *args, "-o", out)

@@ -384,3 +384,47 @@ def test_valid_videos_whose_frame_counts_mislead_are_not_called_cut_short(esr, t
         assert c.streams.video[0].frames == 40 and sum(1 for _ in c.decode(video=0)) == 10
     rc, stdout, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", _compact_model(), "--scale", "1")
     assert rc == 0 and "2 written, 0 skipped, 0 failed" in err, err
+
+
+def test_a_held_last_frame_and_a_late_start_are_whole_videos(esr, tmp_path):
+    """A still frame held for seconds at the end counts for its whole duration, and a Matroska
+    track that starts late is judged against its DURATION tag (an end time)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+
+    def frame():
+        return av.VideoFrame.from_ndarray((rng.random((H, W, 3)) * 255).astype(np.uint8), format="rgb24")
+
+    for ext in ("mp4", "mkv"):
+        out = av.open(str(tmp_path / "in" / f"hold_{ext}.{ext}"), "w")
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        vs.options = {"bf": "0"}
+        vs.time_base = vs.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for t in [round(i * 1000 / 30) for i in range(30)] + [1000]:  # 1 s at 30 fps, then a still held for 8 s
+            f = frame()
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            packets += list(vs.encode(f))
+        packets += list(vs.encode(None))
+        for p in packets:
+            p.duration = 8000 if p.pts == 1000 else 33
+            out.mux(p)
+        out.close()
+    src = tmp_path / "src.mp4"
+    make_clip(src, frames=24)
+    with av.open(str(src)) as inp, av.open(str(tmp_path / "in" / "late.mkv"), "w") as o:
+        s = inp.streams.video[0]
+        step = int(round(1 / (RATE * s.time_base)))
+        os_ = o.add_stream_from_template(s)
+        for pkt in inp.demux(s):
+            if pkt.dts is None:
+                continue
+            pkt.pts += 24 * step  # the pictures start at 2 s
+            pkt.dts += 24 * step
+            pkt.stream = os_
+            o.mux(pkt)
+    rc, _, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", _compact_model(), "--scale", "1")
+    assert rc == 0 and "3 written, 0 skipped, 0 failed" in err, err

@@ -118,7 +118,7 @@ def _denoise_mode(denoise: Any) -> tuple[float | None, Callable[[np.ndarray], fl
         raise ConfigError(f"denoise: expected a number in [0, 1], 'auto' or a callable, got {denoise!r}")
     if callable(denoise):
         return None, denoise
-    if isinstance(denoise, (int, float)) and not isinstance(denoise, bool):
+    if isinstance(denoise, numbers.Real) and not isinstance(denoise, bool):  # numpy scalars too
         if not 0.0 <= float(denoise) <= 1.0:
             raise ConfigError(f"denoise: must be in [0, 1], got {denoise}")
         return float(denoise), None
@@ -203,7 +203,7 @@ class Upscaler:
         denoise: float | str | Callable[[np.ndarray], float] | None = None,
     ) -> None:
         if sharpness is not None:
-            if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not 0.0 <= float(sharpness) <= 1.0:
+            if isinstance(sharpness, bool) or not isinstance(sharpness, numbers.Real) or not 0.0 <= float(sharpness) <= 1.0:
                 raise ConfigError(f"sharpness: expected a number in [0, 1], got {sharpness!r}")
             if denoise is not None:
                 raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")

@@ -66,18 +66,34 @@ def interrupted_cleanly(message: str) -> None:
     raise typer.Exit(130)
 
 
-def make_parent(path: Path) -> None:
-    """Create the folder an output file goes into, as ``esr upscale`` creates its folder.
+@contextmanager
+def output_parent(path: Path) -> Iterator[None]:
+    """Create the folder an output file goes into (as ``esr upscale`` creates its folder);
+    the folders it created are removed again if the block fails and leaves them empty.
 
     Raises:
         EsrError: it cannot be created (one line naming it).
     """
     from esrcli.errors import EsrError, folder_failure
 
+    folder = Path(path).parent
+    created, p = [], folder.absolute()
+    while not p.exists() and p != p.parent:
+        created.insert(0, p)
+        p = p.parent
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EsrError(folder_failure(Path(path).parent, exc, "output folder")) from None
+        raise EsrError(folder_failure(folder, exc, "output folder")) from None
+    try:
+        yield
+    except BaseException:
+        for q in reversed(created):
+            try:
+                q.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def check_unit_interval(value: float, option: str) -> None:

@@ -22,11 +22,13 @@ def interp_cmd(
     console.check_unit_interval(alpha, "--alpha")
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
+    from esrcli.weights.embedded import RUN_EXPORT
+
     for src in (model_a, model_b):
-        if console.same_path(output, src):
+        if console.same_path(output, src) or (src.is_dir() and console.same_path(output, src / RUN_EXPORT)):
             raise typer.BadParameter(f"{output}: the output would overwrite the input model", param_hint="--output")
-    console.make_parent(output)
-    info = interpolate_files(model_a, model_b, alpha, output, half=half)
+    with console.output_parent(output):
+        info = interpolate_files(model_a, model_b, alpha, output, half=half)
     typer.echo(f"{output}: {info.arch} x{info.scale} ({params_text(info.params)}), alpha={alpha:g}")
 
 

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -172,14 +174,16 @@ def convert_cmd(
     if console.same_path(dst, src):
         raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
     with resolve_model(src) as real:
+        if console.same_path(dst, Path(real)):  # a run folder stands for its export
+            raise typer.BadParameter(f"{dst}: the output would overwrite the input ({real})", param_hint="DST")
         sd, info = read_model_info(real)
     notes = [info.metadata.get(k) for k in ("source_key", "layout")]
     detail = ", ".join(n for n in notes if n)
     provenance = info.metadata.get("provenance")
     if not provenance or info.metadata.get("source_format") == "pth":
         provenance = f"converted from {src.name}" + (f" ({detail})" if detail else "")
-    console.make_parent(dst)
-    save_model(dst, sd, info, extra_metadata={"provenance": provenance}, half=half)
+    with console.output_parent(dst):
+        save_model(dst, sd, info, extra_metadata={"provenance": provenance}, half=half)
     dtype = "float16" if half else "float32"
     typer.echo(f"{dst}: {info.arch} x{info.scale} ({params_text(info.params)}), {_num_params(sd):,} parameters, {dtype}")
 
@@ -282,7 +286,9 @@ def _model_stem(model: str) -> str:
     a training run's ``net_g_ema`` export is named after its run folder (``runs/gan/...`` ->
     ``gan``), so that two runs' exports do not overwrite each other in one ncnn folder."""
     p = Path(model)
-    if p.stem == "net_g_ema" and p.parent.name not in ("", ".", "exports"):
+    if p.exists():  # ".", "..", "../net_g_ema.safetensors": the names they stand for
+        p = Path(os.path.abspath(p))
+    if p.stem == "net_g_ema" and p.parent.name not in ("", "exports"):
         return p.parent.name
     if p.is_dir():
         return p.name
@@ -318,35 +324,36 @@ def export_cmd(
             raise typer.BadParameter(f"expected 11 to {max_opset()} (what this torch's ONNX exporter writes), got {opset}", param_hint="--opset")
     if fmt == "ncnn" and opset is not None:
         raise typer.BadParameter("--opset is for onnx exports", param_hint="--opset")
-    stem = name or _model_stem(model)
-    net, info = load_model(model, device="cpu")
-    if fmt == "onnx":
-        if name is not None:
-            raise typer.BadParameter("--name is for ncnn exports (an ONNX file is named by -o)", param_hint="--name")
-        folder = out.is_dir() or (not out.exists() and out.suffix == "")  # a new folder, as ncnn's -o
-        target = out / f"{stem}.onnx" if folder else out
-        if target.suffix.lower() != ".onnx":
-            raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
-        console.make_parent(target)
-        export_onnx(net, info, target, fp16=fp16, opset=DEFAULT_OPSET if opset is None else opset)
-        dtype = "float16" if fp16 else "float32"
-        typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
-        results = _checked(lambda: check_onnx(target, net), check, MissingExtraError)
-    else:
-        if fp16:
-            raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
-        if out.suffix.lower() in (".param", ".bin") or out.is_file():
-            raise typer.BadParameter(f"{out}: ncnn writes two files (NAME.param, NAME.bin); give their folder, and the name with --name", param_hint="-o")
-        param, bin_ = export_ncnn(net, info, out, stem)
-        typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
-        results = _checked(lambda: check_ncnn(param, bin_, net), check, MissingExtraError)
-    if results:
-        figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
-        if _failed(results):
-            for f in (target,) if fmt == "onnx" else (param, bin_):
-                f.unlink(missing_ok=True)
-            raise WeightsError(f"{model}: the {fmt} export does not reproduce the model ({figures}); removed")
-        typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
+    with contextlib.ExitStack() as stack:
+        stem = name or _model_stem(model)
+        net, info = load_model(model, device="cpu")
+        if fmt == "onnx":
+            if name is not None:
+                raise typer.BadParameter("--name is for ncnn exports (an ONNX file is named by -o)", param_hint="--name")
+            folder = out.is_dir() or (not out.exists() and out.suffix == "")  # a new folder, as ncnn's -o
+            target = out / f"{stem}.onnx" if folder else out
+            if target.suffix.lower() != ".onnx":
+                raise typer.BadParameter(f"{out}: the output must end in .onnx (or be a folder)", param_hint="-o")
+            stack.enter_context(console.output_parent(target))  # a new folder goes again if the export fails
+            export_onnx(net, info, target, fp16=fp16, opset=DEFAULT_OPSET if opset is None else opset)
+            dtype = "float16" if fp16 else "float32"
+            typer.echo(f"{target}: ONNX {info.arch} x{info.scale}, {dtype}, input 'input' (B, C, H, W) RGB in [0, 1], output 'output'")
+            results = _checked(lambda: check_onnx(target, net), check, MissingExtraError)
+        else:
+            if fp16:
+                raise typer.BadParameter("ncnn exports always store float16 weights; --fp16 is for onnx", param_hint="--fp16")
+            if out.suffix.lower() in (".param", ".bin") or out.is_file():
+                raise typer.BadParameter(f"{out}: ncnn writes two files (NAME.param, NAME.bin); give their folder, and the name with --name", param_hint="-o")
+            param, bin_ = export_ncnn(net, info, out, stem)
+            typer.echo(f"{param} + {bin_.name}: ncnn {info.arch} x{info.scale}, float16 weights, blobs 'data' -> 'output'")
+            results = _checked(lambda: check_ncnn(param, bin_, net), check, MissingExtraError)
+        if results:
+            figures = ", ".join(f"{h}x{w}: {r.psnr:.1f} dB" for (h, w), r in ((r.size, r) for r in results))
+            if _failed(results):
+                for f in (target,) if fmt == "onnx" else (param, bin_):
+                    f.unlink(missing_ok=True)
+                raise WeightsError(f"{model}: the {fmt} export does not reproduce the model ({figures}); removed")
+            typer.echo(f"check against PyTorch fp32 (PSNR): {figures}")
 
 
 #: Below this PSNR against PyTorch fp32 an export or import is broken, not rounded (float16

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -238,14 +241,36 @@ def _decode(path: Path, data: bytes) -> np.ndarray | None:
         damage = _png_damage(data)
         if damage is not None:
             raise ImageError(f"{path}: {damage}")
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    with quiet_opencv():
+        try:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            return None
+
+
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved_level = 0
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (libpng/libjpeg complaints) while decoding: esr reports
+    a bad file in its own one line. Thread-safe: the process-wide level is saved by the first
+    of concurrent decodes and restored by the last, so the host's setting comes back."""
+    global _quiet_users, _quiet_saved_level
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_users += 1
     try:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
+        yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                cv2.utils.logging.setLogLevel(_quiet_saved_level)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -516,10 +516,12 @@ def pdm_sheet(hr: Tensor, lrs: Tensor, kernels: Tensor, noises: Tensor | None, t
     pad, cap = 6, 16
     kz = max(1, min(h, w) // k)
     cols = 3 if noises is not None else 2
-    cell_w = max(w, k * kz)
+    font = _font(11)
+    # as wide as the longest caption (e.g. "kernel 1.23/0.98 px 145 deg"): a small crop's captions would overlap
+    longest = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("kernel 88.88/88.88 px 188 deg", font=font)
+    cell_w = max(w, k * kz, math.ceil(longest))
     sheet = Image.new("RGB", (cols * (cell_w + pad) + pad, (n + 1) * (h + cap + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = _font(11)
 
     def paste(img: Tensor, col: int, row: int, caption: str) -> None:
         a = (img.clamp(0, 1).permute(1, 2, 0).expand(-1, -1, 3) * 255).round().to(torch.uint8).cpu().numpy()

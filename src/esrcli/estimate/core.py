@@ -10,6 +10,7 @@ tables instead (:func:`esrcli.estimate.classical.jpeg_file_quality`).
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +32,7 @@ MAX_PATCHES = 128
 MODEL_FILE = "esr-estimator.safetensors"
 NO_JPEG_BELOW = 0.025  # CNN compression output (100 - q)/100 under which the image counts as not JPEG
 
-ImageLike = Union[np.ndarray, str, Path]
+ImageLike = Union[np.ndarray, str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,42 @@ class DegradationEstimate:
         return float(np.mean(self.noise_sigma))
 
 
-@lru_cache(maxsize=4)
 def _load_net(weights: str | None = None):
     """The CNN (eval mode) of ``weights`` (an ``esr train-estimator`` export), by default the
-    embedded one; ``None`` when the package has no estimator weights.
+    embedded one; ``None`` when the package has no estimator weights. Cached per file and
+    version: a file rewritten in place, or the same relative name from another folder, loads
+    afresh.
 
     Raises:
         WeightsError: a missing or unreadable file, or not esr-estimator weights (names it).
     """
+    if weights is None:
+        return _load_net_cached(None)
+    try:
+        st = os.stat(weights)
+    except OSError:
+        raise WeightsError(f"{weights}: no such estimator weights file") from None
+    return _load_net_cached((os.path.realpath(weights), st.st_mtime_ns, st.st_size), weights)
+
+
+@lru_cache(maxsize=4)
+def _load_net_cached(key: tuple[str, int, int] | None, label: str | None = None):
+    """:func:`_load_net`'s loader, cached by ``(real path, mtime, size)`` (``None``: embedded)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from esrcli.estimate.net import EstimatorNet
 
-    if weights is None:
+    weights = label if key is not None else None  # the name the caller gave, for messages
+    if key is None:
         ref = resources.files("esrcli.models").joinpath(MODEL_FILE)
         if not ref.is_file():
             return None
         context = resources.as_file(ref)
     else:
-        if not Path(weights).is_file():
+        if not Path(key[0]).is_file():
             raise WeightsError(f"{weights}: no such estimator weights file")
-        context = nullcontext(Path(weights))
+        context = nullcontext(Path(key[0]))
     with context as path:
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -115,8 +130,16 @@ def _as_samples(image: np.ndarray, name: str) -> np.ndarray:
         if np.array_equal(rows[:, :, 0], rows[:, :, 1]) and np.array_equal(rows[:, :, 0], rows[:, :, 2]) \
                 and np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
             a = a[:, :, :1]
+    if a.dtype in (np.float32, np.float64):
+        if a.size and not np.isfinite(a).all():
+            raise ImageError(f"{name}: the image contains NaN or infinite values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -0.1 or hi > 1.1:  # 8-bit values in a float array would be misread, not clipped
+            hint = " (8-bit values? divide by 255)" if hi > 2 else ""
+            raise ImageError(f"{name}: float samples must lie in [0, 1], got {lo:.6g} to {hi:.6g}{hint}")
+        a = np.clip(a, 0, 1).astype(np.float32, copy=False)
     if a.dtype not in (np.uint8, np.uint16, np.float32):
-        raise ImageError(f"{name}: expected uint8, uint16 or float32 samples, got {a.dtype}")
+        raise ImageError(f"{name}: expected uint8, uint16 or float32/float64 samples in [0, 1], got {a.dtype}")
     return a
 
 
@@ -236,7 +259,8 @@ def estimate(image: ImageLike, weights: str | Path | None = None) -> Degradation
     Args:
         image: a path (any format esr reads; a JPEG file's quality is read exactly from its
             quantisation tables), or an array ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)``
-            RGBA (alpha ignored), uint8, uint16 or float32 in [0, 1]. Each side must be at least
+            RGBA (alpha ignored), uint8, uint16 or float32/float64 in [0, 1] (values within 0.1
+            outside it are clipped). Each side must be at least
             :data:`MIN_SIDE`. Files are read as stored (no EXIF rotation: the JPEG block grid
             stays where the encoder put it); gray stored as RGB is estimated as gray.
         weights: estimator weights written by ``esr train-estimator``
@@ -246,12 +270,13 @@ def estimate(image: ImageLike, weights: str | Path | None = None) -> Degradation
         A :class:`DegradationEstimate`.
 
     Raises:
-        ImageError: unreadable file, unsupported array, or an image smaller than 64x64; the message
-            names the file (or ``<array>``).
+        ImageError: unreadable file, unsupported array (shape, dtype, NaN or infinite values,
+            floats outside [-0.1, 1.1]), or an image smaller than 64x64; the message names
+            the file (or ``<array>``).
         WeightsError: the estimator weights are missing (a ``weights`` file) or broken.
     """
     file_quality: int | None = None
-    is_file = isinstance(image, (str, Path))
+    is_file = isinstance(image, (str, os.PathLike))
     if is_file:
         from esrcli.data.imageio import read_samples
 

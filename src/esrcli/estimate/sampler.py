@@ -70,14 +70,13 @@ def held_out_photos(folder: Path) -> list[Path]:
 
 def load_rgb8(path: Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB of an 8-bit image file (gray expanded)."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the caller reports a bad file in its own line
-    try:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    except cv2.error:
-        bgr = None
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    from esrcli.data.imageio import quiet_opencv
+
+    with quiet_opencv():  # the caller reports a bad file in its own line
+        try:
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error:
+            bgr = None
     if bgr is None:
         raise ValueError(f"{path}: cannot read")
     return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -139,8 +139,6 @@ def train_estimator(
     from esrcli.estimate.net import EstimatorNet
 
     t = cfg.train
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
     if t.data is None:
         raise ConfigError("train.data: no training folder given")
     if not t.data.is_dir():
@@ -217,36 +215,42 @@ def train_estimator(
     last: dict[str, float] = {}
     acc: list[dict[str, float]] = []
     it, stopped = start, "done"
-    with open(metrics, "a") as log:
-        while it < t.iterations:
-            xs, ys = sample_batch(images, t.batch, cfg.sampler, rng)
-            x, y = torch.from_numpy(xs), torch.from_numpy(ys)
-            pred = net(x)
-            loss = torch.nn.functional.smooth_l1_loss(pred, y, beta=0.02)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss at iteration {it + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            it += 1
-            acc.append({"loss": float(loss.detach()), **_mae(pred.detach().numpy(), ys)})
-            if it % t.log_every == 0 or it == t.iterations:
-                last = {"iteration": it, **{k: float(np.mean([a[k] for a in acc])) for k in acc[0]},
-                        "lr": sched.get_last_lr()[0], "elapsed_s": time.monotonic() - t0}
-                acc = []
-                log.write(json.dumps(last) + "\n")
-                log.flush()
-                if progress is not None:
-                    progress(it, t.iterations, last)
-            if it % t.checkpoint_every == 0:
-                save(it)
-            if stop_requested is not None and stop_requested() and it < t.iterations:
-                stopped = "interrupted"
-            elif time_limit is not None and time.monotonic() - t0 > time_limit and it < t.iterations:
-                stopped = "time-limit"
-            if stopped != "done":
-                break
+    threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    try:
+        with open(metrics, "a") as log:
+            while it < t.iterations:
+                xs, ys = sample_batch(images, t.batch, cfg.sampler, rng)
+                x, y = torch.from_numpy(xs), torch.from_numpy(ys)
+                pred = net(x)
+                loss = torch.nn.functional.smooth_l1_loss(pred, y, beta=0.02)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss at iteration {it + 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                it += 1
+                acc.append({"loss": float(loss.detach()), **_mae(pred.detach().numpy(), ys)})
+                if it % t.log_every == 0 or it == t.iterations:
+                    last = {"iteration": it, **{k: float(np.mean([a[k] for a in acc])) for k in acc[0]},
+                            "lr": sched.get_last_lr()[0], "elapsed_s": time.monotonic() - t0}
+                    acc = []
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
+                    if progress is not None:
+                        progress(it, t.iterations, last)
+                if it % t.checkpoint_every == 0:
+                    save(it)
+                if stop_requested is not None and stop_requested() and it < t.iterations:
+                    stopped = "interrupted"
+                elif time_limit is not None and time.monotonic() - t0 > time_limit and it < t.iterations:
+                    stopped = "time-limit"
+                if stopped != "done":
+                    break
+    finally:
+        torch.set_num_threads(threads_before)
     save(it)
     weights = out_dir / "esr-estimator.safetensors"
     export_weights(net, weights, {"iterations": str(it), "width": str(t.width)})

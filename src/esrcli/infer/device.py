@@ -71,6 +71,8 @@ def select_device(spec: str = "auto") -> torch.device:
     Raises:
         ConfigError: an unknown spec or a device that is not available here.
     """
+    if not isinstance(spec, str):
+        raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {spec!r}")
     spec = spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -192,6 +194,8 @@ def select_precision(
     Raises:
         ConfigError: an unknown precision name.
     """
+    if not isinstance(requested, str):
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {requested!r}")
     requested = requested.strip().lower()
     if requested not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {requested!r}")

@@ -17,6 +17,7 @@ Steps (:func:`upscale_image`):
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,8 +64,10 @@ class UpscaleOptions:
 
     def __post_init__(self) -> None:
         o = self.outscale
-        if o is not None and (isinstance(o, bool) or not isinstance(o, (int, float)) or not (o > 0 and np.isfinite(o))):
+        if o is not None and (isinstance(o, bool) or not isinstance(o, numbers.Real) or not (o > 0 and np.isfinite(float(o)))):
             raise ConfigError(f"outscale: must be a positive number, got {o!r}")
+        if o is not None:
+            object.__setattr__(self, "outscale", float(o))  # numpy scalars and fractions as plain floats
         for name in ("tile", "tile_overlap", "batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):

@@ -176,27 +176,29 @@ def _even(n: int) -> int:
     return max(2, n - n % 2)
 
 
-def _stream_seconds(stream: Any) -> float | None:
-    """The duration a video stream announces, in seconds: its own (MP4/MOV: after the edit
-    list), else Matroska's per-track ``DURATION`` tag, else ``None``."""
+def _announced_span(stream: Any) -> tuple[float, float] | None:
+    """``(start, end)`` in seconds of the pictures a video stream announces: its own start
+    and duration (MP4/MOV: after the edit list), else Matroska's per-track ``DURATION`` tag
+    (an end time, from 0), else ``None``."""
     if stream.duration is not None and stream.time_base:
-        return float(stream.duration * stream.time_base)
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        return start, start + float(stream.duration * stream.time_base)
     tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
     try:
         h, m, sec = str(tag).split(":")
         seconds = int(h) * 3600 + int(m) * 60 + float(sec)
     except (TypeError, ValueError):
         return None
-    return seconds if seconds > 0 else None
+    return (0.0, seconds) if seconds > 0 else None
 
 
 def _frame_total(stream: Any, rate: Fraction) -> int | None:
     """About how many frames a video stream holds, for progress and ETA only: its frame
-    count, else its duration times the average rate, else ``None``."""
+    count, else its announced length times the average rate, else ``None``."""
     if stream.frames:
         return int(stream.frames)
-    seconds = _stream_seconds(stream)
-    return max(1, round(seconds * float(rate))) if seconds else None
+    span = _announced_span(stream)
+    return max(1, round((span[1] - span[0]) * float(rate))) if span and span[1] > span[0] else None
 
 
 def _auto_frames_per_pass(model: UpscaleModel, options: UpscaleOptions, size: tuple[int, int]) -> int:
@@ -278,9 +280,8 @@ def upscale_video(
         if out_h * out_w > MAX_PIXELS:  # before any frame goes through the network
             raise VideoError(f"{src}: each frame would be {size_text(out_w, out_h)} pixels, over the limit of {MAX_PIXELS:,}", "pass a smaller --scale")
         total = _frame_total(vs, Fraction(rate))
-        announced = _stream_seconds(vs)
-        start_pts = vs.start_time  # the stream's first timestamp (time_base units), if known
-        span: list[float] = []  # [first, last] decoded frame time in seconds
+        announced = _announced_span(vs)
+        frames_end = None  # where the decoded pictures end, in seconds (each frame's time plus its duration)
         per_pass = video.frames_per_pass or _auto_frames_per_pass(model, options, (h, w))
         try:
             out = av.open(str(tmp), "w", format=fmt)
@@ -360,8 +361,10 @@ def upscale_video(
                     for frame in packet.decode():
                         group.append((frame.to_ndarray(format="rgb24"), frame.pts))
                         if frame.pts is not None and frame.time_base:
-                            t_frame = float(frame.pts * frame.time_base)
-                            span[:] = [span[0] if span else t_frame, t_frame]
+                            held = getattr(frame, "duration", None)  # a held last frame counts in full
+                            length = float(held * frame.time_base) if held else 1.0 / float(rate)
+                            t_end = float(frame.pts * frame.time_base) + length
+                            frames_end = t_end if frames_end is None else max(frames_end, t_end)
                         if len(group) >= per_pass:
                             encode_group()
                             yield progress()
@@ -397,14 +400,14 @@ def upscale_video(
             os.replace(tmp, dst)
         except OSError as exc:
             raise VideoError(f"{dst}: cannot write ({exc.strerror or exc})") from None
-        if announced is not None and span:
+        if announced is not None and frames_end is not None:
             # FFmpeg decodes a truncated or damaged file up to the damage without an error. Time,
             # not a frame count: edit lists and variable frame rates make counts disagree.
-            start = float(start_pts * vs.time_base) if start_pts is not None and vs.time_base else span[0]
-            covered = span[1] + 1.0 / float(rate) - start
-            if covered < announced * SHORT_VIDEO - 1.0 / float(rate):
+            start, end = announced
+            covered, length = frames_end - start, end - start
+            if length > 0 and covered < length * SHORT_VIDEO - 1.0 / float(rate):
                 raise VideoError(
-                    f"{src}: the video ended after {covered:.1f} s of its {announced:.1f} s ({done} frames; truncated "
+                    f"{src}: the video ended after {covered:.1f} s of its {length:.1f} s ({done} frames; truncated "
                     f"or corrupt); {dst} holds the {done} frames upscaled",
                     "repair or re-download the input and run again with --overwrite",
                 )

@@ -635,6 +635,7 @@ def train(
     device = select_device(t.device, dist_info)
     if device.type == "cuda":  # fixed patch sizes: cuDNN picks its fastest algorithms once
         torch.backends.cudnn.benchmark = True
+    threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
     if t.threads:
         torch.set_num_threads(t.threads)
     prec = build.select_precision(t.precision, device)
@@ -749,3 +750,5 @@ def train(
     finally:
         held.close()
         cleanup_distributed(dist_info)
+        if t.threads:
+            torch.set_num_threads(threads_before)

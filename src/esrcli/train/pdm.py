@@ -580,12 +580,15 @@ def train_pdm(
                                 hint="wait for it to finish, or choose another output folder")
         for folder in (out_dir, out_dir / CHECKPOINT_DIR):
             remove_stale_parts(folder)
+        threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
         try:
             return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message, stop_requested)
         except BaseException:
             if created:  # a run that failed before writing anything leaves no empty folder behind
                 remove_if_empty(out_dir)
             raise
+        finally:
+            torch.set_num_threads(threads_before)
 
 
 def _train_pdm(

@@ -177,8 +177,8 @@ def denoise_pair(name: str) -> tuple[str, str]:
 def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> Iterator[Path]:
     """Yield a real file path for a model file path or a model name.
 
-    In order: an existing file; a training run folder (its ``net_g_ema.safetensors``); an
-    embedded model name; the official name an embedded
+    In order: an existing file; a training run folder named as a path (``runs/gan``: its
+    ``net_g_ema.safetensors``); an embedded model name; the official name an embedded
     model declares (``official``, used as is); a name in the user catalogue or the official
     catalogue (:mod:`esrcli.weights.remote`), downloaded into the cache on first use.
     Names match case-insensitively, with or without ``.pth``. Anything else that looks
@@ -195,21 +195,21 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     """
     path = Path(path_or_name)
     text = str(path_or_name)
+    looks_like_path = os.sep in text or (os.altsep is not None and os.altsep in text)
     if path.is_file():  # a folder named like a model (an output folder, say) does not hide it
         yield path
         return
-    if path.is_dir() and (path / RUN_EXPORT).is_file():  # a training run folder: its EMA export
-        yield path / RUN_EXPORT
-        return
-    if path.is_dir() and (os.sep in text or (os.altsep is not None and os.altsep in text)):
+    if looks_like_path and path.is_dir():  # runs/gan: a training run folder stands for its EMA export
+        if (path / RUN_EXPORT).is_file():
+            yield path / RUN_EXPORT
+            return
         raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
                            "name a .safetensors or .pth file, or a model (esr model list)")
     entry = find_entry(text) or find_embedded(text)
-    if entry is not None:
+    if entry is not None:  # a bare name: the embedded model, even beside a run folder of that name
         with resources.as_file(_models_dir().joinpath(entry.file)) as real:
             yield Path(real)
         return
-    looks_like_path = os.sep in text or (os.altsep is not None and os.altsep in text)
     if not looks_like_path:
         from esrcli.weights.remote import find_remote
 
@@ -221,6 +221,9 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
             return
     if looks_like_path or path.suffix.lower() in (".pth", ".safetensors", ".pt", ".ckpt"):
         yield path
+        return
+    if path.is_dir() and (path / RUN_EXPORT).is_file():  # a bare run folder name that is no model name
+        yield path / RUN_EXPORT
         return
     if path.is_dir():  # a bare name that is no model but a folder here
         raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",

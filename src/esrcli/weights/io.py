@@ -21,6 +21,7 @@ checkpoint ever runs.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import sys
 import warnings
@@ -372,13 +373,18 @@ def load_model(
         ``(net, info)``: the network in eval mode, float32, parameters not requiring grad.
 
     Raises:
-        ConfigError: ``sharpness`` or ``denoise`` outside ``[0, 1]``, or both given.
+        ConfigError: ``sharpness`` or ``denoise`` not a number in ``[0, 1]``, or both given;
+            a ``device`` that is no device name or not on this machine.
         WeightsError: no such file or model name, unreadable file, unknown architecture,
             a download that failed or did not verify; ``sharpness`` for a file or a model
             without a partner.
     """
     if sharpness is not None and denoise is not None:
         raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")
+    device = _checked_device(device)
+    for name, value in (("sharpness", sharpness), ("denoise", denoise)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ConfigError(f"{name}: expected a number in [0, 1], got {value!r}")
     if denoise is not None:
         if not 0.0 <= float(denoise) <= 1.0:
             raise ConfigError(f"denoise: strength must be in [0, 1], got {denoise}")
@@ -392,6 +398,25 @@ def load_model(
             raise ConfigError(f"sharpness: must be in [0, 1], got {sharpness}")
         sd, info = _read_sharpness(str(path_or_name), float(sharpness))
     return build_model(sd, info, device, str(path_or_name)), info
+
+
+def _checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` that this machine has.
+
+    Raises:
+        ConfigError: not a device name, or a CUDA/MPS device this torch build or machine lacks.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device: expected cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device}: no CUDA GPU here (or torch built without CUDA)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError(f"device: {device}: MPS is not available here")
+    return dev
 
 
 def atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: str | os.PathLike) -> None:
