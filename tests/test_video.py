@@ -338,6 +338,21 @@ def test_a_video_over_the_pixel_limit_is_refused_before_any_frame(esr, clip, tmp
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+def _shifted_copy(src: Path, dst: Path, frames: int) -> None:
+    """A stream copy of ``src``'s video with every timestamp moved by ``frames`` frames."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as o:
+        s = inp.streams.video[0]
+        step = int(round(1 / (RATE * s.time_base)))
+        os_ = o.add_stream_from_template(s)
+        for pkt in inp.demux(s):
+            if pkt.dts is None:
+                continue
+            pkt.pts += frames * step
+            pkt.dts += frames * step
+            pkt.stream = os_
+            o.mux(pkt)
+
+
 def test_valid_videos_whose_frame_counts_mislead_are_not_called_cut_short(esr, tmp_path):
     """Variable frame rate (an average rate from the first seconds) and an MP4 edit list (a
     stream copy cut with -ss: the header counts samples the player skips) are whole videos."""
@@ -369,17 +384,7 @@ def test_valid_videos_whose_frame_counts_mislead_are_not_called_cut_short(esr, t
     for p in vs.encode(None):
         out.mux(p)
     out.close()
-    with av.open(str(src)) as inp, av.open(str(tmp_path / "in" / "cut.mp4"), "w") as o:
-        s = inp.streams.video[0]
-        step = int(round(1 / (RATE * s.time_base)))
-        os_ = o.add_stream_from_template(s)
-        for pkt in inp.demux(s):
-            if pkt.dts is None:
-                continue
-            pkt.pts -= 30 * step  # what `ffmpeg -ss 2.5 -c copy` writes: an edit list skips 30 frames
-            pkt.dts -= 30 * step
-            pkt.stream = os_
-            o.mux(pkt)
+    _shifted_copy(src, tmp_path / "in" / "cut.mp4", -30)  # what `ffmpeg -ss 2.5 -c copy` writes: an edit list skips 30 frames
     with av.open(str(tmp_path / "in" / "cut.mp4")) as c:
         assert c.streams.video[0].frames == 40 and sum(1 for _ in c.decode(video=0)) == 10
     rc, stdout, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", _compact_model(), "--scale", "1")
@@ -415,16 +420,6 @@ def test_a_held_last_frame_and_a_late_start_are_whole_videos(esr, tmp_path):
         out.close()
     src = tmp_path / "src.mp4"
     make_clip(src, frames=24)
-    with av.open(str(src)) as inp, av.open(str(tmp_path / "in" / "late.mkv"), "w") as o:
-        s = inp.streams.video[0]
-        step = int(round(1 / (RATE * s.time_base)))
-        os_ = o.add_stream_from_template(s)
-        for pkt in inp.demux(s):
-            if pkt.dts is None:
-                continue
-            pkt.pts += 24 * step  # the pictures start at 2 s
-            pkt.dts += 24 * step
-            pkt.stream = os_
-            o.mux(pkt)
+    _shifted_copy(src, tmp_path / "in" / "late.mkv", 24)  # the pictures start at 2 s
     rc, _, err = esr("upscale", tmp_path / "in", tmp_path / "out", "--model", _compact_model(), "--scale", "1")
     assert rc == 0 and "3 written, 0 skipped, 0 failed" in err, err

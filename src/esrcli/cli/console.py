@@ -66,33 +66,50 @@ def interrupted_cleanly(message: str) -> None:
     raise typer.Exit(130)
 
 
+def make_folder(folder: Path) -> list[Path]:
+    """Create an output folder (and its parents).
+
+    Returns:
+        The folders created, outermost first (for :func:`remove_if_empty`).
+
+    Raises:
+        ImageError: it cannot be created (one line naming it).
+    """
+    from esrcli.errors import ImageError, folder_failure
+
+    created, p = [], Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        created.insert(0, p)
+        p = p.parent
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(folder_failure(folder, exc, "output folder")) from None
+    return created
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove folders a run created and left empty, innermost first."""
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 @contextmanager
 def output_parent(path: Path) -> Iterator[None]:
     """Create the folder an output file goes into (as ``esr upscale`` creates its folder);
     the folders it created are removed again if the block fails and leaves them empty.
 
     Raises:
-        EsrError: it cannot be created (one line naming it).
+        ImageError: it cannot be created (one line naming it).
     """
-    from esrcli.errors import EsrError, folder_failure
-
-    folder = Path(path).parent
-    created, p = [], folder.absolute()
-    while not p.exists() and p != p.parent:
-        created.insert(0, p)
-        p = p.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EsrError(folder_failure(folder, exc, "output folder")) from None
+    created = make_folder(Path(path).parent)
     try:
         yield
     except BaseException:
-        for q in reversed(created):
-            try:
-                q.rmdir()
-            except OSError:
-                break
+        remove_if_empty(created)
         raise
 
 

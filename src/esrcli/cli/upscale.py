@@ -22,7 +22,7 @@ import typer
 
 from esrcli.cli import console
 from esrcli.data.imageio import IMAGE_EXTENSIONS
-from esrcli.errors import EsrError, ImageError, folder_failure
+from esrcli.errors import EsrError, ImageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,34 +67,17 @@ def _prepare_folder(folder: Path) -> list[Path]:
     """Create the output folder if needed and check it is writable.
 
     Returns:
-        The folders created, outermost first (for :func:`_remove_if_empty`).
+        The folders created, outermost first (for :func:`esrcli.cli.console.remove_if_empty`).
 
     Raises:
         ImageError: it cannot be created or written (message names the folder).
     """
     import os
 
-    created = []
-    p = folder.absolute()
-    while not p.exists() and p != p.parent:
-        created.insert(0, p)
-        p = p.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageError(folder_failure(folder, exc, "output folder")) from None
+    created = console.make_folder(folder)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ImageError(f"{folder}: output folder is not writable")
     return created
-
-
-def _remove_if_empty(created: list[Path]) -> None:
-    """Remove the folders this run created and left empty (every input failed), innermost first."""
-    for p in reversed(created):
-        try:
-            p.rmdir()
-        except OSError:
-            return
 
 
 def _fetch_with_progress(model: str) -> None:
@@ -214,7 +197,7 @@ def upscale(
         kind = "a video" if is_video(items[0].src) else "an image"
         raise typer.BadParameter(f"{out_file}: the input is {kind}; name an output file of the same kind, or a folder", param_hint="OUT")
     created = _prepare_folder(out_dir)
-    ctx.call_on_close(lambda: _remove_if_empty(created))  # also when the run stops on an error
+    ctx.call_on_close(lambda: console.remove_if_empty(created))  # also when the run stops on an error
 
     # After the usage and path checks: torch takes over a second to import.
     from esrcli.infer import distributed
