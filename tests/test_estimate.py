@@ -255,3 +255,16 @@ def test_train_estimator_config_errors_name_the_key(tmp_path: Path, esr) -> None
     cfg.write_text("[train]\niterations = 3\n")
     rc, _, err = esr("train-estimator", cfg, "-o", tmp_path / "r")
     assert rc == 1 and "train.data" in err
+
+
+def test_a_float_image_file_is_clipped_as_esr_reads_it(tmp_path: Path) -> None:
+    """Float TIFFs may overshoot [0, 1]: a file is clipped (as esr upscale reads it); only an
+    array passed in is held to [0, 1], where 0-255 floats would be a caller's mistake."""
+    from PIL import Image as PILImage
+
+    a = np.random.default_rng(0).random((96, 96)).astype(np.float32) * 1.5
+    PILImage.fromarray(a, "F").save(tmp_path / "f.tif")
+    est = estimate(tmp_path / "f.tif")
+    assert len(est.noise_sigma) == 1 and est.noise_sigma[0] > 5
+    with pytest.raises(ImageError, match="float samples must lie in"):
+        estimate(a)

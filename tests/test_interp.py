@@ -145,6 +145,18 @@ def test_cli_interp(esr, tmp_path):
     try:
         assert load_model("esr-general-x4-net")[1].arch == "SRVGGNetCompact"
         assert load_model("./esr-general-x4-net")[1].arch == "RRDBNet"  # as a path: the run
+        for arg in ("./esr-general-x4-net", "esr-general-x4-net/"):  # the CLI keeps what was typed
+            rc, shown, err = esr("model", "info", arg)
+            assert rc == 0 and "arch:       RRDBNet" in shown, (arg, shown, err)
+        rc, shown, err = esr("model", "info", "esr-general-x4-net")
+        assert rc == 0 and "arch:       SRVGGNetCompact" in shown
+        rc, _, err = esr("interp", "./esr-general-x4-net", pb, "-o", "mixed.safetensors")
+        assert rc == 0 and load_model("mixed.safetensors")[1].arch == "RRDBNet", err
+        rc, _, err = esr("model", "convert", "./esr-general-x4-net", "conv.safetensors")
+        assert rc == 0 and load_model("conv.safetensors")[1].arch == "RRDBNet", err
+        # an output inside a folder named like the embedded model it blends is no overwrite
+        rc, _, err = esr("interp", "esr-general-x4", "esr-general-x4-net", "-o", "esr-general-x4-net/net_g_ema.safetensors")
+        assert rc == 0, err  # the inputs are the embedded models, not that run
     finally:
         os.chdir(cwd)
     before = out.read_bytes()

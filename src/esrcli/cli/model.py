@@ -93,7 +93,7 @@ def _estimator_record(path: Path) -> dict | None:
 
 @model_app.command("info")
 def info_cmd(
-    files: List[Path] = typer.Argument(
+    files: List[str] = typer.Argument(  # str, not Path: "./name" (a run folder) must not become "name" (a model)
         ..., help="Model files (.pth or .safetensors) or embedded model names.", show_default=False, metavar="MODEL"
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
@@ -104,12 +104,12 @@ def info_cmd(
     failed = 0
     for i, path in enumerate(files):
         try:
-            pdm = _pdm_record(path)
+            pdm = _pdm_record(Path(path))
         except EsrError as exc:
             console.error(str(exc), exc.hint)
             failed += 1
             continue
-        estimator = _estimator_record(path) if pdm is None else None
+        estimator = _estimator_record(Path(path)) if pdm is None else None
         if estimator is not None:
             if as_json:
                 typer.echo(json.dumps(estimator))
@@ -162,7 +162,7 @@ def info_cmd(
 
 @model_app.command("convert")
 def convert_cmd(
-    src: Path = typer.Argument(..., help="Input model file (.pth or .safetensors).", show_default=False, metavar="SRC"),
+    src: str = typer.Argument(..., help="Input model file (.pth or .safetensors), run folder or model name.", show_default=False, metavar="SRC"),
     dst: Path = typer.Argument(..., help="Output .safetensors file.", show_default=False, metavar="DST"),
     half: bool = typer.Option(False, "--half", help="Store weights as float16 (half the size; loads as float32)."),
 ) -> None:
@@ -171,7 +171,7 @@ def convert_cmd(
 
     if dst.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
-    if console.same_path(dst, src):
+    if console.same_path(dst, Path(src)):
         raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
     with resolve_model(src) as real:
         if console.same_path(dst, Path(real)):  # a run folder stands for its export
@@ -181,7 +181,7 @@ def convert_cmd(
     detail = ", ".join(n for n in notes if n)
     provenance = info.metadata.get("provenance")
     if not provenance or info.metadata.get("source_format") == "pth":
-        provenance = f"converted from {src.name}" + (f" ({detail})" if detail else "")
+        provenance = f"converted from {Path(src).name}" + (f" ({detail})" if detail else "")
     with console.output_parent(dst):
         save_model(dst, sd, info, extra_metadata={"provenance": provenance}, half=half)
     dtype = "float16" if half else "float32"

@@ -115,8 +115,9 @@ def _load_net_cached(key: tuple[str, int, int] | None, label: str | None = None)
     return net
 
 
-def _as_samples(image: np.ndarray, name: str) -> np.ndarray:
-    """``(H, W, C)`` samples (C = 1 or 3; alpha dropped; uint8, uint16 or float32 in [0, 1]) of an array."""
+def _as_samples(image: np.ndarray, name: str, from_file: bool = False) -> np.ndarray:
+    """``(H, W, C)`` samples (C = 1 or 3; alpha dropped; uint8, uint16 or float32 in [0, 1]) of an
+    array; a float file's samples are clipped into [0, 1] as esr reads such files everywhere."""
     a = np.asarray(image)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -134,7 +135,7 @@ def _as_samples(image: np.ndarray, name: str) -> np.ndarray:
         if a.size and not np.isfinite(a).all():
             raise ImageError(f"{name}: the image contains NaN or infinite values")
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if lo < -0.1 or hi > 1.1:  # 8-bit values in a float array would be misread, not clipped
+        if not from_file and (lo < -0.1 or hi > 1.1):  # 8-bit values in a float array would be misread, not clipped
             hint = " (8-bit values? divide by 255)" if hi > 2 else ""
             raise ImageError(f"{name}: float samples must lie in [0, 1], got {lo:.6g} to {hi:.6g}{hint}")
         a = np.clip(a, 0, 1).astype(np.float32, copy=False)
@@ -282,7 +283,7 @@ def estimate(image: ImageLike, weights: str | Path | None = None) -> Degradation
 
         path = Path(image)
         name = str(path)
-        samples = _as_samples(read_samples(path), name)
+        samples = _as_samples(read_samples(path), name, from_file=True)
         file_quality = jpeg_file_quality(path)
     else:
         name = "<array>"

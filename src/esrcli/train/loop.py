@@ -636,13 +636,13 @@ def train(
     if device.type == "cuda":  # fixed patch sizes: cuDNN picks its fastest algorithms once
         torch.backends.cudnn.benchmark = True
     threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    prec = build.select_precision(t.precision, device)
     out_dir = Path(out_dir)
     created = main and not out_dir.exists()
     held = ExitStack()
     try:
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        prec = build.select_precision(t.precision, device)
         if main:  # one run per folder: a second one would interleave its checkpoints and logs
             make_run_folder(out_dir)
             if not held.enter_context(folder_lock(out_dir)):
