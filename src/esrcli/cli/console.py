@@ -58,10 +58,12 @@ def line(text: str, *, stream: TextIO | None = None) -> None:
             os.close(devnull)
 
 
-def interrupted_cleanly(message: str) -> None:
-    """Say how a run that Ctrl-C stopped cleanly can go on, and exit 130 without the
-    "interrupted" error line that an abrupt stop gets."""
-    info(message)
+def interrupted_cleanly(iteration: int | None) -> None:
+    """Say how a training that Ctrl-C stopped cleanly at ``iteration`` goes on (``None``: say
+    nothing, another process does), and exit 130 without the "interrupted" error line that an
+    abrupt stop gets."""
+    if iteration is not None:
+        info(f"esr: interrupted; run the same command again to resume from iteration {iteration}")
     state.stopped_cleanly = True
     raise typer.Exit(130)
 

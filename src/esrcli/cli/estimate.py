@@ -123,7 +123,7 @@ def train_estimator_cmd(
                           f"JPEG MAE {last['jpeg_mae']:.1f}, blur MAE {last['blur_mae']:.2f} px (training patches)")
     console.out.print(f"model: {result.weights}")
     if result.stopped == "interrupted":  # saved, but not finished: say so to scripts
-        console.interrupted_cleanly(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        console.interrupted_cleanly(result.iteration)
 
 
 def register(app: typer.Typer) -> None:

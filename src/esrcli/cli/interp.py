@@ -18,17 +18,13 @@ def interp_cmd(
     half: bool = typer.Option(False, "--half", help="Store weights as float16."),
 ) -> None:
     """Blend two models of the same architecture: theta = (1 - alpha) * theta_A + alpha * theta_B."""
-    from esrcli.weights import interpolate_files, params_text  # loads torch: not for --help
+    from esrcli.errors import EsrError
+    from esrcli.weights import interpolate_files, params_text, resolve_model  # loads torch: not for --help
 
     console.check_unit_interval(alpha, "--alpha")
     if output.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{output}: the output must end in .safetensors", param_hint="--output")
-    from esrcli.errors import EsrError
-    from esrcli.weights import resolve_model
-
     for src in (model_a, model_b):
-        if console.same_path(output, Path(src)):
-            raise typer.BadParameter(f"{output}: the output would overwrite the input model", param_hint="--output")
         try:
             with resolve_model(src) as real:  # what a run folder or a name stands for
                 if console.same_path(output, Path(real)):

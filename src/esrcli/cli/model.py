@@ -171,10 +171,8 @@ def convert_cmd(
 
     if dst.suffix.lower() != ".safetensors":
         raise typer.BadParameter(f"{dst}: the output must end in .safetensors", param_hint="DST")
-    if console.same_path(dst, Path(src)):
-        raise typer.BadParameter(f"{dst}: the output would overwrite the input", param_hint="DST")
     with resolve_model(src) as real:
-        if console.same_path(dst, Path(real)):  # a run folder stands for its export
+        if console.same_path(dst, Path(real)):  # a file is itself; a run folder stands for its export
             raise typer.BadParameter(f"{dst}: the output would overwrite the input ({real})", param_hint="DST")
         sd, info = read_model_info(real)
     notes = [info.metadata.get(k) for k in ("source_key", "layout")]

@@ -62,7 +62,7 @@ def _run(config: Optional[Path], output: Optional[Path], resume: Optional[bool],
     if result.sr_export is not None:
         console.out.print(f"SR model: {result.sr_export}")
     if result.stopped == "interrupted":  # saved, but not finished: say so to scripts
-        console.interrupted_cleanly(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        console.interrupted_cleanly(result.iteration)
 
 
 def register(app: typer.Typer) -> None:

@@ -107,9 +107,8 @@ def _run(stage: str, config: Optional[Path], output: Optional[Path], resume: Opt
     with _Reporter(cfg.train.total_iter, cfg.train.log_interval) as rep, console.stop_requests() as requested:
         result = train(cfg, out, resume=resume, time_limit=limit, on_step=rep.step, on_message=rep.message, stop_requested=requested)
     if result.export is None:  # a rank other than 0 under torchrun
-        if result.stopped == "interrupted":  # rank 0 says how to go on
-            console.state.stopped_cleanly = True
-            raise typer.Exit(130)
+        if result.stopped == "interrupted":
+            console.interrupted_cleanly(None)  # rank 0 says how to go on
         return
     console.out.print(f"stopped: {result.stopped} at iteration {result.iteration}/{result.total}")
     console.out.print(f"speed: {result.iters_per_s:.3f} it/s ({result.precision}), {result.seconds:.1f} s")
@@ -120,7 +119,7 @@ def _run(stage: str, config: Optional[Path], output: Optional[Path], resume: Opt
     console.out.print(f"checkpoint: {result.checkpoint}")
     console.out.print(f"model: {result.export}")
     if result.stopped == "interrupted":  # saved, but the run did not finish: say so to scripts
-        console.interrupted_cleanly(f"esr: interrupted; run the same command again to resume from iteration {result.iteration}")
+        console.interrupted_cleanly(result.iteration)
 
 
 def register(app: typer.Typer) -> None:

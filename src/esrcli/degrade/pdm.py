@@ -508,7 +508,7 @@ def pdm_sheet(hr: Tensor, lrs: Tensor, kernels: Tensor, noises: Tensor | None, t
     """
     from PIL import Image, ImageDraw
 
-    from esrcli.degrade.sheet import _font
+    from esrcli.degrade.sheet import _font, text_width
 
     _, h, w = hr.shape
     s = h // lrs.shape[-2]
@@ -518,8 +518,7 @@ def pdm_sheet(hr: Tensor, lrs: Tensor, kernels: Tensor, noises: Tensor | None, t
     cols = 3 if noises is not None else 2
     font = _font(11)
     # as wide as the longest caption (e.g. "kernel 1.23/0.98 px 145 deg"): a small crop's captions would overlap
-    longest = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("kernel 88.88/88.88 px 188 deg", font=font)
-    cell_w = max(w, k * kz, math.ceil(longest))
+    cell_w = max(w, k * kz, text_width(["kernel 88.88/88.88 px 188 deg"], font))
     sheet = Image.new("RGB", (cols * (cell_w + pad) + pad, (n + 1) * (h + cap + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
 

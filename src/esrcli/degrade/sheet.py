@@ -72,6 +72,14 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def text_width(lines: list[str], font) -> int:
+    """Pixels the widest of ``lines`` takes in ``font`` (for cells that fit their captions)."""
+    from PIL import Image, ImageDraw
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return math.ceil(max(measure.textlength(line, font=font) for line in lines))
+
+
 def contact_sheet(
     hr: np.ndarray,
     lqs: list[np.ndarray],
@@ -117,9 +125,7 @@ def contact_sheet(
         big = np.repeat(np.repeat(lq, scale, axis=0), scale, axis=1)[:h, :w]
         tiles.append((to_pil(big), describe(p)))
     # a cell is as wide as its widest caption, so captions of a small crop do not run into each other
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(measure.textlength(line, font=font) for _, lines in tiles for line in lines)
-    cell_w, cell_h = max(w, math.ceil(text_w)) + pad, h + cap_h + pad
+    cell_w, cell_h = max(w, text_width([line for _, lines in tiles for line in lines], font)) + pad, h + cap_h + pad
     sheet = Image.new("RGB", (cols * cell_w + pad, rows * cell_h + pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for i, (im, lines) in enumerate(tiles):

@@ -71,10 +71,9 @@ def _load_net(weights: str | None = None):
     """
     if weights is None:
         return _load_net_cached(None)
-    try:
-        st = os.stat(weights)
-    except OSError:
-        raise WeightsError(f"{weights}: no such estimator weights file") from None
+    if not os.path.isfile(weights):
+        raise WeightsError(f"{weights}: no such estimator weights file")
+    st = os.stat(weights)
     return _load_net_cached((os.path.realpath(weights), st.st_mtime_ns, st.st_size), weights)
 
 
@@ -93,8 +92,6 @@ def _load_net_cached(key: tuple[str, int, int] | None, label: str | None = None)
             return None
         context = resources.as_file(ref)
     else:
-        if not Path(key[0]).is_file():
-            raise WeightsError(f"{weights}: no such estimator weights file")
         context = nullcontext(Path(key[0]))
     with context as path:
         try:

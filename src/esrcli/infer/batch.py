@@ -260,6 +260,18 @@ def _check_folder(src: Path, folder: Path) -> None:
         raise ImageError(f"{src}: cannot write into {folder}: {p} exists and is not a folder")
 
 
+def _make_parent(src: Path, dst: Path) -> None:
+    """Create the folder ``dst`` goes into.
+
+    Raises:
+        ImageError: it cannot be created (names the input and the folder).
+    """
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(f"{src}: {folder_failure(dst.parent, exc)}") from None
+
+
 def batch_jobs(jobs: int, device: "torch.device", count: int) -> int:
     """Images in flight for a batch of ``count`` inputs: ``jobs``, or 0 = the default for the
     device (:func:`esrcli.infer.workers.default_jobs`), at most ``count``, at least 1."""
@@ -320,10 +332,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
         result = upscale_image(image, net, info, up, notify=notes.append, progress=between_tiles)
         if cancel.is_set():
             raise _Cancelled
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ImageError(f"{image_src}: {folder_failure(dst.parent, exc)}") from None
+        _make_parent(image_src, dst)
         try:
             write_image(dst, result, quality=options.quality, replace=options.overwrite)
             written = True
@@ -384,10 +393,7 @@ def run_batch(items: Sequence[BatchItem], model: UpscaleModel, options: BatchOpt
     def run_video(src: Path, dst: Path) -> Iterator[Event]:
         """Upscale one video here, in the calling thread, yielding its progress."""
         notes: list[str] = []
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ImageError(f"{src}: {folder_failure(dst.parent, exc)}") from None
+        _make_parent(src, dst)
         with contextlib.closing(upscale_video(src, dst, model, up, options.video, notify=notes.append)) as frames:
             for p in frames:
                 while notes:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esrcli.errors import ConfigError
+from esrcli.weights.io import checked_device
 
 __all__ = [
     "PRECISIONS",
@@ -80,20 +81,9 @@ def select_device(spec: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
-    if m:
-        if not torch.cuda.is_available():
-            raise ConfigError("device: cuda is not available on this machine (torch sees no CUDA GPU)")
-        index = int(m.group(1) or 0)
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device: cuda:{index} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
-        return torch.device("cuda", index)
-    if spec == "mps":
-        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise ConfigError("device: mps is not available on this machine")
-        return torch.device("mps")
+    if re.fullmatch(r"cpu|mps|cuda(:\d+)?", spec):
+        dev = checked_device(spec)
+        return torch.device("cuda", dev.index or 0) if dev.type == "cuda" else dev
     raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {spec!r}")
 
 

@@ -70,7 +70,7 @@ class UpscaleOptions:
             object.__setattr__(self, "outscale", float(o))  # numpy scalars and fractions as plain floats
         for name in ("tile", "tile_overlap", "batch"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise ConfigError(f"{name}: expected a whole number, got {v!r}")
         if self.tile < 0:
             raise ConfigError(f"tile: must be >= 0 (0 = whole image), got {self.tile}")

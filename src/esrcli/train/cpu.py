@@ -7,7 +7,20 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["single_thread_on_cpu"]
+__all__ = ["single_thread_on_cpu", "torch_threads"]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` for the block (0: left as they are), and the caller's
+    count put back after it: ``train.threads`` is a run's setting, not the process's for good."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from esrcli.losses import (
     texture_loss,
 )
 from esrcli.train import build
-from esrcli.train.cpu import single_thread_on_cpu
+from esrcli.train.cpu import single_thread_on_cpu, torch_threads
 from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
 from esrcli.train.distributed import DistInfo, barrier, cleanup_distributed, select_device, setup_distributed
 from esrcli.train.ema import ema_update, make_ema
@@ -635,13 +635,11 @@ def train(
     device = select_device(t.device, dist_info)
     if device.type == "cuda":  # fixed patch sizes: cuDNN picks its fastest algorithms once
         torch.backends.cudnn.benchmark = True
-    threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
     out_dir = Path(out_dir)
     created = main and not out_dir.exists()
     held = ExitStack()
     try:
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        held.enter_context(torch_threads(t.threads))
         prec = build.select_precision(t.precision, device)
         if main:  # one run per folder: a second one would interleave its checkpoints and logs
             make_run_folder(out_dir)
@@ -750,5 +748,3 @@ def train(
     finally:
         held.close()
         cleanup_distributed(dist_info)
-        if t.threads:
-            torch.set_num_threads(threads_before)

@@ -41,7 +41,7 @@ from esrcli.errors import DataError, ImageError, TrainingError
 from esrcli.losses.pixel import pixel_loss
 from esrcli.train import build
 from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_checkpoint, read_checkpoint, write_checkpoint
-from esrcli.train.cpu import single_thread_on_cpu
+from esrcli.train.cpu import single_thread_on_cpu, torch_threads
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
 from esrcli.train.loop import StepInfo, _find_resume, make_run_folder, remove_if_empty
@@ -580,15 +580,13 @@ def train_pdm(
                                 hint="wait for it to finish, or choose another output folder")
         for folder in (out_dir, out_dir / CHECKPOINT_DIR):
             remove_stale_parts(folder)
-        threads_before = torch.get_num_threads()  # train.threads is this run's, not the caller's for good
         try:
-            return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message, stop_requested)
+            with torch_threads(cfg.train.threads):
+                return _train_pdm(cfg, out_dir, resume, time_limit, on_step, on_message, stop_requested)
         except BaseException:
             if created:  # a run that failed before writing anything leaves no empty folder behind
                 remove_if_empty(out_dir)
             raise
-        finally:
-            torch.set_num_threads(threads_before)
 
 
 def _train_pdm(
@@ -604,8 +602,6 @@ def _train_pdm(
     say = on_message or (lambda m: None)
     start_time = time.monotonic()
     deadline = start_time + time_limit if time_limit else None
-    if t.threads:
-        torch.set_num_threads(t.threads)
     device = _device(t.device)
     out_dir = Path(out_dir)
     resume_path = _find_resume(out_dir, resume)

@@ -173,6 +173,18 @@ def denoise_pair(name: str) -> tuple[str, str]:
     raise WeightsError(f"{name}: --denoise needs a model with a weak-denoise partner ({have})")
 
 
+def _run_export(folder: Path, text: str) -> Path:
+    """The EMA export of the training run ``folder`` (named ``text`` by the caller).
+
+    Raises:
+        WeightsError: the folder holds no :data:`RUN_EXPORT`.
+    """
+    if (folder / RUN_EXPORT).is_file():
+        return folder / RUN_EXPORT
+    raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
+                       "name a .safetensors or .pth file, or a model (esr model list)")
+
+
 @contextmanager
 def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int | None], None] | None = None) -> Iterator[Path]:
     """Yield a real file path for a model file path or a model name.
@@ -200,11 +212,8 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
         yield path
         return
     if looks_like_path and path.is_dir():  # runs/gan: a training run folder stands for its EMA export
-        if (path / RUN_EXPORT).is_file():
-            yield path / RUN_EXPORT
-            return
-        raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
-                           "name a .safetensors or .pth file, or a model (esr model list)")
+        yield _run_export(path, text)
+        return
     entry = find_entry(text) or find_embedded(text)
     if entry is not None:  # a bare name: the embedded model, even beside a run folder of that name
         with resources.as_file(_models_dir().joinpath(entry.file)) as real:
@@ -222,12 +231,9 @@ def resolve_model(path_or_name: str | os.PathLike, progress: Callable[[int, int 
     if looks_like_path or path.suffix.lower() in (".pth", ".safetensors", ".pt", ".ckpt"):
         yield path
         return
-    if path.is_dir() and (path / RUN_EXPORT).is_file():  # a bare run folder name that is no model name
-        yield path / RUN_EXPORT
+    if path.is_dir():  # a bare name that is no model name but a folder here
+        yield _run_export(path, text)
         return
-    if path.is_dir():  # a bare name that is no model but a folder here
-        raise WeightsError(f"{text}: is a folder, not a model file (nor a training run with {RUN_EXPORT})",
-                           "name a .safetensors or .pth file, or a model (esr model list)")
     from esrcli.weights.remote import unknown_name_error
 
     raise unknown_name_error(text, [e.name for e in catalogue()])

@@ -381,7 +381,7 @@ def load_model(
     """
     if sharpness is not None and denoise is not None:
         raise ConfigError("sharpness and denoise: give one of them (no model has both partners yet)")
-    device = _checked_device(device)
+    device = checked_device(device)
     for name, value in (("sharpness", sharpness), ("denoise", denoise)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise ConfigError(f"{name}: expected a number in [0, 1], got {value!r}")
@@ -400,8 +400,9 @@ def load_model(
     return build_model(sd, info, device, str(path_or_name)), info
 
 
-def _checked_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device` that this machine has.
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` that this machine has (also behind
+    :func:`esrcli.infer.device.select_device`).
 
     Raises:
         ConfigError: not a device name, or a CUDA/MPS device this torch build or machine lacks.
@@ -410,12 +411,13 @@ def _checked_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"device: expected cpu, cuda, cuda:N or mps, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device}: no CUDA GPU here (or torch built without CUDA)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda is not available on this machine (torch sees no CUDA GPU)")
+        if (dev.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"device: cuda:{dev.index or 0} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError(f"device: {device}: MPS is not available here")
+        raise ConfigError("device: mps is not available on this machine")
     return dev
 
 
