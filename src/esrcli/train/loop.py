@@ -575,16 +575,21 @@ def make_run_folder(out_dir: Path) -> None:
 STOP_REASONS = ("done", "time-limit", "interrupted")
 
 
+def stop_reason(deadline: float | None, iter_seconds: float, requested: Callable[[], bool] | None = None) -> str | None:
+    """``"interrupted"`` when ``requested()`` says so, ``"time-limit"`` when the next iteration
+    (``iter_seconds`` long) would pass ``deadline`` (:func:`time.monotonic` seconds), else ``None``."""
+    if requested is not None and requested():
+        return "interrupted"
+    if deadline is not None and time.monotonic() + iter_seconds >= deadline:
+        return "time-limit"
+    return None
+
+
 def _should_stop(
     deadline: float | None, iter_seconds: float, dist_info: DistInfo, device: torch.device, requested: Callable[[], bool] | None = None
 ) -> str | None:
-    """``"time-limit"`` when the next iteration would pass ``deadline``, ``"interrupted"``
-    when ``requested()`` says so, else ``None``; under torchrun rank 0 decides for all."""
-    stop = None
-    if requested is not None and requested():
-        stop = "interrupted"
-    elif deadline is not None and time.monotonic() + iter_seconds >= deadline:
-        stop = "time-limit"
+    """:func:`stop_reason`; under torchrun rank 0 decides for all."""
+    stop = stop_reason(deadline, iter_seconds, requested)
     if dist_info.enabled:  # all ranks stop at the same iteration (every rank takes part, whatever it was given)
         flag = torch.tensor([float(STOP_REASONS.index(stop) if stop else 0)], device=device)
         dist.broadcast(flag, 0)

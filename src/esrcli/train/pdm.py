@@ -44,7 +44,7 @@ from esrcli.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, latest_chec
 from esrcli.train.cpu import single_thread_on_cpu, torch_threads
 from esrcli.train.ema import ema_update, make_ema
 from esrcli.train.logger import MetricsLog
-from esrcli.train.loop import StepInfo, _find_resume, make_run_folder, remove_if_empty
+from esrcli.train.loop import StepInfo, _find_resume, make_run_folder, remove_if_empty, stop_reason
 
 __all__ = ["PDM_EXPORT", "SR_EXPORT", "UnpairedPatches", "SrNets", "PdmNets", "PdmResult", "pdm_step", "sr_step",
            "kernel_stats", "calibrated_export", "train_pdm"]
@@ -661,11 +661,7 @@ def _train_pdm(
                 if gain is not None:
                     losses["ema_noise_gain"] = float(gain.mean())
                 log.write({"iter": it, **losses, "lr": lr_now, "time": round(time.monotonic() - start_time, 3)})
-            stop = None
-            if stop_requested is not None and stop_requested():
-                stop = "interrupted"
-            elif deadline is not None and time.monotonic() + iter_seconds >= deadline:
-                stop = "time-limit"
+            stop = stop_reason(deadline, iter_seconds, stop_requested)
             step_ckpt = None
             if it % t.checkpoint_interval == 0 or it == t.total_iter or stop:
                 ckpt = step_ckpt = save_pdm_checkpoint(out_dir, it, cfg, nets)
