@@ -37,7 +37,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "load_toml", "to_toml", "replace_path"]
+__all__ = ["from_dict", "from_toml", "load_toml", "to_toml", "replace_path"]
 
 
 def _type_name(tp: Any) -> str:
@@ -172,6 +172,20 @@ def load_toml(cls: type[T], file: str | Path, table: str | None = None) -> T:
         return from_dict(cls, data, path=table or "", base_dir=file.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}", exc.hint) from None
+
+
+def from_toml(cls: type[T], text: str) -> T:
+    """``cls`` from TOML text such as :func:`to_toml` writes (a checkpoint's stored config);
+    paths are taken as they stand.
+
+    Raises:
+        ConfigError: not valid TOML, or any error of :func:`from_dict`.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML ({exc})") from None
+    return from_dict(cls, data)
 
 
 def _toml_value(v: Any) -> str:

@@ -36,10 +36,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from esrcli.archs.srvgg import compiled_prelu_backward_error
 from esrcli.atomic import folder_lock, remove_stale_parts
-from esrcli.config import to_toml
-from esrcli.config.train import ModelConfig, NetDConfig, TrainGanConfig, TrainNetConfig
+from esrcli.config import from_toml, to_toml
+from esrcli.config.train import TrainGanConfig, TrainNetConfig
 from esrcli.data.dataset import mix_seed, scan_images
-from esrcli.errors import TrainingError, folder_failure
+from esrcli.errors import ConfigError, TrainingError, folder_failure
 from esrcli.losses import (
     discriminator_gan_loss,
     feature_matching_loss,
@@ -373,25 +373,18 @@ def _check_networks_unchanged(state: dict[str, Any], cfg: Config) -> None:
         TrainingError: names the first setting that changed, with both values.
     """
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
-    try:
-        then = tomllib.loads(str(state.get("config", "")))
-    except tomllib.TOMLDecodeError:
+        then = from_toml(type(cfg), str(state.get("config", "")))
+    except ConfigError:
         return  # an old or foreign checkpoint: load_state_dict still checks the shapes
-    defaults = {"model": ModelConfig(), "net_d": NetDConfig()}
     model_keys = ["arch"] + [k for k in cfg.model.generator_params() if k not in ("num_in_ch", "num_out_ch")]
     if cfg.model.arch == "SRVGGNetCompact":
         model_keys.append("upsample")
     for table, keys in (("model", model_keys), ("net_d", _NET_D_KEYS)):
-        now = getattr(cfg, table, None)
-        if now is None or table not in then:
+        now, old_table = getattr(cfg, table, None), getattr(then, table, None)
+        if now is None or old_table is None:
             continue
         for key in keys:
-            old = then[table].get(key, getattr(defaults[table], key))
-            new = getattr(now, key)
+            old, new = getattr(old_table, key), getattr(now, key)
             if old != new:
                 raise TrainingError(
                     f"{table}.{key} is {new!r}, but the checkpoint's run was built with {old!r}",
